@@ -1,0 +1,29 @@
+# Flags for llmds' own targets. They are set per target, never globally, so a project that embeds
+# llmds with add_subdirectory keeps its own flags.
+
+# Warnings for code llmds owns (the library, its tests and benchmarks; not third-party headers).
+function(llmds_target_warnings target)
+  if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor)
+    if(LLMDS_WERROR)
+      target_compile_options(${target} PRIVATE -Werror)
+    endif()
+  elseif(MSVC)
+    target_compile_options(${target} PRIVATE /W4 $<$<BOOL:${LLMDS_WERROR}>:/WX>)
+  endif()
+endfunction()
+
+# AddressSanitizer + UndefinedBehaviorSanitizer when LLMDS_SANITIZE is on. The flags travel with
+# the target inside the build tree only (BUILD_INTERFACE), so every test that links llmds is
+# instrumented, but an installed llmds never imposes them on its users.
+function(llmds_target_sanitizers target)
+  if(NOT LLMDS_SANITIZE)
+    return()
+  endif()
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    message(FATAL_ERROR "LLMDS_SANITIZE needs GCC or Clang")
+  endif()
+  set(_flags -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+  target_compile_options(${target} PUBLIC $<BUILD_INTERFACE:${_flags}>)
+  target_link_options(${target} PUBLIC $<BUILD_INTERFACE:-fsanitize=address,undefined>)
+endfunction()

@@ -1,0 +1,13 @@
+// The whole of llmds in one include. Each structure's own header is cheaper to include.
+#pragma once
+
+#include "llmds/version.hpp"
+
+#include "llmds/core/errors.hpp"
+#include "llmds/core/indexed_heap.hpp"
+#include "llmds/core/memory_profiler.hpp"
+#include "llmds/core/statistics.hpp"
+#include "llmds/core/timer.hpp"
+#include "llmds/core/token_lru.hpp"
+
+#include "llmds/sketch/count_min_sketch.hpp"

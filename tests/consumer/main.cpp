@@ -1,0 +1,29 @@
+// Uses one piece of each family that is installed, and exits non-zero if any misbehaves.
+#include <llmds/llmds.hpp>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+int main() {
+  llmds::IndexedHeap<> queue;
+  queue.push(1, 3.0);
+  queue.push(2, 1.0);
+  if (queue.pop().key != 2) return 1;
+
+  llmds::TokenLRU<int, std::vector<int>> cache({}, 4);
+  cache.put(1, {1, 2, 3});
+  cache.put(2, {4, 5});
+  if (cache.contains(1) || cache.total_tokens() != 2) return 2;
+
+  llmds::CountMinSketch sketch;
+  sketch.add("hello", 3);
+  if (sketch.estimate("hello") < 3) return 3;
+
+  const std::vector<double> latencies = {1.0, 2.0, 3.0, 4.0};
+  if (llmds::compute_percentiles(latencies).p50 != 2.5) return 4;
+
+  std::printf("llmds %d.%d.%d consumer: ok\n", llmds::version_major, llmds::version_minor,
+              llmds::version_patch);
+  return 0;
+}
