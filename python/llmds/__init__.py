@@ -1,0 +1,19 @@
+"""llmds: the data structures LLM serving is built from.
+
+The structures live at the module paths of the API reference::
+
+    from llmds.indexed_heap import IndexedHeap
+    from llmds.token_lru import TokenLRU
+    from llmds.cmsketch import CountMinSketch
+    from llmds.utils import Timer, MemoryProfiler, memory_profiler
+    from llmds.utils import compute_percentiles, calculate_statistics
+
+and, for convenience, at the top level. ``python -m llmds demo`` shows them at work.
+"""
+
+from llmds._core import __version__
+from llmds.cmsketch import CountMinSketch
+from llmds.indexed_heap import IndexedHeap
+from llmds.token_lru import TokenLRU
+
+__all__ = ["CountMinSketch", "IndexedHeap", "TokenLRU", "__version__"]

@@ -1,0 +1,3 @@
+from llmds.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""Type stubs for llmds._core, the compiled core of llmds (bindings in python/src/*.cpp).
+
+Hand-written; tests/python/test_stubs.py checks them against the runtime module.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any, Generic, TypedDict, TypeVar
+
+import numpy
+from numpy.typing import ArrayLike, NDArray
+
+__version__: str
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+# A CountMinSketch item: a str counts as its UTF-8 bytes, so "abc" and b"abc" are one item.
+Item = str | bytes
+
+class Percentiles(TypedDict):
+    """The result of compute_percentiles."""
+
+    p50: float
+    p95: float
+    p99: float
+
+class Statistics(TypedDict):
+    """The result of calculate_statistics."""
+
+    mean: float
+    std: float
+    min: float
+    max: float
+    p50: float
+    p95: float
+    p99: float
+    ci_lower: float
+    ci_upper: float
+    cv: float
+    count: int
+
+class IndexedHeap:
+    """Binary heap of (score, key_id) entries, addressable by key_id."""
+
+    def __init__(self, max_heap: bool = False) -> None:
+        """A min-heap, or a max-heap with max_heap=True; ties pop the smaller key_id first."""
+    def push(self, key_id: int, score: float) -> None:
+        """Add key_id with score. ValueError if key_id is present or score is NaN."""
+    def pop(self) -> tuple[float, int]:
+        """Remove and return the top (score, key_id). IndexError if empty."""
+    def peek(self) -> tuple[float, int] | None:
+        """The top (score, key_id) without removing it, or None if empty."""
+    def decrease_key(self, key_id: int, new_score: float) -> None:
+        """Lower the score. KeyError if absent, ValueError if new_score is greater."""
+    def increase_key(self, key_id: int, new_score: float) -> None:
+        """Raise the score. KeyError if absent, ValueError if new_score is smaller."""
+    def update_key(self, key_id: int, new_score: float) -> None:
+        """Set the score in either direction. KeyError if absent."""
+    def delete(self, key_id: int) -> tuple[float, int]:
+        """Remove key_id and return its (score, key_id). KeyError if absent."""
+    def get_score(self, key_id: int) -> float | None:
+        """The score of key_id, or None if absent."""
+    def size(self) -> int:
+        """The number of entries."""
+    def is_empty(self) -> bool:
+        """Whether the heap has no entries."""
+    @property
+    def max_heap(self) -> bool:
+        """Whether the largest score pops first."""
+    def __len__(self) -> int: ...
+    def __contains__(self, key: object, /) -> bool: ...
+
+class TokenLRU(Generic[K, V]):
+    """Least-recently-used cache whose budget is counted in tokens."""
+
+    def __init__(
+        self, token_of: Callable[[V], int] = ..., max_tokens: int | None = None
+    ) -> None:
+        """Each value costs token_of(value) tokens (len by default); max_tokens=None is unbounded."""
+    def put(self, key: K, value: V) -> None:
+        """Insert or replace key as the most recent entry, evicting to stay within max_tokens."""
+    def get(self, key: K) -> V | None:
+        """The value of key, made most recent; None if absent."""
+    def peek(self, key: K) -> V | None:
+        """The value of key without touching its recency; None if absent."""
+    def delete(self, key: K) -> V:
+        """Remove key and return its value. KeyError if absent."""
+    def evict_until_budget(self, target_budget: int) -> list[tuple[K, V]]:
+        """Evict until total_tokens() <= target_budget; return the evicted (key, value) pairs."""
+    def total_tokens(self) -> int:
+        """The sum of token_of(value) over the entries."""
+    @property
+    def max_tokens(self) -> int | None:
+        """The token budget, or None if unbounded."""
+    def keys(self) -> list[K]:
+        """The keys, least recently used first."""
+    def stats(self) -> dict[str, Any]:
+        """size, total_tokens, max_tokens, hits, misses, hit_rate and evictions."""
+    def clear(self) -> None:
+        """Remove every entry."""
+    def __len__(self) -> int: ...
+    def __contains__(self, key: object, /) -> bool: ...
+
+class CountMinSketch:
+    """Count-min sketch: approximate counts of str/bytes items in fixed memory."""
+
+    def __init__(
+        self,
+        width: int = 2048,
+        depth: int = 4,
+        seed: int = 0,
+        conservative: bool = True,
+        top_k: int = 0,
+    ) -> None:
+        """A width x depth sketch; top_k > 0 also tracks the top_k items (heavy_hitters())."""
+    @staticmethod
+    def from_error(
+        epsilon: float,
+        delta: float,
+        seed: int = 0,
+        conservative: bool = True,
+        top_k: int = 0,
+    ) -> CountMinSketch:
+        """The smallest sketch with error epsilon * N at probability 1 - delta."""
+    def add(self, item: Item, count: int = 1) -> None:
+        """Count `count` more occurrences of item. ValueError if count is negative."""
+    def add_many(
+        self,
+        items: Iterable[Item],
+        counts: Sequence[int] | NDArray[numpy.integer[Any]] | None = None,
+    ) -> None:
+        """Add every item (counts: None for 1 each, or one int per item); all or nothing."""
+    def estimate(self, item: Item) -> int:
+        """An upper bound on item's count, never below the true count."""
+    def estimate_many(self, items: Iterable[Item]) -> NDArray[numpy.uint64]:
+        """estimate() of every item, as a numpy uint64 array."""
+    def is_hot(self, item: Item, threshold: int) -> bool:
+        """Whether estimate(item) >= threshold."""
+    def get_error_bound(self) -> float:
+        """epsilon * N: the error bound that holds with probability 1 - delta."""
+    def total_count(self) -> int:
+        """N, the sum of all counts added."""
+    def merge(self, other: CountMinSketch) -> None:
+        """Add other's counts into this sketch. ValueError unless width, depth and seed match."""
+    def heavy_hitters(self) -> list[tuple[str | bytes, int]]:
+        """The tracked top_k items as (item, estimate), largest first."""
+    def clear(self) -> None:
+        """Reset every counter and the tracked heavy hitters."""
+    def stats(self) -> dict[str, Any]:
+        """The parameters, total_count, epsilon, delta, error_bound and memory_bytes."""
+    @property
+    def width(self) -> int:
+        """Counters per row."""
+    @property
+    def depth(self) -> int:
+        """Rows (hash functions)."""
+    @property
+    def seed(self) -> int:
+        """The hash seed."""
+    @property
+    def conservative(self) -> bool:
+        """Whether conservative update is used."""
+    @property
+    def top_k(self) -> int:
+        """How many heavy hitters are tracked."""
+    @property
+    def epsilon(self) -> float:
+        """e / width."""
+    @property
+    def delta(self) -> float:
+        """e ** -depth."""
+    def to_bytes(self) -> bytes:
+        """The sketch as checksummed bytes."""
+    @staticmethod
+    def from_bytes(data: bytes) -> CountMinSketch:
+        """Read to_bytes() output. ValueError if it is not valid."""
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the sketch to path (replaced whole or not at all)."""
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> CountMinSketch:
+        """Read a sketch written by save. OSError or ValueError."""
+    def __getstate__(self, /) -> bytes: ...
+    def __setstate__(self, state: bytes, /) -> None: ...
+
+class Timer:
+    """Wall-clock timer on the monotonic clock, as a context manager."""
+
+    def __init__(self) -> None: ...
+    def __enter__(self) -> Timer:
+        """Restart the interval; return the timer."""
+    def __exit__(self, *args: object) -> None:
+        """Freeze the interval."""
+    def start(self) -> None:
+        """Restart the interval from now."""
+    def stop(self) -> None:
+        """Freeze the interval."""
+    @property
+    def elapsed(self) -> float:
+        """Seconds from start to stop, or to now while running."""
+    @property
+    def running(self) -> bool:
+        """Whether the interval is still open (a Timer runs from construction until stop())."""
+
+class MemoryProfiler:
+    """Resident set size of this process over an interval, and its peak."""
+
+    def __init__(self) -> None: ...
+    def start(self) -> None:
+        """Start (or restart) the interval."""
+    def sample(self) -> int:
+        """Sample the current RSS, raise the peak if needed; return the RSS in bytes."""
+    def get_peak_rss_mb(self) -> float:
+        """The peak RSS of the interval, in megabytes."""
+    def get_peak_rss_bytes(self) -> int:
+        """The peak RSS of the interval, in bytes."""
+    def get_current_rss_mb(self) -> float:
+        """The current RSS, in megabytes."""
+    def get_memory_delta_mb(self) -> float:
+        """Peak minus initial RSS, in megabytes."""
+
+def compute_percentiles(values: ArrayLike) -> Percentiles:
+    """p50, p95 and p99 of a one-dimensional `values`, as numpy.percentile computes them."""
+
+def calculate_statistics(values: ArrayLike, confidence_level: float = 0.95) -> Statistics:
+    """Mean, sample std, min, max, percentiles, Student-t CI of the mean, cv (%) and count."""

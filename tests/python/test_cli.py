@@ -1,0 +1,37 @@
+"""The command line: `python -m llmds demo` runs end to end on the real traces."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import llmds
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "llmds", *args], capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_version():
+    result = run("version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == llmds.__version__
+
+
+def test_demo_runs_on_the_real_traces(shared_data):
+    result = run("demo", "--data-dir", str(shared_data))
+    assert result.returncode == 0, result.stderr
+    assert "(12,031 requests)" in result.stdout
+    assert "8,819 requests of the Azure LLM code trace" in result.stdout
+    assert "heavy hitters of the wider sketch" in result.stdout
+
+
+def test_demo_without_data_says_so_and_still_runs(tmp_path):
+    result = run("demo", "--data-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "not found" in result.stdout and "synthetic" in result.stdout
+
+
+def test_unknown_command_is_a_usage_error():
+    assert run("frobnicate").returncode == 2
