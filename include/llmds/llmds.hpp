@@ -10,4 +10,6 @@
 #include "llmds/core/timer.hpp"
 #include "llmds/core/token_lru.hpp"
 
+#include "llmds/kv/paged_allocator.hpp"
+
 #include "llmds/sketch/count_min_sketch.hpp"

@@ -185,6 +185,45 @@ class CountMinSketch:
     def __getstate__(self, /) -> bytes: ...
     def __setstate__(self, state: bytes, /) -> None: ...
 
+class PageStats:
+    """Allocation statistics of a PagedAllocator."""
+
+    @property
+    def total_pages(self) -> int: ...
+    @property
+    def used_pages(self) -> int: ...
+    @property
+    def free_pages(self) -> int: ...
+    @property
+    def utilization(self) -> float:
+        """used / total"""
+    @property
+    def fragmentation(self) -> float:
+        """Holes below the highest used page id, as a share of that range."""
+    @property
+    def alloc_count(self) -> int: ...
+    @property
+    def free_count(self) -> int: ...
+
+class PagedAllocator:
+    """Fixed-size pages of a KV arena, handed out by id from a free list: O(1) per page."""
+
+    def __init__(self, page_size: int = 512, max_pages: int = 10000) -> None: ...
+    def alloc(self, num_pages: int) -> list[int]:
+        """Allocate num_pages pages; MemoryError (nothing allocated) if too few are free."""
+    def free(self, page_ids: Sequence[int]) -> None:
+        """Return pages; ValueError (nothing freed) on a double free or unknown id."""
+    def stats(self) -> PageStats:
+        """Use, utilization, fragmentation and lifetime alloc/free counts."""
+    def defragment(self) -> dict[int, int]:
+        """Pack used pages at the lowest ids; return {old_id: new_id} for every page that moved."""
+    def is_allocated(self, page_id: int) -> bool:
+        """Whether page_id is currently handed out."""
+    @property
+    def page_size(self) -> int: ...
+    @property
+    def max_pages(self) -> int: ...
+
 class Timer:
     """Wall-clock timer on the monotonic clock, as a context manager."""
 

@@ -9,6 +9,7 @@ namespace py = pybind11;
 void bind_utils(py::module_& m);
 void bind_core(py::module_& m);
 void bind_sketch(py::module_& m);
+void bind_kv(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "Compiled core of llmds; import the public modules (llmds.indexed_heap, ...) instead.";
@@ -22,6 +23,8 @@ PYBIND11_MODULE(_core, m) {
       if (p) std::rethrow_exception(p);
     } catch (const llmds::KeyError& e) {
       PyErr_SetString(PyExc_KeyError, e.what());
+    } catch (const llmds::OutOfPages& e) {
+      PyErr_SetString(PyExc_MemoryError, e.what());
     } catch (const llmds::IOError& e) {
       PyErr_SetString(PyExc_OSError, e.what());
     }
@@ -30,4 +33,5 @@ PYBIND11_MODULE(_core, m) {
   bind_utils(m);
   bind_core(m);
   bind_sketch(m);
+  bind_kv(m);
 }

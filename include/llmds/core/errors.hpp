@@ -20,6 +20,14 @@ class KeyError : public std::out_of_range {
   using std::out_of_range::out_of_range;
 };
 
+/// A structure of fixed capacity has too little room left for a request (pages of a KV arena).
+/// Python: MemoryError. Where running out is an expected outcome (the engine's hot path), the
+/// structures also offer a try_ call that returns a value instead.
+class OutOfPages : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 /// A file could not be opened, read or written. Python: OSError.
 class IOError : public std::runtime_error {
  public:
