@@ -92,7 +92,9 @@ run_tests() {
 }
 
 run_sanitized_tests() {
-  build_cpp build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLMDS_SANITIZE=ON -DLLMDS_BUILD_BENCHMARKS=OFF
+  # -O1 -g without NDEBUG: the sanitizers also get llmds' own LLMDS_ASSERT invariant checks.
+  build_cpp build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" \
+    -DLLMDS_SANITIZE=ON -DLLMDS_BUILD_BENCHMARKS=OFF
   log "C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build/asan --output-on-failure -j "$JOBS"

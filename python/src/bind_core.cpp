@@ -132,8 +132,16 @@ and `in` are O(1).
                              [](const Heap& h) { return h.order() == llmds::HeapOrder::max; })
       .def("__len__", &Heap::size)
       .def("__contains__",
-           [](const Heap& h, const py::object& key) {
-             return py::isinstance<py::int_>(key) && h.contains(key.cast<std::int64_t>());
+           [](const Heap& h, const py::handle& key) {
+             // Anything usable as an int key (numpy integers too); other values are simply absent.
+             if (!PyIndex_Check(key.ptr())) return false;
+             const auto index = py::reinterpret_steal<py::object>(PyNumber_Index(key.ptr()));
+             if (!index) throw py::error_already_set();
+             int overflow = 0;
+             const long long k = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+             if (overflow != 0) return false;
+             if (k == -1 && PyErr_Occurred()) throw py::error_already_set();
+             return h.contains(k);
            })
       .def("__repr__", [](const Heap& h) {
         const auto top = h.peek();

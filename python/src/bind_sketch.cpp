@@ -77,32 +77,50 @@ CountMinSketchConfig make_config(std::int64_t width, std::int64_t depth, const p
 }
 
 // Items of a batch call as byte views, all checked before the sketch changes.
-std::vector<std::string_view> item_views(const py::sequence& items) {
+std::vector<std::string_view> item_views(const py::tuple& items) {
   std::vector<std::string_view> views;
   views.reserve(items.size());
   for (const py::handle item : items) views.push_back(item_bytes(item));
   return views;
 }
 
-void add_many(CountMinSketch& sketch, const py::object& items_arg, const py::object& counts_arg) {
-  // A list or tuple is used as it is; any other iterable is materialised once.
-  const py::sequence items = py::isinstance<py::list>(items_arg) || py::isinstance<py::tuple>(items_arg)
-                                 ? py::reinterpret_borrow<py::sequence>(items_arg)
-                                 : py::sequence(py::list(items_arg));
-  const auto views = item_views(items);
-  std::vector<std::int64_t> counts;
-  if (!counts_arg.is_none()) {
-    const auto array =
-        py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(counts_arg);
-    if (!array || array.ndim() != 1) {
-      throw std::invalid_argument("counts must be a one-dimensional sequence of ints");
-    }
-    if (static_cast<std::size_t>(array.size()) != views.size()) {
-      throw std::invalid_argument(fmt::format("counts has {} entries for {} items", array.size(),
-                                              views.size()));
-    }
-    counts.assign(array.data(), array.data() + array.size());
+// Counts of a batch call: None (1 each), or one integer per item. Floats are refused rather than
+// truncated.
+std::vector<std::int64_t> batch_counts(const py::object& counts_arg, std::size_t n_items) {
+  if (counts_arg.is_none()) return {};
+  const py::array array = py::array::ensure(counts_arg);
+  if (!array || array.ndim() != 1) {
+    throw std::invalid_argument("counts must be a one-dimensional sequence of ints");
   }
+  if (static_cast<std::size_t>(array.size()) != n_items) {
+    throw std::invalid_argument(
+        fmt::format("counts has {} entries for {} items", array.size(), n_items));
+  }
+  if (array.size() == 0) return {};
+  const char kind = array.dtype().kind();
+  if (kind != 'i' && kind != 'u') {
+    throw std::invalid_argument(fmt::format(
+        "counts must be integers, got dtype {}", std::string(py::str(array.dtype()))));
+  }
+  if (kind == 'u') {
+    const auto wide = py::array_t<std::uint64_t, py::array::forcecast>::ensure(array);
+    for (py::ssize_t i = 0; i < wide.size(); ++i) {
+      if (wide.data()[i] > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+        throw std::invalid_argument(
+            fmt::format("count {} is larger than 2^63 - 1", wide.data()[i]));
+      }
+    }
+  }
+  const auto exact = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(array);
+  return {exact.data(), exact.data() + exact.size()};
+}
+
+void add_many(CountMinSketch& sketch, const py::object& items_arg, const py::object& counts_arg) {
+  // Our own tuple of the items: the byte views below point into these objects, and neither the
+  // caller nor code run while converting counts (an __array__ method) can drop them meanwhile.
+  const py::tuple items(items_arg);
+  const std::vector<std::int64_t> counts = batch_counts(counts_arg, items.size());
+  const auto views = item_views(items);
   // Validate the whole batch first, so an error leaves the sketch unchanged.
   std::uint64_t batch_total = counts.empty() ? views.size() : 0;
   for (const std::int64_t c : counts) {
@@ -168,7 +186,8 @@ tracks the top_k items by estimate (heavy_hitters()). A str counts as its UTF-8 
            py::arg("item"), "An upper bound on item's count, never below the true count.")
       .def("estimate_many",
            [](const CountMinSketch& s, const py::object& items) {
-             const auto views = item_views(py::sequence(py::list(items)));
+             const py::tuple owned(items);
+             const auto views = item_views(owned);
              py::array_t<std::uint64_t> out(static_cast<py::ssize_t>(views.size()));
              auto* data = out.mutable_data();
              for (std::size_t i = 0; i < views.size(); ++i) data[i] = s.estimate(views[i]);

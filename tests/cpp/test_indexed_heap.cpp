@@ -183,6 +183,14 @@ TEST(IndexedHeap, SortedListsEntriesInPopOrderWithoutChangingTheHeap) {
   EXPECT_EQ(heap.size(), 3u);
 }
 
+TEST(IndexedHeap, CopiesPopIndependently) {
+  Heap heap;
+  for (std::int64_t k = 0; k < 100; ++k) heap.push(k, static_cast<double>(k % 7));
+  Heap copy = heap;
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(copy.pop(), heap.pop());
+  EXPECT_TRUE(copy.is_empty());
+}
+
 TEST(IndexedHeap, WorksWithStringKeys) {
   llmds::IndexedHeap<std::string, int> heap;
   heap.push("b", 2);
@@ -194,11 +202,11 @@ TEST(IndexedHeap, WorksWithStringKeys) {
   EXPECT_EQ(heap.pop().key, "c");
 }
 
-TEST(IndexedHeap, SlotsOfRemovedKeysAreReused) {
+TEST(IndexedHeap, ManyRoundsOfFillingAndDrainingKeepTheOrder) {
   Heap heap;
   for (int round = 0; round < 100; ++round) {
     for (std::int64_t k = 0; k < 50; ++k) heap.push(k + round * 50, static_cast<double>(-k));
-    while (!heap.is_empty()) heap.pop();
+    for (std::int64_t k = 49; k >= 0; --k) ASSERT_EQ(heap.pop(), (Entry{double(-k), k + round * 50}));
   }
   heap.push(1, 1.0);
   EXPECT_EQ(heap.peek(), (Entry{1.0, 1}));

@@ -164,6 +164,37 @@ TEST(TokenLRU, CopyKeepsRecencyOrderAndIsIndependent) {
   EXPECT_EQ(moved.total_tokens(), 4u);
 }
 
+// Every key collides, and equality throws while `throwing` is set: a put that must evict, an
+// eviction and an erase then all fail in a lookup, and must leave the cache as it was.
+bool throwing = false;
+struct OneBucket {
+  std::size_t operator()(int) const { return 0; }
+};
+struct FragileEqual {
+  bool operator()(int a, int b) const {
+    if (throwing) throw std::runtime_error("equality failed");
+    return a == b;
+  }
+};
+
+TEST(TokenLRU, AThrowingKeyLookupLeavesTheCacheUnchanged) {
+  llmds::TokenLRU<int, std::string, llmds::SizeTokens, OneBucket, FragileEqual> lru({}, 10);
+  lru.put(1, "xxxx");
+  lru.put(2, "yyyy");
+  throwing = true;
+  EXPECT_THROW(lru.put(3, "zzzzzz"), std::runtime_error);
+  EXPECT_THROW(lru.evict_until_budget(0), std::runtime_error);
+  EXPECT_THROW(lru.erase(1), std::runtime_error);
+  throwing = false;
+  EXPECT_EQ(lru.size(), 2u);
+  EXPECT_EQ(lru.total_tokens(), 8u);
+  EXPECT_FALSE(lru.contains(3));
+  std::vector<int> keys;
+  lru.for_each_oldest_first([&](int k, const std::string&, std::uint64_t) { keys.push_back(k); });
+  EXPECT_EQ(keys, (std::vector<int>{1, 2}));
+  EXPECT_EQ(lru.put(3, "zzzzzz"), (Lru::Evicted{{1, "xxxx"}}));
+}
+
 // The naive model: a vector of (key, value) in recency order, oldest first, with the total
 // recomputed from scratch.
 struct ReferenceLru {

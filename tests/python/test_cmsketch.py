@@ -124,7 +124,8 @@ def test_add_many_with_counts():
 @pytest.mark.parametrize(
     "items, counts, error",
     [(["a", "b"], [1, -1], ValueError), (["a", "b"], [1], ValueError),
-     (["a", 3], None, TypeError), (["a", "b"], [[1, 2]], ValueError)])
+     (["a", 3], None, TypeError), (["a", "b"], [[1, 2]], ValueError),
+     (["a", "b"], [1.9, 2.7], ValueError), (["a"], np.array([2**64 - 1], dtype=np.uint64), ValueError)])
 def test_a_bad_batch_adds_nothing(items, counts, error):
     sketch = CountMinSketch()
     sketch.add("a")
@@ -219,3 +220,30 @@ def test_real_mooncake_block_ids_are_never_underestimated(shared_data):
     estimates = sketch.estimate_many(list(truth))
     assert all(int(e) >= c for e, c in zip(estimates, truth.values()))
     assert sketch.heavy_hitters()[0] == ("0", 12_031)  # the shared first block of every request
+
+
+def test_add_many_owns_its_items_while_converting_counts():
+    items = [f"item-{i}" for i in range(1000)]
+
+    class Counts:
+        """Counts whose conversion to an array empties the caller's item list."""
+
+        def __array__(self, dtype=None, copy=None):
+            items.clear()
+            return np.ones(1000, dtype=np.int64)
+
+    sketch = CountMinSketch(width=1 << 16)
+    sketch.add_many(items, counts=Counts())
+    assert sketch.total_count() == 1000
+    assert all(sketch.estimate(f"item-{i}") >= 1 for i in range(1000))
+
+
+def test_add_many_accepts_an_empty_batch():
+    sketch = CountMinSketch()
+    sketch.add_many([], counts=[])
+    assert sketch.total_count() == 0
+
+
+def test_loading_a_directory_is_an_os_error(tmp_path):
+    with pytest.raises(OSError):
+        CountMinSketch.load(tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 
 from llmds.indexed_heap import IndexedHeap
@@ -132,6 +133,13 @@ def test_non_integer_keys_are_type_errors():
     assert len(heap) == 0
 
 
+def test_membership_accepts_numpy_ints_and_huge_ints():
+    heap = IndexedHeap()
+    heap.push(np.int64(3), 1.0)
+    assert np.int64(3) in heap and 3 in heap
+    assert (1 << 70) not in heap and 4.0 not in heap
+
+
 def test_repr_names_the_order_and_top():
     heap = IndexedHeap(max_heap=True)
     heap.push(3, 1.5)
@@ -152,7 +160,7 @@ def test_random_operations_agree_with_a_dict_model(max_heap):
 
     for _ in range(5000):
         key, score = rng.randrange(60), float(rng.randrange(20))
-        op = rng.randrange(5)
+        op = rng.randrange(7)
         if op == 0 and key not in model:
             heap.push(key, score)
             model[key] = score
@@ -165,5 +173,14 @@ def test_random_operations_agree_with_a_dict_model(max_heap):
             model[key] = score
         elif op == 3 and key in model:
             assert heap.delete(key) == (model.pop(key), key)
+        elif op in (4, 5) and key in model:
+            lowering = op == 4
+            method = heap.decrease_key if lowering else heap.increase_key
+            if (score > model[key]) if lowering else (score < model[key]):
+                with pytest.raises(ValueError):
+                    method(key, score)
+            else:
+                method(key, score)
+                model[key] = score
         assert heap.peek() == top()
         assert len(heap) == len(model)

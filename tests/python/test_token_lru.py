@@ -202,3 +202,54 @@ def test_random_operations_agree_with_an_ordered_dict_model(max_tokens):
             assert cache.evict_until_budget(budget) == evict_to(budget)
         assert cache.keys() == list(model)
         assert cache.total_tokens() == sum(map(len, model.values()))
+
+
+class CollidingKey:
+    """Keys that all hash alike and whose == can be made to raise, as user keys may."""
+
+    raising = False
+
+    def __init__(self, name):
+        self.name = name
+
+    def __hash__(self):
+        return 7
+
+    def __eq__(self, other):
+        if CollidingKey.raising:
+            raise RuntimeError("== failed")
+        return isinstance(other, CollidingKey) and self.name == other.name
+
+
+def assert_consistent(cache):
+    """The map, the recency list and the token total agree."""
+    keys = cache.keys()
+    assert len(keys) == len(cache)
+    assert cache.total_tokens() == sum(len(cache.peek(k)) for k in keys)
+
+
+def test_an_exception_from_key_equality_leaves_the_cache_unchanged():
+    k1, k2 = CollidingKey("a"), CollidingKey("b")
+    cache = TokenLRU(max_tokens=10)
+    cache.put(k1, "xxxx")
+    cache.put(k2, "yyyy")
+    CollidingKey.raising = True
+    try:
+        # A distinct colliding key must be compared with == and so raises.
+        with pytest.raises(RuntimeError):
+            cache.delete(CollidingKey("c"))
+        with pytest.raises(RuntimeError):
+            cache.put(CollidingKey("c"), "z")
+        assert cache.keys() == [k1, k2] and cache.total_tokens() == 8
+        # Evicting stored keys looks them up again; whether or not == is reached, the cache
+        # either evicts completely or stays as it was.
+        for call in (lambda: cache.put("new", "zzzzzz"), lambda: cache.evict_until_budget(0)):
+            try:
+                call()
+            except RuntimeError:
+                pass
+            assert_consistent(cache)
+    finally:
+        CollidingKey.raising = False
+    assert_consistent(cache)
+    assert cache.total_tokens() <= 10

@@ -229,9 +229,11 @@ class IndexedHeap {
   }
 
   entry_type remove_at(std::size_t i) {
+    // A copied heap has no spare free-slot capacity; make room before the first change.
+    if (free_slots_.capacity() < position_.size()) free_slots_.reserve(position_.capacity());
     Node removed = std::move(heap_[i]);
     slot_of_.erase(removed.key);
-    free_slots_.push_back(removed.slot);  // capacity reserved in push: cannot throw
+    free_slots_.push_back(removed.slot);  // capacity reserved above or in push: cannot throw
     Node last = std::move(heap_.back());
     heap_.pop_back();
     if (i < heap_.size()) {
@@ -286,9 +288,9 @@ class IndexedHeap {
   }
 
   void place(std::size_t i, Node&& node) {
+    LLMDS_ASSERT(node.slot < position_.size(), "a heap entry points past the slot table");
     heap_[i] = std::move(node);
     position_[heap_[i].slot] = i;
-    LLMDS_ASSERT(heap_[i].slot < position_.size(), "a heap entry points past the slot table");
   }
 
   std::vector<Node> heap_;

@@ -14,7 +14,8 @@
 // total_tokens() <= max_tokens after every call; the recency list holds exactly the map's
 // entries, most recently put or got first.
 //
-// Errors leave the cache unchanged: a negative token count or a value larger than max_tokens by
+// Errors leave the cache unchanged, including an exception from the key's own equality (user
+// code): every lookup happens before the first change. A negative token count or a value larger than max_tokens by
 // itself is std::invalid_argument (a value that can never fit is refused rather than admitted
 // and evicted at once), a token total past 2^64 - 1 is std::overflow_error, erase of an unknown
 // key is llmds::KeyError.
@@ -144,10 +145,14 @@ class TokenLRU {
     }
     const std::uint64_t new_total = others + tokens;
 
-    Evicted evicted;
     const std::size_t to_evict =
         max_tokens_ ? plan_evictions(new_total, *max_tokens_, existing) : 0;
+    Evicted evicted;
     evicted.reserve(to_evict);
+    // With room for one more entry reserved, inserting cannot rehash, so the victims' iterators
+    // found before the insertion stay valid. Finding them is the last step that can throw.
+    if (!existing) entries_.reserve(entries_.size() + 1);
+    const Victims victims = find_victims(to_evict, existing);
 
     if (existing) {
       existing->second.value = std::move(value);
@@ -159,7 +164,7 @@ class TokenLRU {
       link_newest(*it);
     }
     total_ = new_total;
-    evict_oldest(to_evict, evicted);
+    evict(victims, evicted);
     return evicted;
   }
 
@@ -191,16 +196,16 @@ class TokenLRU {
       throw KeyError(fmt::format("TokenLRU::erase: key {} is not in the cache",
                                  detail::describe(key)));
     }
-    return std::move(extract(*it).second.value);
+    return std::move(extract(it).second.value);
   }
 
   /// Evicts least recently used entries until total_tokens() <= target_budget and returns them,
   /// oldest first.
   Evicted evict_until_budget(std::uint64_t target_budget) {
-    Evicted evicted;
     const std::size_t n = plan_evictions(total_, target_budget, nullptr);
+    Evicted evicted;
     evicted.reserve(n);
-    evict_oldest(n, evicted);
+    evict(find_victims(n, nullptr), evicted);
     return evicted;
   }
 
@@ -239,6 +244,7 @@ class TokenLRU {
     Item* older = nullptr;
   };
   using Map = std::unordered_map<Key, Node, Hash, KeyEqual>;
+  using Victims = std::vector<typename Map::iterator>;
 
   std::uint64_t count_tokens(const Value& value) const {
     const auto n = std::invoke(token_of_, value);
@@ -263,21 +269,32 @@ class TokenLRU {
     return n;
   }
 
-  // Moves the n oldest entries into `out`, whose capacity the caller reserved. The entry just
-  // put is newest and planned not to be reached, so it is never evicted.
-  void evict_oldest(std::size_t n, Evicted& out) {
-    for (; n > 0; --n) {
-      LLMDS_ASSERT(oldest_ != nullptr, "eviction plan ran past the end of the recency list");
-      auto [key, node] = extract(*oldest_);
+  // The map positions of the n oldest entries, skipping `keep`. A lookup may throw (a key's
+  // equality is user code, Python's == in the bindings), so callers find every victim before
+  // they change anything; evicting by iterator afterwards cannot fail.
+  Victims find_victims(std::size_t n, const Item* keep) {
+    Victims victims;
+    victims.reserve(n);
+    for (const Item* item = oldest_; victims.size() < n; item = item->second.newer) {
+      LLMDS_ASSERT(item != nullptr, "eviction plan ran past the end of the recency list");
+      if (item != keep) victims.push_back(entries_.find(item->first));
+    }
+    return victims;
+  }
+
+  // Moves the victims into `out`, whose capacity the caller reserved.
+  void evict(const Victims& victims, Evicted& out) {
+    for (const auto it : victims) {
+      auto [key, node] = extract(it);
       out.emplace_back(std::move(key), std::move(node.value));
       ++evictions_;
     }
   }
 
-  std::pair<Key, Node> extract(Item& item) {
-    unlink(item);
-    total_ -= item.second.tokens;
-    auto handle = entries_.extract(item.first);
+  std::pair<Key, Node> extract(typename Map::iterator it) {
+    unlink(*it);
+    total_ -= it->second.tokens;
+    auto handle = entries_.extract(it);
     return {std::move(handle.key()), std::move(handle.mapped())};
   }
 

@@ -136,8 +136,12 @@ inline void write_file(const std::filesystem::path& path, std::string_view bytes
       throw IOError(fmt::format("cannot open {} for writing: {}", tmp.string(), std::strerror(errno)));
     }
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) throw IOError(fmt::format("cannot write {}", tmp.string()));
+    out.close();
+    if (!out) {
+      std::error_code ignored;
+      std::filesystem::remove(tmp, ignored);
+      throw IOError(fmt::format("cannot write {}", tmp.string()));
+    }
   }
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
@@ -149,9 +153,21 @@ inline void write_file(const std::filesystem::path& path, std::string_view bytes
 
 /// The whole content of `path`. Throws llmds::IOError.
 inline std::string read_file(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    throw IOError(fmt::format("cannot read {}: {}", path.string(),
+                              ec ? ec.message() : "not a regular file"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw IOError(fmt::format("cannot open {}: {}", path.string(), std::strerror(errno)));
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  std::string data;
+  try {
+    data.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  } catch (const std::ios_base::failure& e) {
+    throw IOError(fmt::format("cannot read {}: {}", path.string(), e.what()));
+  }
+  if (in.bad()) throw IOError(fmt::format("cannot read {}", path.string()));
+  return data;
 }
 
 }  // namespace llmds::detail
