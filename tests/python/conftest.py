@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from llmds.data import data_dir
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -16,8 +18,7 @@ def shared_data() -> Path:
 
     CI sets LLMDS_REQUIRE_DATA=1 so that a missing folder fails there instead of skipping.
     """
-    configured = os.environ.get("LLMDS_DATA_DIR")
-    path = Path(configured) if configured else PROJECT_ROOT.parent / "shared" / "data"
+    path = data_dir(PROJECT_ROOT)
     if not path.is_dir():
         message = f"needs the shared data folder {path} (set LLMDS_DATA_DIR)"
         if os.environ.get("LLMDS_REQUIRE_DATA") == "1":

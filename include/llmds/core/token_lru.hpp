@@ -145,14 +145,13 @@ class TokenLRU {
     }
     const std::uint64_t new_total = others + tokens;
 
-    const std::size_t to_evict =
-        max_tokens_ ? plan_evictions(new_total, *max_tokens_, existing) : 0;
-    Evicted evicted;
-    evicted.reserve(to_evict);
     // With room for one more entry reserved, inserting cannot rehash, so the victims' iterators
     // found before the insertion stay valid. Finding them is the last step that can throw.
     if (!existing) entries_.reserve(entries_.size() + 1);
-    const Victims victims = find_victims(to_evict, existing);
+    const Victims victims =
+        max_tokens_ ? find_victims(new_total, *max_tokens_, existing) : Victims{};
+    Evicted evicted;
+    evicted.reserve(victims.size());
 
     if (existing) {
       existing->second.value = std::move(value);
@@ -202,10 +201,10 @@ class TokenLRU {
   /// Evicts least recently used entries until total_tokens() <= target_budget and returns them,
   /// oldest first.
   Evicted evict_until_budget(std::uint64_t target_budget) {
-    const std::size_t n = plan_evictions(total_, target_budget, nullptr);
+    const Victims victims = find_victims(total_, target_budget, nullptr);
     Evicted evicted;
-    evicted.reserve(n);
-    evict(find_victims(n, nullptr), evicted);
+    evicted.reserve(victims.size());
+    evict(victims, evicted);
     return evicted;
   }
 
@@ -257,27 +256,18 @@ class TokenLRU {
     return static_cast<std::uint64_t>(n);
   }
 
-  // How many of the oldest entries (skipping `keep`) must go to bring `total` within `budget`.
-  std::size_t plan_evictions(std::uint64_t total, std::uint64_t budget, const Item* keep) const {
-    std::size_t n = 0;
+  // The map positions of the oldest entries (skipping `keep`) that must go to bring `total`
+  // within `budget`. A lookup may throw (a key's equality is user code, Python's == in the
+  // bindings), so callers find every victim before they change anything; evicting by iterator
+  // afterwards cannot fail. The entry just put is newest and never reached: once only it is
+  // left, the total is its own token count, which is within the budget.
+  Victims find_victims(std::uint64_t total, std::uint64_t budget, const Item* keep) {
+    Victims victims;
     for (const Item* item = oldest_; item != nullptr && total > budget;
          item = item->second.newer) {
       if (item == keep) continue;
       total -= item->second.tokens;
-      ++n;
-    }
-    return n;
-  }
-
-  // The map positions of the n oldest entries, skipping `keep`. A lookup may throw (a key's
-  // equality is user code, Python's == in the bindings), so callers find every victim before
-  // they change anything; evicting by iterator afterwards cannot fail.
-  Victims find_victims(std::size_t n, const Item* keep) {
-    Victims victims;
-    victims.reserve(n);
-    for (const Item* item = oldest_; victims.size() < n; item = item->second.newer) {
-      LLMDS_ASSERT(item != nullptr, "eviction plan ran past the end of the recency list");
-      if (item != keep) victims.push_back(entries_.find(item->first));
+      victims.push_back(entries_.find(item->first));
     }
     return victims;
   }
