@@ -4,12 +4,18 @@
 #include "llmds/version.hpp"
 
 #include "llmds/core/errors.hpp"
+#include "llmds/core/float16.hpp"
 #include "llmds/core/indexed_heap.hpp"
 #include "llmds/core/memory_profiler.hpp"
+#include "llmds/core/sha256.hpp"
 #include "llmds/core/statistics.hpp"
 #include "llmds/core/timer.hpp"
 #include "llmds/core/token_lru.hpp"
 
+#include "llmds/kv/block_hash.hpp"
+#include "llmds/kv/block_pool.hpp"
+#include "llmds/kv/kv_cache.hpp"
 #include "llmds/kv/paged_allocator.hpp"
+#include "llmds/kv/trace_replay.hpp"
 
 #include "llmds/sketch/count_min_sketch.hpp"

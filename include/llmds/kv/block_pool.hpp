@@ -1,0 +1,344 @@
+// BlockPool: the block registry under a prefix-cached KV cache. It decides which physical
+// block (page) a request gets, which blocks are shared, and which cached block is evicted.
+//
+// Every block is in one of three states:
+//
+//   free    on the PagedAllocator's free list; holds nothing worth keeping
+//   in use  held by refcount >= 1 requests; never evicted
+//   cached  refcount 0 but registered under a key (a chained block hash): its contents can
+//           still serve a later request with the same prefix, until it is evicted
+//
+//   allocate:  free -> in use, and when no free block is left, cached -> in use (eviction)
+//   touch:     cached -> in use, or refcount + 1 on a block in use (sharing)
+//   release:   refcount - 1; at 0 a registered block becomes cached, any other block free
+//
+// Why a separate cached state rather than freeing at refcount 0: prefix caching across time. A
+// system prompt or an earlier turn of a conversation keeps its KV after its request ends, and
+// the next request that starts the same way reuses it; the pool gives up such blocks only when
+// it needs the room, least recently released first.
+//
+// Layout. Block ids come from a PagedAllocator (O(1) per block); refcounts, states and keys are
+// arrays indexed by block id; the cached blocks form an intrusive doubly linked list threaded
+// through two more arrays (prev/next, with a sentinel at index num_blocks), so that unlinking a
+// block that a request touches, appending a released one and evicting the oldest are all O(1)
+// without any allocation. The registry is a hash map from key to block.
+//
+// Eviction order. A block that is released goes to the tail of the list; eviction takes from
+// the head. Callers release a request's blocks tail first, so that the tail of a prompt (shared
+// by fewest later requests) is evicted before its head. Free blocks are always used before any
+// cached block is evicted.
+//
+// Invariants: a cached block has refcount 0 and a key, and is in the registry and the list; a
+// free block has refcount 0, no key, and is on the allocator's free list; each key maps to at
+// most one block. Capacity counts every block, cached or in use.
+//
+// Costs: allocate O(n) for n blocks, touch/release O(1) per block, match_prefix O(hits + 1)
+// hash lookups, register O(1), defragment O(num_blocks + registered).
+#pragma once
+
+#include <algorithm>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "llmds/core/errors.hpp"
+#include "llmds/detail/assert.hpp"
+#include "llmds/kv/paged_allocator.hpp"
+
+namespace llmds {
+
+using BlockId = PageId;
+
+struct BlockPoolStats {
+  std::size_t num_blocks = 0;
+  std::size_t free_blocks = 0;    // on the free list
+  std::size_t cached_blocks = 0;  // refcount 0, registered, evictable
+  std::size_t in_use_blocks = 0;  // refcount >= 1
+  std::size_t shared_blocks = 0;  // refcount >= 2
+  std::uint64_t total_refs = 0;   // sum of refcounts
+  std::size_t registered_blocks = 0;  // keys in the registry (cached or in use)
+  std::uint64_t evictions = 0;    // cached blocks taken for new contents, over the pool's life
+};
+
+template <class Key, class Hash = std::hash<Key>, class KeyEqual = std::equal_to<Key>>
+  requires std::copy_constructible<Key> && std::equality_comparable<Key>
+class BlockPool {
+ public:
+  explicit BlockPool(std::size_t num_blocks)
+      : allocator_(PagedAllocatorConfig{1, num_blocks}),
+        state_(num_blocks, State::kFree),
+        refcount_(num_blocks, 0),
+        key_(num_blocks),
+        prev_(num_blocks + 1, sentinel()),
+        next_(num_blocks + 1, sentinel()) {
+    registry_.reserve(num_blocks);
+  }
+
+  /// The longest run of leading keys that are registered, as a count; with `blocks`, their
+  /// block ids are appended to it. Changes nothing: touch() the blocks to take them.
+  std::size_t match_prefix(std::span<const Key> keys, std::vector<BlockId>* blocks = nullptr) const {
+    std::size_t hits = 0;
+    for (const Key& key : keys) {
+      const auto it = registry_.find(key);
+      if (it == registry_.end()) break;
+      if (blocks != nullptr) blocks->push_back(it->second);
+      ++hits;
+    }
+    return hits;
+  }
+
+  /// The block registered under key, if any.
+  [[nodiscard]] std::optional<BlockId> find(const Key& key) const {
+    const auto it = registry_.find(key);
+    if (it == registry_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  /// n blocks with refcount 1: free blocks first, then cached blocks evicted least recently
+  /// released first (their keys leave the registry). nullopt, changing nothing, if fewer than n
+  /// blocks are free or cached.
+  [[nodiscard]] std::optional<std::vector<BlockId>> try_allocate(std::size_t n) {
+    if (n > available()) return std::nullopt;
+    const std::size_t from_free = std::min(n, allocator_.free_pages());
+    auto blocks = allocator_.try_alloc(from_free);
+    LLMDS_ASSERT(blocks.has_value(), "BlockPool: the allocator refused pages it reported free");
+    blocks->reserve(n);
+    for (std::size_t i = from_free; i < n; ++i) blocks->push_back(evict_oldest());
+    for (const BlockId b : *blocks) {
+      state_[idx(b)] = State::kInUse;
+      refcount_[idx(b)] = 1;
+    }
+    in_use_ += n;
+    return blocks;
+  }
+
+  /// As try_allocate, but throws llmds::OutOfPages when the blocks are not there.
+  [[nodiscard]] std::vector<BlockId> allocate(std::size_t n) {
+    if (auto blocks = try_allocate(n)) return std::move(*blocks);
+    throw OutOfPages(fmt::format("BlockPool::allocate: {} blocks requested, {} free and {} cached",
+                                 n, free_blocks(), cached_blocks()));
+  }
+
+  /// Takes one more reference to each block (a block may be listed more than once): a cached
+  /// block comes back into use and can no longer be evicted. Throws std::invalid_argument,
+  /// changing nothing, if a block is free or out of range.
+  void touch(std::span<const BlockId> blocks) {
+    for (const BlockId b : blocks) {
+      check_range(b, "touch");
+      if (state_[idx(b)] == State::kFree) {
+        throw std::invalid_argument(
+            fmt::format("BlockPool::touch: block {} is free; only cached or in-use blocks can be "
+                        "touched", b));
+      }
+    }
+    for (const BlockId b : blocks) {
+      if (state_[idx(b)] == State::kCached) {
+        unlink(b);
+        state_[idx(b)] = State::kInUse;
+        ++in_use_;
+      }
+      ++refcount_[idx(b)];
+    }
+  }
+
+  /// Registers an in-use block under key, so that a later match_prefix finds it and, once it
+  /// is released, it stays cached. Returns false, registering nothing, if another block already
+  /// holds the key (the first one stays the canonical copy; this block will be freed, not
+  /// cached, when released). Throws std::invalid_argument if the block is not in use or is
+  /// already registered under a different key.
+  bool register_block(BlockId block, const Key& key) {
+    check_range(block, "register_block");
+    if (state_[idx(block)] != State::kInUse) {
+      throw std::invalid_argument(
+          fmt::format("BlockPool::register_block: block {} is not in use", block));
+    }
+    if (key_[idx(block)].has_value()) {
+      if (KeyEqual{}(*key_[idx(block)], key)) return true;
+      throw std::invalid_argument(fmt::format(
+          "BlockPool::register_block: block {} is already registered under another key", block));
+    }
+    const auto [it, inserted] = registry_.try_emplace(key, block);
+    if (!inserted) return it->second == block;
+    key_[idx(block)] = key;
+    return true;
+  }
+
+  /// Drops one reference to each block, in the order given (pass a request's blocks tail
+  /// first). A block whose refcount reaches 0 becomes cached if registered, free otherwise.
+  /// Throws std::invalid_argument, changing nothing, if a block is not in use or is listed more
+  /// often than it is referenced.
+  void release(std::span<const BlockId> blocks) {
+    std::size_t checked = 0;
+    auto undo = [&] {
+      for (std::size_t i = 0; i < checked; ++i) ++refcount_[idx(blocks[i])];
+    };
+    for (const BlockId b : blocks) {
+      if (b < 0 || idx(b) >= num_blocks() || state_[idx(b)] != State::kInUse ||
+          refcount_[idx(b)] == 0) {
+        undo();
+        throw std::invalid_argument(fmt::format(
+            "BlockPool::release: block {} is not in use (or released more often than held)", b));
+      }
+      --refcount_[idx(b)];
+      ++checked;
+    }
+    for (const BlockId b : blocks) {
+      if (refcount_[idx(b)] != 0 || state_[idx(b)] != State::kInUse) continue;
+      --in_use_;
+      if (key_[idx(b)].has_value()) {
+        state_[idx(b)] = State::kCached;
+        link_at_tail(b);
+      } else {
+        state_[idx(b)] = State::kFree;
+        const BlockId one[] = {b};
+        allocator_.free(one);
+      }
+    }
+  }
+
+  /// Moves every non-free block to the lowest ids, keeping their order, and returns the moves
+  /// (old id, new id) in ascending old id so that owners can move block contents and rewrite
+  /// their tables. Refcounts, keys, the registry and the eviction order move with the blocks.
+  std::vector<std::pair<BlockId, BlockId>> defragment() {
+    auto moves = allocator_.defragment();
+    if (moves.empty()) return moves;
+    std::vector<BlockId> where(num_blocks());
+    for (std::size_t i = 0; i < where.size(); ++i) where[i] = static_cast<BlockId>(i);
+    for (const auto& [from, to] : moves) where[idx(from)] = to;
+
+    std::vector<BlockId> lru_order;
+    lru_order.reserve(cached_);
+    for (BlockId b = next_[sentinel_idx()]; b != sentinel(); b = next_[idx(b)]) {
+      lru_order.push_back(where[idx(b)]);
+    }
+    // Ascending old ids move to strictly lower, already vacated ids, so moving in that order
+    // never overwrites a block that has yet to move.
+    for (const auto& [from, to] : moves) {
+      state_[idx(to)] = state_[idx(from)];
+      refcount_[idx(to)] = refcount_[idx(from)];
+      key_[idx(to)] = std::move(key_[idx(from)]);
+      state_[idx(from)] = State::kFree;
+      refcount_[idx(from)] = 0;
+      key_[idx(from)].reset();
+    }
+    for (auto& entry : registry_) entry.second = where[idx(entry.second)];
+    std::fill(prev_.begin(), prev_.end(), sentinel());
+    std::fill(next_.begin(), next_.end(), sentinel());
+    cached_ = 0;
+    for (const BlockId b : lru_order) link_at_tail(b);
+    return moves;
+  }
+
+  [[nodiscard]] std::size_t num_blocks() const noexcept { return state_.size(); }
+  [[nodiscard]] std::size_t free_blocks() const noexcept { return allocator_.free_pages(); }
+  [[nodiscard]] std::size_t cached_blocks() const noexcept { return cached_; }
+  [[nodiscard]] std::size_t in_use_blocks() const noexcept { return in_use_; }
+  /// Blocks an allocation can take right now: free plus cached.
+  [[nodiscard]] std::size_t available() const noexcept { return free_blocks() + cached_; }
+  [[nodiscard]] std::uint64_t evictions() const noexcept { return evictions_; }
+
+  /// References held on a block: 0 for a free or cached block. Throws std::out_of_range.
+  [[nodiscard]] std::uint32_t refcount(BlockId block) const {
+    check_range(block, "refcount");
+    return refcount_[idx(block)];
+  }
+  [[nodiscard]] bool is_free(BlockId block) const {
+    check_range(block, "is_free");
+    return state_[idx(block)] == State::kFree;
+  }
+  [[nodiscard]] bool is_cached(BlockId block) const {
+    check_range(block, "is_cached");
+    return state_[idx(block)] == State::kCached;
+  }
+  /// The key a block is registered under, or nullptr.
+  [[nodiscard]] const Key* key_of(BlockId block) const {
+    check_range(block, "key_of");
+    return key_[idx(block)] ? &*key_[idx(block)] : nullptr;
+  }
+
+  /// Cached blocks from the next to be evicted to the most recently released. O(cached).
+  [[nodiscard]] std::vector<BlockId> eviction_order() const {
+    std::vector<BlockId> order;
+    order.reserve(cached_);
+    for (BlockId b = next_[sentinel_idx()]; b != sentinel(); b = next_[idx(b)]) order.push_back(b);
+    return order;
+  }
+
+  /// O(num_blocks): the shared-block count and reference total are computed by a scan.
+  [[nodiscard]] BlockPoolStats stats() const {
+    BlockPoolStats s;
+    s.num_blocks = num_blocks();
+    s.free_blocks = free_blocks();
+    s.cached_blocks = cached_;
+    s.in_use_blocks = in_use_;
+    s.registered_blocks = registry_.size();
+    s.evictions = evictions_;
+    for (const std::uint32_t r : refcount_) {
+      s.total_refs += r;
+      if (r >= 2) ++s.shared_blocks;
+    }
+    return s;
+  }
+
+ private:
+  enum class State : std::uint8_t { kFree, kInUse, kCached };
+
+  static std::size_t idx(BlockId b) noexcept { return static_cast<std::size_t>(b); }
+  [[nodiscard]] BlockId sentinel() const noexcept { return static_cast<BlockId>(num_blocks()); }
+  [[nodiscard]] std::size_t sentinel_idx() const noexcept { return num_blocks(); }
+
+  void check_range(BlockId b, const char* op) const {
+    if (b < 0 || idx(b) >= num_blocks()) {
+      throw std::out_of_range(
+          fmt::format("BlockPool::{}: block {} is out of range [0, {})", op, b, num_blocks()));
+    }
+  }
+
+  void link_at_tail(BlockId b) {
+    const BlockId last = prev_[sentinel_idx()];
+    prev_[idx(b)] = last;
+    next_[idx(b)] = sentinel();
+    next_[idx(last)] = b;
+    prev_[sentinel_idx()] = b;
+    ++cached_;
+  }
+
+  void unlink(BlockId b) {
+    next_[idx(prev_[idx(b)])] = next_[idx(b)];
+    prev_[idx(next_[idx(b)])] = prev_[idx(b)];
+    prev_[idx(b)] = next_[idx(b)] = sentinel();
+    --cached_;
+  }
+
+  BlockId evict_oldest() {
+    const BlockId b = next_[sentinel_idx()];
+    LLMDS_ASSERT(b != sentinel(), "BlockPool: eviction from an empty cached list");
+    unlink(b);
+    registry_.erase(*key_[idx(b)]);
+    key_[idx(b)].reset();
+    ++evictions_;
+    return b;
+  }
+
+  PagedAllocator allocator_;  // the free list; page size 1 since the pool holds no data
+  std::vector<State> state_;
+  std::vector<std::uint32_t> refcount_;
+  std::vector<std::optional<Key>> key_;
+  std::vector<BlockId> prev_;  // the cached list; index num_blocks is its sentinel
+  std::vector<BlockId> next_;
+  std::unordered_map<Key, BlockId, Hash, KeyEqual> registry_;
+  std::size_t cached_ = 0;
+  std::size_t in_use_ = 0;
+  std::uint64_t evictions_ = 0;
+};
+
+}  // namespace llmds

@@ -1,0 +1,412 @@
+// KVCache: a paged KV cache with prefix sharing, copy-on-write and prefix caching across time.
+//
+// Each sequence (a request, or one branch of a parallel sample or beam) stores one KV entry per
+// token: entry_width scalars, e.g. keys and values of every layer and head. The entries live in
+// fixed-size pages of one arena, and each sequence owns a block table, the list of its page
+// ids, which is exactly what a paged-attention kernel takes.
+//
+// Why pages: a sequence grows one token at a time and its final length is unknown, so
+// contiguous buffers either waste memory or must be copied as they grow. Pages bound the waste
+// to one partial page per sequence, and they make sharing possible: two sequences can list the
+// same page.
+//
+// Sharing. Pages come from a BlockPool, which keeps a refcount per page and a registry of
+// chained SHA-256 block hashes (block_hash.hpp). attach() hashes the full pages of the
+// sequence's prefix tokens and takes the longest registered run of them instead of storing it
+// again (refcount + 1); the rest of the sequence is written to new pages, and its full prefix
+// pages are registered for later requests. This assumes what holds for any model: equal
+// prefixes produce equal KV entries, so the entries attach() receives for a shared run are
+// not stored; the ones already cached are used. fork() shares every page of a sequence.
+//
+// Copy-on-write. Pages are only ever written past a sequence's last token, so the only page
+// that can be written while shared is a partial last page, after fork(). append() copies such
+// a page first (one page copy per branch and fork), then writes the copy. Full pages, and so
+// every registered page, are never written again.
+//
+// Prefix caching across time. detach() releases a sequence's pages tail first. A registered
+// page whose refcount reaches 0 stays cached, holding its data, until the pool needs room; then
+// the least recently released one is evicted first (O(1)). Pages without a hash are freed at
+// once and reused before any cached page is evicted.
+//
+// Failure is all or nothing: attach, append and fork check that the pages they need are free
+// or evictable before they change anything, and otherwise throw llmds::OutOfPages
+// (Python: MemoryError); bad arguments throw before anything changes too.
+//
+// Layout and memory: the arena is max_pages * page_size * entry_width scalars, allocated zeroed
+// and lazily by the OS (calloc), so untouched pages cost no physical memory. Page p holds
+// tokens [0, page_size) as rows of entry_width scalars at arena + p * page_size * entry_width.
+//
+// Costs: attach O(prefix hashing + n * entry_width copy), append O(m * entry_width), fork
+// O(pages), detach O(pages), get O(n * entry_width), defragment O(max_pages + table entries +
+// moved pages * page bytes).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <new>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "llmds/core/errors.hpp"
+#include "llmds/core/float16.hpp"
+#include "llmds/detail/assert.hpp"
+#include "llmds/kv/block_hash.hpp"
+#include "llmds/kv/block_pool.hpp"
+
+namespace llmds {
+
+struct KVCacheConfig {
+  std::size_t page_size = 512;    // tokens per page; seed 001's default
+  std::size_t max_pages = 10000;  // seed 001's default
+  std::size_t entry_width = 1;    // scalars per token, e.g. 2 * layers * kv_heads * head_dim
+  bool enable_prefix_sharing = true;  // seed 001's default
+
+  void validate() const {
+    if (page_size == 0) throw std::invalid_argument("KVCacheConfig.page_size must be at least 1");
+    if (entry_width == 0) {
+      throw std::invalid_argument("KVCacheConfig.entry_width must be at least 1");
+    }
+    if (max_pages == 0 ||
+        max_pages > static_cast<std::size_t>(std::numeric_limits<BlockId>::max())) {
+      throw std::invalid_argument(fmt::format(
+          "KVCacheConfig.max_pages must be in [1, 2^31 - 1], got {}", max_pages));
+    }
+    const std::size_t limit = std::numeric_limits<std::size_t>::max() / 16;
+    if (page_size > limit / entry_width || page_size * entry_width > limit / max_pages) {
+      throw std::invalid_argument(fmt::format(
+          "KVCacheConfig: an arena of {} x {} x {} scalars cannot be addressed", max_pages,
+          page_size, entry_width));
+    }
+  }
+};
+
+struct KVCacheStats {
+  std::size_t sequences = 0;
+  std::size_t tokens = 0;          // over all sequences, shared tokens counted per sequence
+  std::size_t total_pages = 0;
+  std::size_t free_pages = 0;
+  std::size_t cached_pages = 0;    // refcount 0, hashed, evictable
+  std::size_t used_pages = 0;      // held by at least one sequence
+  std::size_t shared_pages = 0;    // held by two or more
+  std::uint64_t total_refs = 0;    // sum of refcounts = pages listed in all block tables
+  std::size_t logical_pages = 0;   // pages the sequences would hold without sharing
+  std::size_t pages_saved = 0;     // logical_pages - used_pages
+  std::size_t bytes_per_page = 0;
+  std::uint64_t prefix_lookup_pages = 0;  // full prefix pages looked up by attach
+  std::uint64_t prefix_hit_pages = 0;     // of those, shared instead of stored
+  std::uint64_t evictions = 0;
+  std::uint64_t cow_copies = 0;
+
+  [[nodiscard]] double prefix_hit_rate() const noexcept {
+    return prefix_lookup_pages == 0 ? 0.0
+                                    : double(prefix_hit_pages) / double(prefix_lookup_pages);
+  }
+  [[nodiscard]] std::size_t bytes_saved() const noexcept { return pages_saved * bytes_per_page; }
+};
+
+template <class Scalar = float>
+class KVCache {
+  static_assert(std::is_trivially_copyable_v<Scalar>,
+                "KVCache stores scalars by memcpy; Scalar must be trivially copyable");
+
+ public:
+  using SeqId = std::int64_t;
+  using scalar_type = Scalar;
+
+  explicit KVCache(KVCacheConfig config = {})
+      : config_((config.validate(), config)),
+        page_elems_(config_.page_size * config_.entry_width),
+        arena_(allocate_arena(config_.max_pages * page_elems_)),
+        pool_(config_.max_pages),
+        hasher_(config_.page_size) {}
+
+  /// Stores a new sequence: `kv` holds n entries of entry_width scalars, row-major. With
+  /// prefix sharing on, the longest cached run of full pages of `prefix_tokens` (the token ids
+  /// of the sequence's first len(prefix_tokens) <= n tokens) is shared rather than stored, and
+  /// the sequence's own full prefix pages are registered for later requests. `cache_salt`
+  /// separates tenants: sequences with different salts never share.
+  /// Throws std::invalid_argument if seq is already attached, kv is not a whole number of
+  /// entries, or the prefix is longer than the sequence; llmds::OutOfPages if the pages are
+  /// not there. Either way nothing changes.
+  void attach(SeqId seq, std::span<const Scalar> kv, std::span<const TokenId> prefix_tokens = {},
+              std::span<const std::byte> cache_salt = {}) {
+    if (sequences_.contains(seq)) {
+      throw std::invalid_argument(fmt::format("KVCache::attach: sequence {} is already attached", seq));
+    }
+    const std::size_t n = entries_in(kv, "attach");
+    if (prefix_tokens.size() > n) {
+      throw std::invalid_argument(fmt::format(
+          "KVCache::attach: prefix_tokens has {} tokens but the sequence only {}",
+          prefix_tokens.size(), n));
+    }
+    std::vector<BlockHash> hashes;
+    Sequence s;
+    if (config_.enable_prefix_sharing) {
+      hashes = hasher_.chain(prefix_tokens, cache_salt);
+      pool_.match_prefix(hashes, &s.table);
+    }
+    const std::size_t hits = s.table.size();
+    const std::size_t needed = pages_for(n) - hits;
+    std::size_t revived = 0;  // cached pages the hits take out of the evictable set
+    for (const BlockId b : s.table) revived += pool_.is_cached(b) ? 1 : 0;
+    if (needed + revived > pool_.available()) throw out_of_pages("attach", needed);
+    auto [it, inserted] = sequences_.try_emplace(seq);  // before any change: it may throw
+
+    pool_.touch(s.table);
+    const auto fresh = pool_.allocate(needed);
+    s.table.insert(s.table.end(), fresh.begin(), fresh.end());
+    s.num_tokens = n;
+    write(s.table, hits * config_.page_size, kv.subspan(hits * page_elems_));
+    for (std::size_t i = hits; i < hashes.size(); ++i) pool_.register_block(s.table[i], hashes[i]);
+    lookup_pages_ += hashes.size();
+    hit_pages_ += hits;
+    it->second = std::move(s);
+  }
+
+  /// Appends entries to a sequence (decode steps). A shared partial last page is copied
+  /// first. Throws llmds::KeyError for an unknown seq, std::invalid_argument for a partial
+  /// entry, llmds::OutOfPages if the pages are not there; each changes nothing.
+  void append(SeqId seq, std::span<const Scalar> kv) {
+    Sequence& s = find(seq, "append");
+    const std::size_t m = entries_in(kv, "append");
+    if (m == 0) return;
+    const std::size_t offset = s.num_tokens % config_.page_size;
+    const bool copy_last = offset != 0 && pool_.refcount(s.table.back()) > 1;
+    const std::size_t grow = pages_for(s.num_tokens + m) - s.table.size();
+    const std::size_t needed = grow + (copy_last ? 1 : 0);
+    if (needed > pool_.available()) throw out_of_pages("append", needed);
+    s.table.reserve(s.table.size() + grow);  // may throw; nothing has changed yet
+
+    auto fresh = pool_.allocate(needed);
+    if (copy_last) {
+      const BlockId copy = fresh.back();
+      fresh.pop_back();
+      std::memcpy(page_data(copy), page_data(s.table.back()), offset * config_.entry_width * sizeof(Scalar));
+      const BlockId shared[] = {s.table.back()};
+      pool_.release(shared);
+      s.table.back() = copy;
+      ++cow_copies_;
+    }
+    s.table.insert(s.table.end(), fresh.begin(), fresh.end());
+    write(s.table, s.num_tokens, kv);
+    s.num_tokens += m;
+  }
+
+  /// A new sequence dst sharing every page of src (parallel sampling, beam search): no data is
+  /// copied until one of them appends into their shared partial last page. Throws
+  /// llmds::KeyError for an unknown src, std::invalid_argument if dst is attached.
+  void fork(SeqId src, SeqId dst) {
+    const Sequence& s = find(src, "fork");
+    if (sequences_.contains(dst)) {
+      throw std::invalid_argument(fmt::format("KVCache::fork: sequence {} is already attached", dst));
+    }
+    Sequence copy = s;
+    auto [it, inserted] = sequences_.try_emplace(dst);
+    pool_.touch(copy.table);
+    it->second = std::move(copy);
+  }
+
+  /// Releases a sequence's pages tail first: hashed pages nobody else holds stay cached, the
+  /// others are freed. Throws llmds::KeyError for an unknown seq.
+  void detach(SeqId seq) {
+    Sequence& s = find(seq, "detach");
+    std::reverse(s.table.begin(), s.table.end());
+    pool_.release(s.table);
+    sequences_.erase(seq);
+  }
+
+  /// A deep copy of the sequence's entries (num_tokens * entry_width scalars, row-major), or
+  /// nullopt for an unknown seq.
+  [[nodiscard]] std::optional<std::vector<Scalar>> get(SeqId seq) const {
+    const auto it = sequences_.find(seq);
+    if (it == sequences_.end()) return std::nullopt;
+    const Sequence& s = it->second;
+    std::vector<Scalar> out(s.num_tokens * config_.entry_width);
+    std::size_t done = 0;
+    for (const BlockId b : s.table) {
+      const std::size_t count = std::min(page_elems_, out.size() - done);
+      std::memcpy(out.data() + done, page_data(b), count * sizeof(Scalar));
+      done += count;
+    }
+    return out;
+  }
+
+  [[nodiscard]] bool contains(SeqId seq) const { return sequences_.contains(seq); }
+  [[nodiscard]] std::size_t num_sequences() const noexcept { return sequences_.size(); }
+
+  /// Tokens stored for seq. Throws llmds::KeyError.
+  [[nodiscard]] std::size_t num_tokens(SeqId seq) const { return find(seq, "num_tokens").num_tokens; }
+
+  /// The page ids holding seq's tokens, in order: token t is row t % page_size of page
+  /// table[t / page_size]. Valid until the sequence changes. Throws llmds::KeyError.
+  [[nodiscard]] std::span<const BlockId> block_table(SeqId seq) const {
+    return find(seq, "block_table").table;
+  }
+
+  /// Page p's page_size * entry_width scalars, in place. Throws std::out_of_range.
+  [[nodiscard]] std::span<const Scalar> page(BlockId p) const {
+    check_page(p);
+    return {page_data(p), page_elems_};
+  }
+
+  /// The arena, for kernels that take a base pointer and block tables.
+  [[nodiscard]] std::span<const Scalar> arena() const noexcept {
+    return {arena_.get(), config_.max_pages * page_elems_};
+  }
+
+  /// The chained hashes attach() would compute for these prefix tokens and salt.
+  [[nodiscard]] std::vector<BlockHash> block_hashes(std::span<const TokenId> prefix_tokens,
+                                                    std::span<const std::byte> cache_salt = {}) {
+    return hasher_.chain(prefix_tokens, cache_salt);
+  }
+
+  /// The block registry, for lookups (match_prefix, find) and inspection.
+  [[nodiscard]] const BlockPool<BlockHash, BlockHashHasher>& pool() const noexcept { return pool_; }
+
+  /// Packs every used or cached page at the lowest ids, moving its data and rewriting every
+  /// block table. Returns the moves (old id, new id). Views from page() and block_table() are
+  /// stale afterwards.
+  std::vector<std::pair<BlockId, BlockId>> defragment() {
+    auto moves = pool_.defragment();
+    if (moves.empty()) return moves;
+    std::vector<BlockId> where(config_.max_pages);
+    for (std::size_t i = 0; i < where.size(); ++i) where[i] = static_cast<BlockId>(i);
+    for (const auto& [from, to] : moves) {
+      // Ascending sources move to lower, already vacated pages: no overlap, no overwrite.
+      std::memcpy(page_data(to), page_data(from), page_elems_ * sizeof(Scalar));
+      where[static_cast<std::size_t>(from)] = to;
+    }
+    for (auto& [id, s] : sequences_) {
+      for (BlockId& b : s.table) b = where[static_cast<std::size_t>(b)];
+    }
+    return moves;
+  }
+
+  /// O(max_pages + sequences).
+  [[nodiscard]] KVCacheStats stats() const {
+    const auto p = pool_.stats();
+    KVCacheStats s;
+    s.sequences = sequences_.size();
+    for (const auto& [id, seq] : sequences_) {
+      s.tokens += seq.num_tokens;
+      s.logical_pages += seq.table.size();
+    }
+    s.total_pages = p.num_blocks;
+    s.free_pages = p.free_blocks;
+    s.cached_pages = p.cached_blocks;
+    s.used_pages = p.in_use_blocks;
+    s.shared_pages = p.shared_blocks;
+    s.total_refs = p.total_refs;
+    s.pages_saved = s.logical_pages - s.used_pages;
+    s.bytes_per_page = page_elems_ * sizeof(Scalar);
+    s.prefix_lookup_pages = lookup_pages_;
+    s.prefix_hit_pages = hit_pages_;
+    s.evictions = p.evictions;
+    s.cow_copies = cow_copies_;
+    return s;
+  }
+
+  [[nodiscard]] const KVCacheConfig& config() const noexcept { return config_; }
+
+ private:
+  struct Sequence {
+    std::vector<BlockId> table;
+    std::size_t num_tokens = 0;
+  };
+
+  struct FreeDeleter {
+    void operator()(Scalar* p) const noexcept { std::free(p); }
+  };
+  using Arena = std::unique_ptr<Scalar[], FreeDeleter>;
+
+  static Arena allocate_arena(std::size_t elems) {
+    // calloc: zeroed, and on Linux backed by untouched zero pages until written.
+    auto* p = static_cast<Scalar*>(std::calloc(elems, sizeof(Scalar)));
+    if (p == nullptr) throw std::bad_alloc();
+    return Arena(p);
+  }
+
+  [[nodiscard]] std::size_t pages_for(std::size_t tokens) const noexcept {
+    return (tokens + config_.page_size - 1) / config_.page_size;
+  }
+
+  std::size_t entries_in(std::span<const Scalar> kv, const char* op) const {
+    if (kv.size() % config_.entry_width != 0) {
+      throw std::invalid_argument(fmt::format(
+          "KVCache::{}: {} scalars are not a whole number of entries of width {}", op, kv.size(),
+          config_.entry_width));
+    }
+    return kv.size() / config_.entry_width;
+  }
+
+  Sequence& find(SeqId seq, const char* op) {
+    const auto it = sequences_.find(seq);
+    if (it == sequences_.end()) {
+      throw KeyError(fmt::format("KVCache::{}: no sequence {}", op, seq));
+    }
+    return it->second;
+  }
+  const Sequence& find(SeqId seq, const char* op) const {
+    return const_cast<KVCache*>(this)->find(seq, op);
+  }
+
+  void check_page(BlockId p) const {
+    if (p < 0 || static_cast<std::size_t>(p) >= config_.max_pages) {
+      throw std::out_of_range(
+          fmt::format("KVCache::page: page {} is out of range [0, {})", p, config_.max_pages));
+    }
+  }
+
+  OutOfPages out_of_pages(const char* op, std::size_t needed) const {
+    return OutOfPages(fmt::format(
+        "KVCache::{}: {} pages needed, {} free and {} cached (of {}); nothing was changed", op,
+        needed, pool_.free_blocks(), pool_.cached_blocks(), config_.max_pages));
+  }
+
+  Scalar* page_data(BlockId p) noexcept { return arena_.get() + static_cast<std::size_t>(p) * page_elems_; }
+  const Scalar* page_data(BlockId p) const noexcept {
+    return arena_.get() + static_cast<std::size_t>(p) * page_elems_;
+  }
+
+  // Writes entries for tokens [first_token, first_token + n) through the block table.
+  void write(std::span<const BlockId> table, std::size_t first_token, std::span<const Scalar> kv) {
+    std::size_t token = first_token;
+    std::size_t done = 0;
+    while (done < kv.size()) {
+      const std::size_t offset = token % config_.page_size;
+      const BlockId page = table[token / config_.page_size];
+      LLMDS_ASSERT(pool_.refcount(page) == 1 && pool_.key_of(page) == nullptr,
+                   "KVCache: writing into a shared or registered page");
+      const std::size_t count =
+          std::min((config_.page_size - offset) * config_.entry_width, kv.size() - done);
+      std::memcpy(page_data(page) + offset * config_.entry_width, kv.data() + done,
+                  count * sizeof(Scalar));
+      done += count;
+      token += count / config_.entry_width;
+    }
+  }
+
+  KVCacheConfig config_;
+  std::size_t page_elems_;
+  Arena arena_;
+  BlockPool<BlockHash, BlockHashHasher> pool_;
+  BlockHasher hasher_;
+  std::unordered_map<SeqId, Sequence> sequences_;
+  std::uint64_t lookup_pages_ = 0;
+  std::uint64_t hit_pages_ = 0;
+  std::uint64_t cow_copies_ = 0;
+};
+
+}  // namespace llmds

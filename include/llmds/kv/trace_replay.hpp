@@ -1,0 +1,74 @@
+// Replaying real request traces through a prefix cache (BlockPool), so that its hit rates can
+// be compared like for like with the block pools of serving engines.
+//
+// The Mooncake FAST'25 traces give, per request, its prompt length, output length and one hash
+// id per 512-token block of the prompt. The ids are prefix-chained (equal ids at position i mean
+// equal prefixes through block i), which is exactly what a BlockPool registers, so the replay
+// feeds them to the pool as keys directly.
+//
+// The protocol (../shared/data/traces/README.md, section 3): requests are served one after
+// another in trace order; a request looks up its full prompt blocks (input_length / 512), of
+// which at most (input_length - 1) / 512 may hit, since at least one prompt token is always
+// computed; it holds ceil((input + output) / 512) blocks while it runs, the missed full prompt
+// blocks registered under their ids and the rest (partial prompt block, decode blocks) without
+// a key; at completion it releases its blocks tail first. Hit rate = blocks served from cache /
+// full prompt blocks looked up.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace llmds {
+
+/// One line of a Mooncake trace.
+struct MooncakeRequest {
+  std::int64_t timestamp_ms = 0;
+  std::int64_t input_length = 0;   // prompt tokens
+  std::int64_t output_length = 0;  // generated tokens
+  std::vector<std::int64_t> hash_ids;  // one per 512-token prompt block, prefix-chained
+};
+
+/// Parses JSON Lines text in the Mooncake trace format: one object per line with integer fields
+/// timestamp, input_length, output_length and an integer array hash_ids (other fields with
+/// integer or integer-array values are ignored; blank lines are skipped). Throws
+/// std::invalid_argument naming the line on anything else.
+std::vector<MooncakeRequest> parse_mooncake_trace(std::string_view text);
+
+/// Reads and parses a trace file. Throws llmds::IOError if it cannot be read.
+std::vector<MooncakeRequest> load_mooncake_trace(const std::filesystem::path& path);
+
+struct PrefixCacheReplayConfig {
+  std::size_t capacity_blocks = 0;  // every block counts, cached or in use
+  std::size_t block_size = 512;     // tokens per block; the Mooncake traces hash 512-token blocks
+
+  void validate() const;
+};
+
+struct PrefixCacheReplayResult {
+  std::size_t requests = 0;
+  std::size_t capacity_blocks = 0;
+  std::uint64_t lookup_blocks = 0;     // full prompt blocks looked up
+  std::uint64_t hit_blocks = 0;        // of those, served from cache
+  std::uint64_t allocated_blocks = 0;  // blocks written: missed prompt blocks, partial and decode
+  std::uint64_t evictions = 0;         // cached blocks evicted to make room
+  double seconds = 0.0;                // wall time of the replay loop alone
+
+  [[nodiscard]] double hit_rate() const noexcept {
+    return lookup_blocks == 0 ? 0.0 : double(hit_blocks) / double(lookup_blocks);
+  }
+  [[nodiscard]] double microseconds_per_request() const noexcept {
+    return requests == 0 ? 0.0 : seconds * 1e6 / double(requests);
+  }
+};
+
+/// Replays requests through a fresh BlockPool of config.capacity_blocks blocks under the
+/// protocol above. Throws std::invalid_argument for a request with fewer hash ids than full
+/// prompt blocks, and llmds::OutOfPages for one that needs more blocks than the capacity.
+PrefixCacheReplayResult replay_prefix_cache(std::span<const MooncakeRequest> requests,
+                                            const PrefixCacheReplayConfig& config);
+
+}  // namespace llmds

@@ -1,0 +1,226 @@
+// The Mooncake trace reader and the prefix-cache replay loop (include/llmds/kv/trace_replay.hpp).
+#include "llmds/kv/trace_replay.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <charconv>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "llmds/core/errors.hpp"
+#include "llmds/kv/block_pool.hpp"
+
+namespace llmds {
+
+namespace {
+
+// A strict reader for the one shape these traces use: a flat JSON object whose values are
+// integers or arrays of integers. Anything else is an error, never a guess.
+class LineParser {
+ public:
+  LineParser(std::string_view line, std::size_t line_number) : s_(line), line_(line_number) {}
+
+  MooncakeRequest parse() {
+    MooncakeRequest r;
+    bool has_timestamp = false, has_input = false, has_output = false, has_hashes = false;
+    expect('{');
+    skip_space();
+    if (peek() == '}') fail("empty object");
+    while (true) {
+      const std::string key = parse_key();
+      expect(':');
+      skip_space();
+      if (peek() == '[') {
+        auto values = parse_array();
+        if (key == "hash_ids") {
+          r.hash_ids = std::move(values);
+          has_hashes = true;
+        }
+      } else {
+        const std::int64_t v = parse_int();
+        if (key == "timestamp") {
+          r.timestamp_ms = v;
+          has_timestamp = true;
+        } else if (key == "input_length") {
+          r.input_length = v;
+          has_input = true;
+        } else if (key == "output_length") {
+          r.output_length = v;
+          has_output = true;
+        }
+      }
+      skip_space();
+      if (peek() == ',') {
+        ++pos_;
+        continue;
+      }
+      expect('}');
+      break;
+    }
+    skip_space();
+    if (pos_ != s_.size()) fail("text after the object");
+    if (!has_timestamp || !has_input || !has_output || !has_hashes) {
+      fail("missing one of timestamp, input_length, output_length, hash_ids");
+    }
+    if (r.input_length < 0 || r.output_length < 0) fail("negative length");
+    return r;
+  }
+
+ private:
+  [[noreturn]] void fail(std::string_view why) const {
+    throw std::invalid_argument(
+        fmt::format("Mooncake trace line {}: {} (at column {})", line_, why, pos_ + 1));
+  }
+  void skip_space() {
+    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\r')) ++pos_;
+  }
+  [[nodiscard]] char peek() const { return pos_ < s_.size() ? s_[pos_] : '\0'; }
+  void expect(char c) {
+    skip_space();
+    if (peek() != c) fail(fmt::format("expected '{}'", c));
+    ++pos_;
+  }
+  std::string parse_key() {
+    expect('"');
+    const auto end = s_.find('"', pos_);
+    if (end == std::string_view::npos) fail("unterminated key");
+    std::string key(s_.substr(pos_, end - pos_));
+    if (key.find('\\') != std::string::npos) fail("escaped characters in a key");
+    pos_ = end + 1;
+    return key;
+  }
+  std::int64_t parse_int() {
+    skip_space();
+    std::int64_t v = 0;
+    const char* first = s_.data() + pos_;
+    const auto [ptr, ec] = std::from_chars(first, s_.data() + s_.size(), v);
+    if (ec != std::errc{} || ptr == first) fail("expected an integer");
+    pos_ += static_cast<std::size_t>(ptr - first);
+    const char next = peek();
+    if (next == '.' || next == 'e' || next == 'E') fail("expected an integer, got a real number");
+    return v;
+  }
+  std::vector<std::int64_t> parse_array() {
+    std::vector<std::int64_t> values;
+    expect('[');
+    skip_space();
+    if (peek() == ']') {
+      ++pos_;
+      return values;
+    }
+    while (true) {
+      values.push_back(parse_int());
+      skip_space();
+      if (peek() == ',') {
+        ++pos_;
+        continue;
+      }
+      expect(']');
+      return values;
+    }
+  }
+
+  std::string_view s_;
+  std::size_t line_;
+  std::size_t pos_ = 0;
+};
+
+std::size_t ceil_div(std::int64_t a, std::size_t b) {
+  return (static_cast<std::size_t>(a) + b - 1) / b;
+}
+
+}  // namespace
+
+std::vector<MooncakeRequest> parse_mooncake_trace(std::string_view text) {
+  std::vector<MooncakeRequest> requests;
+  std::size_t line_number = 0;
+  while (!text.empty()) {
+    const auto end = text.find('\n');
+    const std::string_view line = text.substr(0, end);
+    text = end == std::string_view::npos ? std::string_view{} : text.substr(end + 1);
+    ++line_number;
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    requests.push_back(LineParser(line, line_number).parse());
+  }
+  return requests;
+}
+
+std::vector<MooncakeRequest> load_mooncake_trace(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw IOError(fmt::format("cannot open Mooncake trace {}", path.string()));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw IOError(fmt::format("cannot read Mooncake trace {}", path.string()));
+  return parse_mooncake_trace(text.str());
+}
+
+void PrefixCacheReplayConfig::validate() const {
+  if (capacity_blocks == 0 ||
+      capacity_blocks > static_cast<std::size_t>(std::numeric_limits<BlockId>::max())) {
+    throw std::invalid_argument(fmt::format(
+        "PrefixCacheReplayConfig.capacity_blocks must be in [1, 2^31 - 1], got {}",
+        capacity_blocks));
+  }
+  if (block_size == 0) {
+    throw std::invalid_argument("PrefixCacheReplayConfig.block_size must be at least 1");
+  }
+}
+
+PrefixCacheReplayResult replay_prefix_cache(std::span<const MooncakeRequest> requests,
+                                            const PrefixCacheReplayConfig& config) {
+  config.validate();
+  const std::size_t bs = config.block_size;
+  // Checked up front, so that a bad request fails the replay before any time is spent on it.
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const auto& r = requests[i];
+    const std::size_t full = static_cast<std::size_t>(r.input_length) / bs;
+    if (r.hash_ids.size() < full) {
+      throw std::invalid_argument(fmt::format(
+          "request {} has {} hash ids for {} full prompt blocks", i, r.hash_ids.size(), full));
+    }
+    const std::size_t held = ceil_div(r.input_length + r.output_length, bs);
+    if (held > config.capacity_blocks) {
+      throw OutOfPages(fmt::format("request {} holds {} blocks, more than the capacity of {}", i,
+                                   held, config.capacity_blocks));
+    }
+  }
+
+  BlockPool<std::int64_t> pool(config.capacity_blocks);
+  PrefixCacheReplayResult result;
+  result.requests = requests.size();
+  result.capacity_blocks = config.capacity_blocks;
+  std::vector<BlockId> table;
+
+  const auto start = std::chrono::steady_clock::now();
+  for (const auto& r : requests) {
+    const std::size_t full = static_cast<std::size_t>(r.input_length) / bs;
+    const std::size_t may_hit =
+        r.input_length > 0 ? std::min(full, static_cast<std::size_t>(r.input_length - 1) / bs) : 0;
+    const std::size_t held = ceil_div(r.input_length + r.output_length, bs);
+    const std::span<const std::int64_t> keys(r.hash_ids.data(), full);
+
+    table.clear();
+    const std::size_t hits = pool.match_prefix(keys.first(may_hit), &table);
+    pool.touch(table);
+    const auto fresh = pool.allocate(held - hits);  // cannot fail: held <= capacity
+    table.insert(table.end(), fresh.begin(), fresh.end());
+    for (std::size_t i = hits; i < full; ++i) pool.register_block(table[i], keys[i]);
+    std::reverse(table.begin(), table.end());
+    pool.release(table);
+
+    result.lookup_blocks += full;
+    result.hit_blocks += hits;
+    result.allocated_blocks += fresh.size();
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.evictions = pool.evictions();
+  return result;
+}
+
+}  // namespace llmds

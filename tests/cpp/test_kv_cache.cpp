@@ -1,0 +1,395 @@
+#include "llmds/kv/kv_cache.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <numeric>
+#include <random>
+#include <set>
+#include <string_view>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "llmds/core/errors.hpp"
+
+namespace {
+
+using llmds::BlockId;
+using llmds::KVCache;
+using llmds::KVCacheConfig;
+using llmds::TokenId;
+using Floats = std::vector<float>;
+using Tokens = std::vector<TokenId>;
+
+KVCacheConfig small(std::size_t max_pages, std::size_t width = 1, bool sharing = true) {
+  return KVCacheConfig{4, max_pages, width, sharing};
+}
+
+// KV entries that depend only on the tokens so far, as a model's do: equal prefixes give equal
+// entries, so sharing them is correct.
+Floats entries_for(const Tokens& tokens, std::size_t width) {
+  Floats out;
+  std::uint64_t h = 1469598103934665603ull;
+  for (const TokenId t : tokens) {
+    h = (h ^ static_cast<std::uint64_t>(t)) * 1099511628211ull;
+    for (std::size_t j = 0; j < width; ++j) out.push_back(static_cast<float>((h >> (j * 3)) % 100000));
+  }
+  return out;
+}
+
+Floats iota_floats(std::size_t n, float start) {
+  Floats v(n);
+  std::iota(v.begin(), v.end(), start);
+  return v;
+}
+
+std::span<const std::byte> salt(std::string_view s) { return std::as_bytes(std::span(s.data(), s.size())); }
+
+TEST(KVCache, DefaultsFollowTheSeed) {
+  const KVCache<> cache;
+  EXPECT_EQ(cache.config().page_size, 512u);
+  EXPECT_EQ(cache.config().max_pages, 10000u);
+  EXPECT_EQ(cache.config().entry_width, 1u);
+  EXPECT_TRUE(cache.config().enable_prefix_sharing);
+}
+
+TEST(KVCache, StoresEntriesInPagesAndExportsTheBlockTable) {
+  KVCache<> cache(small(8, 2));
+  const Floats kv = iota_floats(2 * 6, 0.0f);  // 6 tokens of width 2: a full page and a half
+  cache.attach(1, kv);
+  EXPECT_EQ(cache.num_tokens(1), 6u);
+  const auto table = cache.block_table(1);
+  ASSERT_EQ(table.size(), 2u);
+  const auto first = cache.page(table[0]);
+  EXPECT_EQ(Floats(first.begin(), first.end()), Floats(kv.begin(), kv.begin() + 8));
+  const auto second = cache.page(table[1]);
+  EXPECT_EQ(Floats(second.begin(), second.begin() + 4), Floats(kv.begin() + 8, kv.end()));
+  EXPECT_EQ(cache.get(1), kv);
+}
+
+TEST(KVCache, AttachSharesTheLongestCachedRunOfFullPages) {
+  KVCache<> cache(small(16));
+  const Tokens system = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};  // two full pages and two tokens
+  Tokens a = system;
+  a.insert(a.end(), {20, 21, 22});
+  Tokens b = system;
+  b.insert(b.end(), {30});
+  cache.attach(1, entries_for(a, 1), a);
+  cache.attach(2, entries_for(b, 1), b);
+  const auto ta = cache.block_table(1);
+  const auto tb = cache.block_table(2);
+  EXPECT_EQ(ta[0], tb[0]);
+  EXPECT_EQ(ta[1], tb[1]);
+  EXPECT_NE(ta[2], tb[2]);  // the third page differs in its tokens
+  const auto s = cache.stats();
+  EXPECT_EQ(s.prefix_lookup_pages, 3u + 2u);
+  EXPECT_EQ(s.prefix_hit_pages, 2u);
+  EXPECT_EQ(s.shared_pages, 2u);
+  EXPECT_EQ(s.logical_pages, 7u);
+  EXPECT_EQ(s.used_pages, 5u);
+  EXPECT_EQ(s.pages_saved, 2u);
+  EXPECT_EQ(s.bytes_saved(), 2u * 4u * sizeof(float));
+  EXPECT_EQ(cache.get(2), entries_for(b, 1));
+}
+
+TEST(KVCache, OnlyTheDeclaredPrefixIsShared) {
+  KVCache<> cache(small(16));
+  const Tokens t = {1, 2, 3, 4, 5, 6, 7, 8};
+  cache.attach(1, entries_for(t, 1), t);
+  // The same tokens, but only the first page declared shareable: one page is shared.
+  cache.attach(2, entries_for(t, 1), Tokens(t.begin(), t.begin() + 5));
+  EXPECT_EQ(cache.stats().shared_pages, 1u);
+  // No prefix at all: nothing shared.
+  cache.attach(3, entries_for(t, 1));
+  EXPECT_EQ(cache.stats().shared_pages, 1u);
+}
+
+TEST(KVCache, DifferentSaltsNeverShare) {
+  KVCache<> cache(small(16));
+  const Tokens t = {1, 2, 3, 4, 5, 6, 7, 8};
+  cache.attach(1, entries_for(t, 1), t, salt("tenant-a"));
+  cache.attach(2, entries_for(t, 1), t, salt("tenant-b"));
+  cache.attach(3, entries_for(t, 1), t);
+  EXPECT_EQ(cache.stats().shared_pages, 0u);
+  cache.attach(4, entries_for(t, 1), t, salt("tenant-a"));
+  EXPECT_EQ(cache.stats().shared_pages, 2u);
+  EXPECT_EQ(cache.block_table(4)[0], cache.block_table(1)[0]);
+}
+
+TEST(KVCache, SharingCanBeTurnedOff) {
+  KVCache<> cache(small(16, 1, false));
+  const Tokens t = {1, 2, 3, 4, 5, 6, 7, 8};
+  cache.attach(1, entries_for(t, 1), t);
+  cache.attach(2, entries_for(t, 1), t);
+  EXPECT_EQ(cache.stats().shared_pages, 0u);
+  cache.detach(1);
+  EXPECT_EQ(cache.stats().cached_pages, 0u);  // nothing is registered, so nothing is cached
+}
+
+TEST(KVCache, GetReturnsADeepCopy) {
+  KVCache<> cache(small(8));
+  cache.attach(1, Floats{1, 2, 3});
+  auto copy = cache.get(1);
+  ASSERT_TRUE(copy.has_value());
+  (*copy)[0] = 99;
+  EXPECT_EQ(cache.get(1), (Floats{1, 2, 3}));
+  EXPECT_FALSE(cache.get(2).has_value());
+}
+
+TEST(KVCache, ForkSharesPagesUntilFirstWrite) {
+  KVCache<> cache(small(8));
+  cache.attach(1, Floats{1, 2, 3, 4, 5, 6});  // a full page and a partial one
+  cache.fork(1, 2);
+  EXPECT_EQ(cache.stats().shared_pages, 2u);
+  EXPECT_EQ(cache.stats().used_pages, 2u);
+  const BlockId partial = cache.block_table(1)[1];
+
+  cache.append(2, Floats{70});  // writes into the shared partial page: copied first
+  EXPECT_EQ(cache.stats().cow_copies, 1u);
+  EXPECT_EQ(cache.block_table(1)[1], partial);
+  EXPECT_NE(cache.block_table(2)[1], partial);
+  EXPECT_EQ(cache.block_table(1)[0], cache.block_table(2)[0]);  // the full page stays shared
+  EXPECT_EQ(cache.get(1), (Floats{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(cache.get(2), (Floats{1, 2, 3, 4, 5, 6, 70}));
+
+  cache.append(1, Floats{80, 81, 82});  // no longer shared: written in place, then a new page
+  EXPECT_EQ(cache.stats().cow_copies, 1u);
+  EXPECT_EQ(cache.block_table(1)[1], partial);
+  EXPECT_EQ(cache.get(1), (Floats{1, 2, 3, 4, 5, 6, 80, 81, 82}));
+  EXPECT_EQ(cache.get(2), (Floats{1, 2, 3, 4, 5, 6, 70}));
+}
+
+TEST(KVCache, AppendAtAPageBoundaryNeedsNoCopy) {
+  KVCache<> cache(small(8));
+  cache.attach(1, Floats{1, 2, 3, 4});
+  cache.fork(1, 2);
+  cache.append(1, Floats{5});
+  EXPECT_EQ(cache.stats().cow_copies, 0u);
+  EXPECT_EQ(cache.get(2), (Floats{1, 2, 3, 4}));
+}
+
+TEST(KVCache, DetachedHashedPagesStayCachedAndServeLaterRequests) {
+  KVCache<> cache(small(8));
+  const Tokens t = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  cache.attach(1, entries_for(t, 1), t);
+  const auto pages = std::vector<BlockId>(cache.block_table(1).begin(), cache.block_table(1).end());
+  cache.detach(1);
+  auto s = cache.stats();
+  EXPECT_EQ(s.cached_pages, 2u);  // the two full pages; the partial one was freed
+  EXPECT_EQ(s.free_pages, 6u);
+  EXPECT_EQ(cache.pool().eviction_order(), (std::vector<BlockId>{pages[1], pages[0]}));
+
+  cache.attach(2, entries_for(t, 1), t);
+  EXPECT_EQ(cache.block_table(2)[0], pages[0]);
+  EXPECT_EQ(cache.block_table(2)[1], pages[1]);
+  EXPECT_EQ(cache.get(2), entries_for(t, 1));
+  EXPECT_EQ(cache.stats().cached_pages, 0u);
+}
+
+TEST(KVCache, CachedPagesAreEvictedBeforeAnAttachFails) {
+  KVCache<> cache(small(3));
+  const Tokens t = {1, 2, 3, 4, 5, 6, 7, 8};
+  cache.attach(1, entries_for(t, 1), t);
+  cache.detach(1);  // two cached pages, one free
+  cache.attach(2, iota_floats(12, 0));  // needs all three
+  EXPECT_EQ(cache.stats().evictions, 2u);
+  EXPECT_FALSE(cache.pool().match_prefix(cache.block_hashes(t)));
+}
+
+// Every visible piece of state, to check that a failed call changed nothing.
+struct Snapshot {
+  std::map<std::int64_t, Floats> data;
+  std::map<std::int64_t, std::vector<BlockId>> tables;
+  std::vector<BlockId> eviction_order;
+  std::size_t free_pages = 0, cached_pages = 0, used_pages = 0;
+  std::uint64_t refs = 0, evictions = 0, lookups = 0, hits = 0, cow = 0;
+  bool operator==(const Snapshot&) const = default;
+};
+
+Snapshot snapshot(const KVCache<>& cache, const std::set<std::int64_t>& ids) {
+  Snapshot s;
+  for (const auto id : ids) {
+    if (!cache.contains(id)) continue;
+    s.data[id] = *cache.get(id);
+    const auto t = cache.block_table(id);
+    s.tables[id] = std::vector<BlockId>(t.begin(), t.end());
+  }
+  s.eviction_order = cache.pool().eviction_order();
+  const auto st = cache.stats();
+  s.free_pages = st.free_pages;
+  s.cached_pages = st.cached_pages;
+  s.used_pages = st.used_pages;
+  s.refs = st.total_refs;
+  s.evictions = st.evictions;
+  s.lookups = st.prefix_lookup_pages;
+  s.hits = st.prefix_hit_pages;
+  s.cow = st.cow_copies;
+  return s;
+}
+
+TEST(KVCache, OutOfPagesChangesNothing) {
+  KVCache<> cache(small(4));
+  const Tokens t = {1, 2, 3, 4, 5, 6, 7, 8};
+  cache.attach(1, entries_for(t, 1), t);
+  cache.attach(2, Floats{1, 2});
+  cache.detach(1);  // 2 cached, 1 in use, 1 free
+  cache.fork(2, 3);
+  const std::set<std::int64_t> ids = {1, 2, 3, 4};
+  const auto before = snapshot(cache, ids);
+  // 5 pages of which the first two would be shared hits: 3 new, only 1 free + 0 evictable left
+  // once the hits are taken.
+  Tokens longer = t;
+  for (int i = 0; i < 12; ++i) longer.push_back(100 + i);
+  EXPECT_THROW(cache.attach(4, entries_for(longer, 1), longer), llmds::OutOfPages);
+  EXPECT_EQ(snapshot(cache, ids), before);
+  EXPECT_THROW(cache.append(2, iota_floats(15, 0)), llmds::OutOfPages);  // COW + 4 new pages
+  EXPECT_EQ(snapshot(cache, ids), before);
+  cache.append(2, iota_floats(2, 0));  // fits: the copy-on-write page
+  EXPECT_EQ(cache.stats().cow_copies, 1u);
+}
+
+TEST(KVCache, BadArgumentsThrowAndChangeNothing) {
+  KVCache<> cache(small(8, 2));
+  cache.attach(1, iota_floats(6, 0));
+  const std::set<std::int64_t> ids = {1, 2};
+  const auto before = snapshot(cache, ids);
+  EXPECT_THROW(cache.attach(1, iota_floats(2, 0)), std::invalid_argument);  // duplicate
+  EXPECT_THROW(cache.attach(2, iota_floats(3, 0)), std::invalid_argument);  // width 2
+  EXPECT_THROW(cache.attach(2, iota_floats(4, 0), Tokens{1, 2, 3}), std::invalid_argument);
+  EXPECT_THROW(cache.append(1, iota_floats(3, 0)), std::invalid_argument);
+  EXPECT_THROW(cache.append(2, iota_floats(2, 0)), llmds::KeyError);
+  EXPECT_THROW(cache.fork(2, 3), llmds::KeyError);
+  EXPECT_THROW(cache.fork(1, 1), std::invalid_argument);
+  EXPECT_THROW(cache.detach(2), llmds::KeyError);
+  EXPECT_THROW((void)cache.num_tokens(2), llmds::KeyError);
+  EXPECT_THROW((void)cache.block_table(2), llmds::KeyError);
+  EXPECT_THROW((void)cache.page(8), std::out_of_range);
+  EXPECT_THROW((void)cache.page(-1), std::out_of_range);
+  EXPECT_EQ(snapshot(cache, ids), before);
+  EXPECT_FALSE(cache.contains(2));
+  EXPECT_THROW(KVCache<>(KVCacheConfig{0, 8, 1, true}), std::invalid_argument);
+  EXPECT_THROW(KVCache<>(KVCacheConfig{4, 0, 1, true}), std::invalid_argument);
+  EXPECT_THROW(KVCache<>(KVCacheConfig{4, 8, 0, true}), std::invalid_argument);
+  EXPECT_THROW(KVCache<>(KVCacheConfig{1u << 30, 1u << 30, 1u << 30, true}), std::invalid_argument);
+}
+
+TEST(KVCache, DefragmentMovesDataAndRewritesTables) {
+  KVCache<> cache(small(8));
+  const Tokens t = {1, 2, 3, 4, 5, 6, 7, 8};
+  cache.attach(1, iota_floats(8, 0));
+  cache.attach(2, entries_for(t, 1), t);
+  cache.attach(3, iota_floats(5, 100));
+  cache.detach(1);  // frees pages 0 and 1
+  cache.detach(2);  // pages 2 and 3 stay cached
+  const auto moves = cache.defragment();
+  EXPECT_FALSE(moves.empty());
+  EXPECT_EQ(cache.get(3), iota_floats(5, 100));
+  for (const BlockId b : cache.block_table(3)) EXPECT_LT(b, 4);
+  EXPECT_EQ(cache.stats().cached_pages, 2u);
+  cache.attach(4, entries_for(t, 1), t);  // the cached pages moved with their hashes
+  EXPECT_EQ(cache.stats().prefix_hit_pages, 2u);
+  EXPECT_EQ(cache.get(4), entries_for(t, 1));
+  EXPECT_LT(cache.block_table(4)[0], 4);
+}
+
+TEST(KVCache, StoresHalfPrecisionEntries) {
+  KVCache<llmds::Float16> cache(small(4, 2));
+  const std::vector<llmds::Float16> kv = {llmds::Float16(1.5f), llmds::Float16(-2.0f),
+                                          llmds::Float16(65504.0f), llmds::Float16(0.1f)};
+  cache.attach(1, kv);
+  EXPECT_EQ(cache.get(1), kv);
+  EXPECT_EQ(cache.stats().bytes_per_page, 4u * 2u * 2u);
+}
+
+// Random attach / fork / append / detach sequences checked against a naive model that keeps
+// each sequence's entries in a vector. Prefixes come from a few shared "system prompts", so
+// sharing, caching, eviction and copy-on-write all happen, and the pool is small enough that
+// running out of pages does too.
+TEST(KVCache, RandomisedOperationsMatchANaiveModel) {
+  constexpr std::size_t kWidth = 3;
+  KVCache<> cache(KVCacheConfig{4, 24, kWidth, true});
+  std::map<std::int64_t, Floats> model;
+  std::set<std::int64_t> ids_seen;
+  std::mt19937 rng(2024);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  std::vector<Tokens> prompts;
+  for (int p = 0; p < 4; ++p) {
+    Tokens t;
+    for (int i = 0; i < 4 * (p + 1) + p; ++i) t.push_back(uniform(0, 50));
+    prompts.push_back(t);
+  }
+  std::int64_t next_id = 0;
+  std::size_t failures = 0, shared_attaches = 0;
+  for (int step = 0; step < 6000; ++step) {
+    const int op = uniform(0, 9);
+    if (op <= 3) {  // attach, usually with a prompt prefix and a salt
+      Tokens tokens = prompts[static_cast<std::size_t>(uniform(0, 3))];
+      tokens.resize(static_cast<std::size_t>(uniform(0, static_cast<int>(tokens.size()))));
+      const std::size_t prefix_len = tokens.size();
+      for (int i = uniform(0, 9); i > 0; --i) tokens.push_back(uniform(0, 50));
+      Floats kv = entries_for(tokens, kWidth);
+      const std::string_view s = uniform(0, 3) == 0 ? "other-tenant" : "";
+      const auto id = next_id++;
+      const auto before = snapshot(cache, ids_seen);
+      ids_seen.insert(id);
+      try {
+        const auto hits_before = cache.stats().prefix_hit_pages;
+        cache.attach(id, kv, std::span(tokens).first(prefix_len), salt(s));
+        model[id] = kv;
+        shared_attaches += cache.stats().prefix_hit_pages > hits_before ? 1 : 0;
+      } catch (const llmds::OutOfPages&) {
+        ++failures;
+        ASSERT_EQ(snapshot(cache, ids_seen), before);
+      }
+    } else if (op <= 5 && !model.empty()) {  // append
+      auto it = model.begin();
+      std::advance(it, uniform(0, static_cast<int>(model.size()) - 1));
+      Floats kv;
+      for (int i = uniform(0, 6) * static_cast<int>(kWidth); i > 0; --i) {
+        kv.push_back(static_cast<float>(uniform(-1000, 1000)));
+      }
+      const auto before = snapshot(cache, ids_seen);
+      try {
+        cache.append(it->first, kv);
+        it->second.insert(it->second.end(), kv.begin(), kv.end());
+      } catch (const llmds::OutOfPages&) {
+        ++failures;
+        ASSERT_EQ(snapshot(cache, ids_seen), before);
+      }
+    } else if (op == 6 && !model.empty()) {  // fork
+      auto it = model.begin();
+      std::advance(it, uniform(0, static_cast<int>(model.size()) - 1));
+      const auto id = next_id++;
+      ids_seen.insert(id);
+      cache.fork(it->first, id);
+      model[id] = it->second;
+    } else if (!model.empty()) {  // detach
+      auto it = model.begin();
+      std::advance(it, uniform(0, static_cast<int>(model.size()) - 1));
+      cache.detach(it->first);
+      model.erase(it);
+    }
+    if (step % 500 == 250) cache.defragment();
+
+    ASSERT_EQ(cache.num_sequences(), model.size());
+    std::size_t logical = 0;
+    for (const auto& [id, kv] : model) {
+      ASSERT_EQ(cache.get(id), kv) << "sequence " << id << " at step " << step;
+      ASSERT_EQ(cache.num_tokens(id), kv.size() / kWidth);
+      logical += cache.block_table(id).size();
+    }
+    const auto st = cache.stats();
+    ASSERT_EQ(st.total_refs, logical);
+    ASSERT_EQ(st.free_pages + st.cached_pages + st.used_pages, st.total_pages);
+    ASSERT_LE(st.used_pages, logical);
+  }
+  // The run must have exercised what it is meant to test.
+  const auto st = cache.stats();
+  EXPECT_GT(failures, 10u);
+  EXPECT_GT(shared_attaches, 100u);
+  EXPECT_GT(st.cow_copies, 50u);
+  EXPECT_GT(st.evictions, 50u);
+}
+
+}  // namespace

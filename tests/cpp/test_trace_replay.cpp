@@ -1,0 +1,144 @@
+#include "llmds/kv/trace_replay.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "llmds/core/errors.hpp"
+#include "test_data.hpp"
+
+namespace {
+
+using llmds::MooncakeRequest;
+using llmds::parse_mooncake_trace;
+using llmds::PrefixCacheReplayConfig;
+using llmds::replay_prefix_cache;
+
+MooncakeRequest request(std::int64_t input, std::int64_t output, std::vector<std::int64_t> ids) {
+  MooncakeRequest r;
+  r.input_length = input;
+  r.output_length = output;
+  r.hash_ids = std::move(ids);
+  return r;
+}
+
+TEST(MooncakeTrace, ParsesTheUpstreamFormat) {
+  const auto requests = parse_mooncake_trace(
+      R"({"timestamp": 0, "input_length": 6758, "output_length": 500, "hash_ids": [0, 1, 2]})"
+      "\n\n"
+      R"({"timestamp": 27, "input_length": 1, "output_length": 2, "hash_ids": [], "extra": 5})"
+      "\n");
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[0].input_length, 6758);
+  EXPECT_EQ(requests[0].output_length, 500);
+  EXPECT_EQ(requests[0].hash_ids, (std::vector<std::int64_t>{0, 1, 2}));
+  EXPECT_EQ(requests[1].timestamp_ms, 27);
+  EXPECT_TRUE(requests[1].hash_ids.empty());
+}
+
+TEST(MooncakeTrace, RejectsMalformedLinesNamingTheLine) {
+  const std::vector<std::string> bad = {
+      R"({"timestamp": 0, "input_length": 5, "output_length": 1})",                    // no ids
+      R"({"timestamp": 0, "input_length": 5.5, "output_length": 1, "hash_ids": []})",  // real
+      R"({"timestamp": 0, "input_length": -5, "output_length": 1, "hash_ids": []})",   // negative
+      R"({"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": [1,]})",  // syntax
+      R"({"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": []} x)",  // trailing
+      R"({"timestamp": "0", "input_length": 5, "output_length": 1, "hash_ids": []})",  // string
+  };
+  for (const auto& line : bad) {
+    try {
+      (void)parse_mooncake_trace("\n" + line);
+      ADD_FAILURE() << "accepted: " << line;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("line 2"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(MooncakeTrace, MissingFileIsAnIOError) {
+  EXPECT_THROW((void)llmds::load_mooncake_trace("/nonexistent/trace.jsonl"), llmds::IOError);
+}
+
+TEST(PrefixCacheReplay, CountsHitsUnderTheProtocol) {
+  // Block size 4. Request 2 repeats request 1's two full blocks, but with input 8 it may hit
+  // only (8 - 1) / 4 = 1 of them. Request 3 shares block 10 only.
+  const std::vector<MooncakeRequest> requests = {
+      request(9, 3, {10, 11, 12}),  // 2 full blocks, holds ceil(12/4) = 3
+      request(8, 0, {10, 11}),      // 2 full, may hit 1
+      request(6, 0, {10, 13}),      // 1 full, hits 1
+  };
+  const auto r = replay_prefix_cache(requests, PrefixCacheReplayConfig{16, 4});
+  EXPECT_EQ(r.lookup_blocks, 5u);
+  EXPECT_EQ(r.hit_blocks, 2u);
+  EXPECT_EQ(r.allocated_blocks, 3u + 1u + 1u);
+  EXPECT_EQ(r.evictions, 0u);
+  EXPECT_DOUBLE_EQ(r.hit_rate(), 0.4);
+}
+
+TEST(PrefixCacheReplay, EvictsTheTailOfAPromptBeforeItsHead) {
+  // Capacity 3, block size 4: request 1 caches blocks 1, 2 (released tail first, so 2 is older).
+  // Request 2 (unrelated, 1 full block + 1 partial) needs 2 blocks: the free one, then an
+  // eviction, which must take block 2, so request 3 still finds block 1.
+  const std::vector<MooncakeRequest> requests = {
+      request(8, 0, {1, 2}),
+      request(5, 0, {7, 8}),
+      request(5, 0, {1, 9}),
+  };
+  const auto r = replay_prefix_cache(requests, PrefixCacheReplayConfig{3, 4});
+  EXPECT_EQ(r.hit_blocks, 1u);
+  EXPECT_GE(r.evictions, 1u);
+}
+
+TEST(PrefixCacheReplay, RejectsRequestsItCannotReplay) {
+  EXPECT_THROW((void)replay_prefix_cache(std::vector{request(9, 0, {1})},
+                                         PrefixCacheReplayConfig{16, 4}),
+               std::invalid_argument);
+  EXPECT_THROW((void)replay_prefix_cache(std::vector{request(9, 0, {1, 2})},
+                                         PrefixCacheReplayConfig{2, 4}),
+               llmds::OutOfPages);
+  EXPECT_THROW((void)replay_prefix_cache({}, PrefixCacheReplayConfig{0, 4}), std::invalid_argument);
+}
+
+// The bar: the hit rates a widely used serving engine's LRU block pool reaches on the same
+// traces under the same protocol (../shared/data/traces/README.md, section 3), within 0.2 points.
+struct Reference {
+  const char* file;
+  std::map<std::size_t, double> hit_rate_percent;
+};
+
+void expect_matches(const Reference& ref) {
+  LLMDS_REQUIRE_DATA_FILE(path, std::string("traces/") + ref.file);
+  const auto requests = llmds::load_mooncake_trace(path);
+  for (const auto& [capacity, expected] : ref.hit_rate_percent) {
+    const auto r = replay_prefix_cache(requests, PrefixCacheReplayConfig{capacity, 512});
+    EXPECT_NEAR(100.0 * r.hit_rate(), expected, 0.2) << ref.file << " at " << capacity << " blocks";
+  }
+}
+
+TEST(PrefixCacheReplay, MatchesTheReferenceOnTheConversationTrace) {
+  expect_matches({"mooncake_fast25_conversation_trace.jsonl",
+                  {{1000, 4.70}, {4000, 9.40}, {6000, 15.02}, {16000, 27.95}, {64000, 37.53},
+                   {100000, 37.95}}});
+}
+
+TEST(PrefixCacheReplay, MatchesTheReferenceOnTheSyntheticTrace) {
+  expect_matches({"mooncake_fast25_synthetic_trace.jsonl",
+                  {{1000, 8.79}, {4000, 25.62}, {6000, 33.11}, {16000, 55.47}, {64000, 65.94},
+                   {100000, 65.94}}});
+}
+
+TEST(PrefixCacheReplay, AnInfiniteCacheReachesTheUpperBound) {
+  LLMDS_REQUIRE_DATA_FILE(path, "traces/mooncake_fast25_conversation_trace.jsonl");
+  // 400k blocks hold the trace's 182,790 distinct blocks and any one request beside them.
+  const auto r = replay_prefix_cache(llmds::load_mooncake_trace(path),
+                                     PrefixCacheReplayConfig{400000, 512});
+  EXPECT_NEAR(100.0 * r.hit_rate(), 38.19, 0.01);
+  EXPECT_EQ(r.evictions, 0u);
+}
+
+}  // namespace
