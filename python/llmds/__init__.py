@@ -5,6 +5,9 @@ The structures live at the module paths of the API reference::
     from llmds.indexed_heap import IndexedHeap
     from llmds.token_lru import TokenLRU
     from llmds.cmsketch import CountMinSketch
+    from llmds.paged_allocator import PagedAllocator
+    from llmds.kv_cache import KVCache, BlockPool
+    from llmds.traces import load_mooncake_trace, replay_prefix_cache
     from llmds.utils import Timer, MemoryProfiler, memory_profiler
     from llmds.utils import compute_percentiles, calculate_statistics
 
@@ -14,6 +17,8 @@ and, for convenience, at the top level. ``python -m llmds demo`` shows them at w
 from llmds._core import __version__
 from llmds.cmsketch import CountMinSketch
 from llmds.indexed_heap import IndexedHeap
+from llmds.kv_cache import KVCache
+from llmds.paged_allocator import PagedAllocator
 from llmds.token_lru import TokenLRU
 
-__all__ = ["CountMinSketch", "IndexedHeap", "TokenLRU", "__version__"]
+__all__ = ["CountMinSketch", "IndexedHeap", "KVCache", "PagedAllocator", "TokenLRU", "__version__"]

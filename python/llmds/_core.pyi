@@ -224,6 +224,152 @@ class PagedAllocator:
     @property
     def max_pages(self) -> int: ...
 
+class BlockPoolStats(TypedDict):
+    num_blocks: int
+    free_blocks: int
+    cached_blocks: int
+    in_use_blocks: int
+    shared_blocks: int
+    total_refs: int
+    registered_blocks: int
+    evictions: int
+
+class BlockPool:
+    """The block registry under a prefix cache, keyed by integer block hashes."""
+
+    def __init__(self, num_blocks: int) -> None: ...
+    def lookup(self, block_hashes: Sequence[int]) -> list[int]:
+        """Blocks of the longest run of leading hashes that are registered; changes nothing."""
+    def find(self, block_hash: int) -> int | None:
+        """The block registered under a hash, or None."""
+    def allocate(self, num_blocks: int) -> list[int]:
+        """Blocks with refcount 1, free ones first, then cached ones evicted; MemoryError if too few."""
+    def register(self, block_id: int, block_hash: int) -> bool:
+        """Register an in-use block under a hash; False if another block already holds it."""
+    def touch(self, block_ids: Sequence[int]) -> None:
+        """Take one more reference to each block (a cached block comes back into use)."""
+    def release(self, block_ids: Sequence[int]) -> None:
+        """Drop one reference to each block, in order; at 0 a registered block is cached, any other freed."""
+    def refcount(self, block_id: int) -> int: ...
+    def is_cached(self, block_id: int) -> bool: ...
+    def is_free(self, block_id: int) -> bool: ...
+    def eviction_order(self) -> list[int]:
+        """Cached blocks, the next to be evicted first."""
+    def defragment(self) -> dict[int, int]:
+        """Pack used and cached blocks at the lowest ids; return {old_id: new_id}."""
+    def stats(self) -> BlockPoolStats: ...
+    @property
+    def num_blocks(self) -> int: ...
+
+class KVCacheStats(TypedDict):
+    sequences: int
+    tokens: int
+    total_pages: int
+    free_pages: int
+    cached_pages: int
+    used_pages: int
+    shared_pages: int
+    total_refs: int
+    logical_pages: int
+    pages_saved: int
+    bytes_per_page: int
+    bytes_saved: int
+    prefix_lookup_pages: int
+    prefix_hit_pages: int
+    prefix_hit_rate: float
+    evictions: int
+    cow_copies: int
+    refcounts: dict[int, int]
+
+class KVCache:
+    """A paged KV cache with prefix sharing, copy-on-write and prefix caching across time."""
+
+    def __init__(
+        self,
+        page_size: int = 512,
+        max_pages: int = 10000,
+        enable_prefix_sharing: bool = True,
+        entry_width: int = 1,
+        dtype: str = "float32",
+    ) -> None: ...
+    def attach(
+        self,
+        seq_id: int,
+        kv_tokens: ArrayLike,
+        prefix_tokens: Sequence[int] | NDArray[numpy.integer[Any]] | None = None,
+        cache_salt: str | bytes | None = None,
+    ) -> None:
+        """Store a sequence's KV entries; share the longest cached run of full pages of prefix_tokens."""
+    def append(self, seq_id: int, kv_tokens: ArrayLike) -> None:
+        """Append entries (decode steps); a shared partial last page is copied first."""
+    def fork(self, src_seq_id: int, new_seq_id: int) -> None:
+        """A new sequence sharing every page of src_seq_id, copied on first write."""
+    def detach(self, seq_id: int) -> None:
+        """Release a sequence's pages, tail first; hashed pages stay cached."""
+    def get(self, seq_id: int) -> list[float] | NDArray[Any] | None:
+        """A deep copy of the entries: a list when entry_width is 1, else (n_tokens, entry_width)."""
+    def num_tokens(self, seq_id: int) -> int: ...
+    def block_table(self, seq_id: int) -> NDArray[numpy.int32]:
+        """The sequence's page ids as an int32 array (a copy)."""
+    def page(self, page_id: int) -> NDArray[Any]:
+        """A read-only, zero-copy view (page_size, entry_width) of one page of the arena."""
+    def block_hashes(
+        self, prefix_tokens: Sequence[int] | NDArray[numpy.integer[Any]], cache_salt: str | bytes | None = None
+    ) -> list[bytes]:
+        """The chained SHA-256 hashes (32 bytes each) of the full pages of prefix_tokens."""
+    def lookup(self, block_hashes: list[bytes]) -> list[int]:
+        """Pages of the longest run of leading block hashes that are cached or in use."""
+    def defragment(self) -> dict[int, int]:
+        """Pack used and cached pages at the lowest ids, moving data and rewriting block tables."""
+    def stats(self) -> KVCacheStats: ...
+    def __contains__(self, seq_id: int, /) -> bool: ...
+    def __len__(self) -> int: ...
+    @property
+    def page_size(self) -> int: ...
+    @property
+    def max_pages(self) -> int: ...
+    @property
+    def entry_width(self) -> int: ...
+    @property
+    def enable_prefix_sharing(self) -> bool: ...
+    @property
+    def dtype(self) -> str: ...
+
+class MooncakeTrace:
+    """A parsed Mooncake trace (JSON Lines), held in C++."""
+
+    def __len__(self) -> int: ...
+    @property
+    def total_input_tokens(self) -> int: ...
+
+class PrefixCacheReplayResult:
+    """What a prefix-cache replay of a trace measured."""
+
+    @property
+    def requests(self) -> int: ...
+    @property
+    def capacity_blocks(self) -> int: ...
+    @property
+    def lookup_blocks(self) -> int: ...
+    @property
+    def hit_blocks(self) -> int: ...
+    @property
+    def allocated_blocks(self) -> int: ...
+    @property
+    def evictions(self) -> int: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def hit_rate(self) -> float: ...
+    @property
+    def microseconds_per_request(self) -> float: ...
+
+def load_mooncake_trace(path: str | os.PathLike[str]) -> MooncakeTrace:
+    """Parse a Mooncake trace file; OSError if unreadable, ValueError naming a malformed line."""
+
+def replay_prefix_cache(trace: MooncakeTrace, capacity_blocks: int, block_size: int = 512) -> PrefixCacheReplayResult:
+    """Replay a trace through an LRU prefix cache of capacity_blocks blocks."""
+
 class Timer:
     """Wall-clock timer on the monotonic clock, as a context manager."""
 

@@ -1,4 +1,10 @@
-"""The ``llmds`` command line: ``python -m llmds demo`` and ``python -m llmds version``."""
+"""The ``llmds`` command line.
+
+    python -m llmds demo                      each structure at work on the shared data
+    python -m llmds replay mooncake TRACE --capacity-blocks N [N ...]
+                                              a Mooncake trace through the prefix cache
+    python -m llmds version
+"""
 
 from __future__ import annotations
 
@@ -15,10 +21,13 @@ import llmds
 from llmds.cmsketch import CountMinSketch
 from llmds.data import data_dir
 from llmds.indexed_heap import IndexedHeap
+from llmds.kv_cache import KVCache
 from llmds.token_lru import TokenLRU
+from llmds.traces import load_mooncake_trace, replay_prefix_cache
 from llmds.utils import Timer, calculate_statistics, compute_percentiles, memory_profiler
 
 MOONCAKE = "traces/mooncake_fast25_conversation_trace.jsonl"
+MOONCAKE_SYNTHETIC = "traces/mooncake_fast25_synthetic_trace.jsonl"
 AZURE_CODE = "traces/azure_llm_2023_code.csv"
 BLOCK_TOKENS = 512  # the Mooncake traces hash prompts in 512-token blocks
 
@@ -123,6 +132,64 @@ def _demo_heap_and_stats(dir_: Path) -> None:
     )
 
 
+def _print_replay(path: Path, capacities: Sequence[int], block_size: int = BLOCK_TOKENS) -> None:
+    trace = load_mooncake_trace(path)
+    print(f"{path.name}: {len(trace):,} requests, {trace.total_input_tokens:,} prompt tokens")
+    print("  capacity (blocks)   hit rate   blocks from cache   blocks written   evictions   us/request")
+    for capacity in capacities:
+        r = replay_prefix_cache(trace, capacity, block_size)
+        print(
+            f"  {capacity:>17,}   {r.hit_rate:>7.2%}   {r.hit_blocks:>17,}   {r.allocated_blocks:>14,}"
+            f"   {r.evictions:>9,}   {r.microseconds_per_request:>10.2f}"
+        )
+
+
+def _demo_kv_cache(dir_: Path) -> None:
+    _section("KVCache: pages shared by a system prompt, forked for sampling, copied on write")
+    page, width = 16, 8  # 16 tokens per page; 8 scalars per token's KV entry
+    cache = KVCache(page_size=page, max_pages=64, entry_width=width)
+    rng = random.Random(3)
+    system = [rng.randrange(32_000) for _ in range(3 * page + 5)]  # three full pages and a bit
+    for seq in range(4):
+        tokens = system + [rng.randrange(32_000) for _ in range(rng.randint(4, 20))]
+        # Stand-in KV entries; a model's are a function of the tokens so far, as here.
+        kv = [[float(hash((seq if i >= len(system) else 0, i, j)) % 1000) for j in range(width)] for i in range(len(tokens))]
+        cache.attach(seq, kv, prefix_tokens=system)
+    cache.fork(0, 100)  # a second sample of request 0: shares all its pages
+    cache.append(100, [[0.5] * width])  # its first token of its own: the partial page is copied
+    s = cache.stats()
+    print(
+        f"4 requests + 1 fork: {s['logical_pages']} pages in block tables, {s['used_pages']} stored "
+        f"({s['pages_saved']} saved, {s['bytes_saved']:,} bytes); {s['shared_pages']} shared pages, "
+        f"{s['cow_copies']} copy-on-write"
+    )
+    print(f"block table of request 0: {cache.block_table(0).tolist()}, of its fork: {cache.block_table(100).tolist()}")
+    for seq in (0, 1, 2, 3, 100):
+        cache.detach(seq)
+    print(f"after detaching all: {cache.stats()['cached_pages']} system-prompt pages stay cached for the next request")
+
+    _section("Prefix-cache replay of the Mooncake traces (LRU block pool, 512-token blocks)")
+    for name in (MOONCAKE, MOONCAKE_SYNTHETIC):
+        path = dir_ / name
+        if path.exists():
+            _print_replay(path, (1_000, 16_000, 100_000))
+        else:
+            print(f"{path} not found (set LLMDS_DATA_DIR); replay skipped")
+
+
+def replay(args: argparse.Namespace) -> int:
+    path = Path(args.trace)
+    if not path.exists():
+        print(f"llmds replay: no such trace file: {path}", file=sys.stderr)
+        return 2
+    try:
+        _print_replay(path, args.capacity_blocks, args.block_size)
+    except (ValueError, MemoryError, OSError) as e:
+        print(f"llmds replay: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     print(f"llmds {llmds.__version__} demo")
     dir_ = Path(args.data_dir) if args.data_dir else data_dir()
@@ -135,6 +202,7 @@ def demo(args: argparse.Namespace) -> int:
         print(f"data: {trace} not found (set LLMDS_DATA_DIR); using a synthetic stream instead")
     _demo_sketch(requests)
     _demo_token_lru(requests)
+    _demo_kv_cache(dir_)
     _demo_heap_and_stats(dir_)
     return 0
 
@@ -145,6 +213,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo = sub.add_parser("demo", help="run each structure on real traces (or a synthetic stand-in)")
     p_demo.add_argument("--data-dir", help="the shared data folder (default: $LLMDS_DATA_DIR or ../shared/data)")
     p_demo.set_defaults(run=demo)
+    p_replay = sub.add_parser("replay", help="replay a request trace through the prefix cache")
+    replay_sub = p_replay.add_subparsers(dest="format", required=True)
+    p_mooncake = replay_sub.add_parser(
+        "mooncake", help="a Mooncake FAST'25 trace (JSON Lines with per-block hash ids), LRU eviction"
+    )
+    p_mooncake.add_argument("trace", help="path of the .jsonl trace")
+    p_mooncake.add_argument(
+        "--capacity-blocks", type=int, nargs="+", required=True, metavar="N", help="cache capacities in blocks"
+    )
+    p_mooncake.add_argument("--block-size", type=int, default=BLOCK_TOKENS, help="tokens per block (default 512)")
+    p_mooncake.set_defaults(run=replay)
     p_version = sub.add_parser("version", help="print the version")
     p_version.set_defaults(run=lambda _: print(llmds.__version__) or 0)
     args = parser.parse_args(argv)

@@ -35,3 +35,25 @@ def test_demo_without_data_says_so_and_still_runs(tmp_path):
 
 def test_unknown_command_is_a_usage_error():
     assert run("frobnicate").returncode == 2
+
+
+def test_replay_prints_the_hit_rates(shared_data):
+    trace = shared_data / "traces" / "mooncake_fast25_synthetic_trace.jsonl"
+    result = run("replay", "mooncake", str(trace), "--capacity-blocks", "4000", "64000")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "3,993 requests" in lines[0]
+    assert "25.62%" in lines[2] and "65.94%" in lines[3]
+
+
+def test_replay_of_a_missing_trace_is_a_clear_error(tmp_path):
+    result = run("replay", "mooncake", str(tmp_path / "nope.jsonl"), "--capacity-blocks", "10")
+    assert result.returncode == 2
+    assert "no such trace file" in result.stderr
+
+
+def test_demo_shows_the_kv_cache_and_a_replay(shared_data):
+    result = run("demo", "--data-dir", str(shared_data))
+    assert result.returncode == 0, result.stderr
+    assert "copy-on-write" in result.stdout
+    assert "mooncake_fast25_conversation_trace.jsonl: 12,031 requests" in result.stdout
