@@ -23,6 +23,14 @@ int main() {
   const std::vector<double> latencies = {1.0, 2.0, 3.0, 4.0};
   if (llmds::compute_percentiles(latencies).p50 != 2.5) return 4;
 
+  // The KV cache links the compiled OpenSSL glue (block hashes) through the installed package.
+  llmds::KVCache<float> kv({.page_size = 2, .max_pages = 8, .entry_width = 1});
+  const std::vector<float> entries = {1, 2, 3, 4, 5};
+  const std::vector<llmds::TokenId> prompt = {7, 8, 9, 10};
+  kv.attach(1, entries, prompt);
+  kv.attach(2, entries, prompt);
+  if (kv.stats().shared_pages != 2 || kv.get(2) != entries) return 5;
+
   std::printf("llmds %d.%d.%d consumer: ok\n", llmds::version_major, llmds::version_minor,
               llmds::version_patch);
   return 0;
