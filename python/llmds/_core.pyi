@@ -317,7 +317,7 @@ class KVCache:
         self, prefix_tokens: Sequence[int] | NDArray[numpy.integer[Any]], cache_salt: str | bytes | None = None
     ) -> list[bytes]:
         """The chained SHA-256 hashes (32 bytes each) of the full pages of prefix_tokens."""
-    def lookup(self, block_hashes: list[bytes]) -> list[int]:
+    def lookup(self, block_hashes: Iterable[bytes]) -> list[int]:
         """Pages of the longest run of leading block hashes that are cached or in use."""
     def defragment(self) -> dict[int, int]:
         """Pack used and cached pages at the lowest ids, moving data and rewriting block tables."""

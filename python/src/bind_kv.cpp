@@ -147,7 +147,9 @@ class PyKVCache {
   // numpy does the conversion, so float64 input rounds once, straight to float16.
   [[nodiscard]] py::array entries(const py::object& kv_tokens) const {
     const std::size_t width = config().entry_width;
-    py::array a = numpy().attr("ascontiguousarray")(kv_tokens, py::arg("dtype") = dtype());
+    // asarray first: ascontiguousarray would turn a scalar (or None) into a 1-token array.
+    py::array a = numpy().attr("asarray")(kv_tokens, py::arg("dtype") = dtype());
+    a = numpy().attr("ascontiguousarray")(a);
     const bool ok = (a.ndim() == 1 && (width == 1 || a.size() == 0)) ||
                     (a.ndim() == 2 && static_cast<std::size_t>(a.shape(1)) == width);
     if (!ok) {
@@ -454,7 +456,7 @@ cached until the room is needed. Running out of pages raises MemoryError and cha
            py::arg("prefix_tokens"), py::arg("cache_salt") = py::none(),
            "The chained SHA-256 hashes (32-byte bytes) of the full pages of prefix_tokens.")
       .def("lookup",
-           [](const PyKVCache& self, const py::list& block_hashes) {
+           [](const PyKVCache& self, const py::iterable& block_hashes) {
              std::vector<llmds::BlockHash> hashes;
              for (const auto& h : block_hashes) hashes.push_back(block_hash_from(h));
              std::vector<BlockId> blocks;

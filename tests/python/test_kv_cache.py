@@ -111,6 +111,7 @@ def test_detached_prefix_pages_stay_cached_and_serve_the_next_request():
     cache.detach(1)
     assert cache.stats()["cached_pages"] == 2
     assert cache.lookup(cache.block_hashes(t)) == pages[:2]
+    assert cache.lookup(tuple(cache.block_hashes(t))[:1]) == pages[:1]
     cache.attach(2, entries(t), prefix_tokens=t)
     assert cache.block_table(2).tolist()[:2] == pages[:2]
 
@@ -190,6 +191,10 @@ def test_errors_are_clear_and_change_nothing():
         cache.attach(2, np.zeros((3, 3)))
     with pytest.raises(ValueError, match=r"shape"):
         cache.attach(2, [1.0, 2.0])  # 1-D is only for entry_width 1
+    with pytest.raises(ValueError, match=r"shape"):
+        cache.attach(2, 5.0)  # a scalar is not a sequence of entries
+    with pytest.raises(ValueError, match=r"shape"):
+        cache.attach(2, None)
     with pytest.raises(ValueError, match="prefix_tokens"):
         cache.attach(2, np.zeros((2, 2)), prefix_tokens=[1, 2, 3])
     with pytest.raises(ValueError, match="integers"):

@@ -153,6 +153,7 @@ class KVCache {
     }
     std::vector<BlockHash> hashes;
     Sequence s;
+    s.table.reserve(pages_for(n));  // so that filling it in below cannot throw
     if (config_.enable_prefix_sharing) {
       hashes = hasher_.chain(prefix_tokens, cache_salt);
       pool_.match_prefix(hashes, &s.table);
