@@ -3,6 +3,9 @@
 
 #include "llmds/version.hpp"
 
+#include "llmds/ann/distance.hpp"
+#include "llmds/ann/hnsw.hpp"
+
 #include "llmds/core/errors.hpp"
 #include "llmds/core/float16.hpp"
 #include "llmds/core/indexed_heap.hpp"

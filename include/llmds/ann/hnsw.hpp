@@ -1,0 +1,793 @@
+// HNSW: approximate nearest-neighbour search on a Hierarchical Navigable Small World graph
+// (Malkov and Yashunin, 2016).
+//
+// Every vector is a node of a proximity graph on layer 0; a random, geometrically shrinking
+// subset (level ~ floor(-ln U * ml)) also lives on layers 1, 2, ..., each a sparser graph over
+// longer distances. A search descends greedily from the single entry point on the top layer to
+// layer 1, then runs a best-first search with a dynamic list of ef candidates on layer 0. Costs:
+// search about O(log n * M * dim), insert about O(log n * ef_construction * M * dim).
+//
+// Design choices, and why:
+// - Neighbour selection is the paper's heuristic (Algorithm 4): a candidate joins only if it is
+//   closer to the new node than to every neighbour already chosen. It keeps edges that point in
+//   different directions, which is what makes clustered data (and filtered search) navigable.
+// - Layout: vectors in one contiguous array by slot; layer-0 links in another, a fixed-size
+//   [count, 2M ids] record per slot, so a search step reads one record and then the vectors it
+//   names (prefetched one step ahead). Upper layers, held by few nodes, use a per-node array.
+// - Deletion marks a slot: it stays in the graph (removing it would cut paths through it) but is
+//   never returned. add(..., replace_deleted = true) reuses a deleted slot for a new vector and
+//   relinks it, so an index under churn does not grow without bound.
+// - Filtered search follows the graph through every node but only admits allowed ones into the
+//   result list, and keeps expanding until it holds ef allowed nodes; with a selective filter,
+//   raise ef (the test at 10% selectivity uses ef = 200).
+// - Concurrency: any number of searches may run at once (each takes its own visited list from
+//   a pool). add_batch inserts from several threads, locking one node's links at a time (lock
+//   stripes) and the entry point while a new top level is set. A single-threaded build with a
+//   seed is deterministic: the same graph and results on every run. Searches must not run
+//   concurrently with adds; the Python binding enforces this with a reader-writer lock.
+// - Metrics: "l2" is the squared Euclidean distance (as hnswlib and FAISS report it), "ip" is
+//   1 - dot, "cosine" is 1 - cosine similarity (vectors are normalised when added, queries when
+//   searched, so it runs as "ip").
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <queue>
+#include <random>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "llmds/ann/distance.hpp"
+#include "llmds/core/errors.hpp"
+#include "llmds/detail/assert.hpp"
+#include "llmds/detail/binary_io.hpp"
+
+namespace llmds {
+
+enum class Metric : std::uint8_t { l2 = 0, ip = 1, cosine = 2 };
+
+inline const char* metric_name(Metric m) noexcept {
+  switch (m) {
+    case Metric::l2: return "l2";
+    case Metric::ip: return "ip";
+    case Metric::cosine: return "cosine";
+  }
+  return "?";
+}
+
+inline Metric parse_metric(std::string_view name) {
+  if (name == "l2") return Metric::l2;
+  if (name == "ip") return Metric::ip;
+  if (name == "cosine") return Metric::cosine;
+  throw std::invalid_argument(
+      fmt::format("metric must be \"l2\", \"ip\" or \"cosine\", got \"{}\"", name));
+}
+
+struct HNSWConfig {
+  std::size_t dim = 0;
+  std::size_t M = 16;                 // links per node on layers >= 1 (2M on layer 0); paper, hnswlib
+  std::size_t ef_construction = 200;  // hnswlib's default
+  std::size_t ef_search = 50;         // seed 001's default
+  double ml = 1.0 / std::log(2.0);    // seed 001's default level multiplier
+  std::optional<std::uint64_t> seed;  // none: a random seed per index
+  Metric metric = Metric::l2;
+  std::size_t initial_capacity = 1024;  // grows by doubling
+
+  void validate() const {
+    if (dim == 0) throw std::invalid_argument("HNSWConfig.dim must be at least 1");
+    if (M < 2 || M > 2048) throw std::invalid_argument(fmt::format("HNSWConfig.M must be in [2, 2048], got {}", M));
+    if (ef_construction < 1) throw std::invalid_argument("HNSWConfig.ef_construction must be at least 1");
+    if (ef_search < 1) throw std::invalid_argument("HNSWConfig.ef_search must be at least 1");
+    if (!(ml > 0.0) || !std::isfinite(ml)) {
+      throw std::invalid_argument(fmt::format("HNSWConfig.ml must be a positive number, got {}", ml));
+    }
+  }
+};
+
+struct HNSWStats {
+  std::size_t num_vectors = 0;   // searchable (not deleted)
+  std::size_t num_deleted = 0;
+  std::size_t capacity = 0;
+  std::size_t num_layers = 0;    // top level + 1; 0 when empty
+  std::optional<std::int64_t> entry_point;  // id of the entry node
+  std::uint64_t edges = 0;       // directed links over all layers
+  std::size_t memory_bytes = 0;  // vectors, links, ids and the id map
+  const char* isa = "";          // distance kernels in use
+};
+
+/// Which ids a filtered search may return.
+using IdFilter = std::function<bool(std::int64_t)>;
+
+class HNSW {
+ public:
+  using Label = std::int64_t;
+  struct Result {
+    Label id;
+    float distance;
+    friend bool operator==(const Result&, const Result&) = default;
+  };
+
+  explicit HNSW(HNSWConfig config)
+      : config_((config.validate(), config)),
+        m0_(2 * config_.M),
+        kernels_(ann::best_kernels()),
+        rng_(config_.seed ? *config_.seed : std::random_device{}()) {
+    reserve(config_.initial_capacity);
+  }
+
+  HNSW(const HNSW&) = delete;
+  HNSW& operator=(const HNSW&) = delete;
+  HNSW(HNSW&&) = delete;
+  HNSW& operator=(HNSW&&) = delete;
+
+  /// Adds one vector under id. Throws std::invalid_argument, adding nothing, for a wrong
+  /// dimension, a NaN or infinity, a zero vector under "cosine", or an id already present
+  /// (a deleted id included; unmark_deleted it, or add under a new id). With replace_deleted,
+  /// the vector takes the slot of a deleted one if there is any.
+  void add(std::span<const float> vec, Label id, bool replace_deleted = false) {
+    std::vector<float> v = checked_vector(vec, "add");
+    if (slot_of_.contains(id)) {
+      throw std::invalid_argument(fmt::format("HNSW::add: id {} is already in the index", id));
+    }
+    if (size_ == capacity_ && !(replace_deleted && !deleted_slots_.empty())) reserve(capacity_ * 2);
+    insert(v.data(), id, replace_deleted, /*locked=*/false);
+  }
+
+  /// Adds n vectors (row-major, n x dim) under ids, on num_threads threads (0: all cores).
+  /// Everything is checked before anything is added: the call adds all or nothing. Multi-
+  /// threaded builds are not deterministic; with a seed and one thread they are.
+  void add_batch(std::span<const float> data, std::span<const Label> ids, std::size_t num_threads = 1,
+                 bool replace_deleted = false) {
+    const std::size_t n = ids.size();
+    if (data.size() != n * config_.dim) {
+      throw std::invalid_argument(fmt::format(
+          "HNSW::add_batch: {} floats for {} vectors of dimension {}", data.size(), n, config_.dim));
+    }
+    std::vector<float> rows(data.size());
+    for (std::size_t i = 0; i < n; ++i) {
+      auto v = checked_vector(data.subspan(i * config_.dim, config_.dim), "add_batch");
+      std::copy(v.begin(), v.end(), rows.begin() + static_cast<std::ptrdiff_t>(i * config_.dim));
+    }
+    {
+      std::unordered_map<Label, std::size_t> seen;
+      for (std::size_t i = 0; i < n; ++i) {
+        if (slot_of_.contains(ids[i]) || !seen.emplace(ids[i], i).second) {
+          throw std::invalid_argument(fmt::format("HNSW::add_batch: id {} is {}", ids[i],
+                                                  slot_of_.contains(ids[i]) ? "already in the index"
+                                                                            : "given twice"));
+        }
+      }
+    }
+    const std::size_t reusable = replace_deleted ? std::min(n, deleted_slots_.size()) : 0;
+    std::size_t need = size_ + (n - reusable);
+    if (need > capacity_) reserve(std::max(need, capacity_ * 2));
+    if (num_threads == 0) num_threads = std::max(1u, std::thread::hardware_concurrency());
+    num_threads = std::min(num_threads, std::max<std::size_t>(n, 1));
+    if (num_threads <= 1) {
+      for (std::size_t i = 0; i < n; ++i) insert(rows.data() + i * config_.dim, ids[i], replace_deleted, false);
+      return;
+    }
+    std::atomic<std::size_t> next{0};
+    std::exception_ptr failure;
+    std::mutex failure_lock;
+    auto work = [&] {
+      try {
+        for (std::size_t i = next++; i < n; i = next++) {
+          insert(rows.data() + i * config_.dim, ids[i], replace_deleted, /*locked=*/true);
+        }
+      } catch (...) {
+        std::lock_guard g(failure_lock);
+        if (!failure) failure = std::current_exception();
+      }
+    };
+    std::vector<std::thread> threads;
+    for (std::size_t t = 0; t < num_threads; ++t) threads.emplace_back(work);
+    for (auto& t : threads) t.join();
+    if (failure) std::rethrow_exception(failure);
+  }
+
+  /// The k nearest searchable vectors to query, nearest first (fewer if the index holds fewer).
+  /// ef: the candidate list size (default ef_search; at least k is used). filter: only ids it
+  /// accepts are returned. Throws std::invalid_argument for a wrong dimension, NaN/inf or k < 1.
+  [[nodiscard]] std::vector<Result> search(std::span<const float> query, std::size_t k,
+                                           std::optional<std::size_t> ef = std::nullopt,
+                                           const IdFilter* filter = nullptr) const {
+    if (k < 1) throw std::invalid_argument("HNSW::search: k must be at least 1");
+    if (ef && *ef < 1) throw std::invalid_argument("HNSW::search: ef must be at least 1");
+    const std::vector<float> q = checked_vector(query, "search");
+    return search_prepared(q.data(), k, std::max(k, ef.value_or(config_.ef_search)), filter);
+  }
+
+  /// Searches n queries (row-major) on num_threads threads (0: all cores); row i of the result
+  /// answers query i. The filter, if any, must be safe to call from several threads.
+  [[nodiscard]] std::vector<std::vector<Result>> search_batch(
+      std::span<const float> queries, std::size_t k, std::optional<std::size_t> ef = std::nullopt,
+      std::size_t num_threads = 1, const IdFilter* filter = nullptr) const {
+    if (k < 1) throw std::invalid_argument("HNSW::search_batch: k must be at least 1");
+    if (ef && *ef < 1) throw std::invalid_argument("HNSW::search_batch: ef must be at least 1");
+    if (queries.size() % config_.dim != 0) {
+      throw std::invalid_argument(fmt::format(
+          "HNSW::search_batch: {} floats are not rows of dimension {}", queries.size(), config_.dim));
+    }
+    const std::size_t n = queries.size() / config_.dim;
+    std::vector<float> rows(queries.size());
+    for (std::size_t i = 0; i < n; ++i) {
+      auto v = checked_vector(queries.subspan(i * config_.dim, config_.dim), "search_batch");
+      std::copy(v.begin(), v.end(), rows.begin() + static_cast<std::ptrdiff_t>(i * config_.dim));
+    }
+    const std::size_t width = std::max(k, ef.value_or(config_.ef_search));
+    std::vector<std::vector<Result>> out(n);
+    if (num_threads == 0) num_threads = std::max(1u, std::thread::hardware_concurrency());
+    num_threads = std::min(num_threads, std::max<std::size_t>(n, 1));
+    std::atomic<std::size_t> next{0};
+    auto work = [&] {
+      for (std::size_t i = next++; i < n; i = next++) {
+        out[i] = search_prepared(rows.data() + i * config_.dim, k, width, filter);
+      }
+    };
+    if (num_threads <= 1) {
+      work();
+    } else {
+      std::vector<std::thread> threads;
+      for (std::size_t t = 0; t < num_threads; ++t) threads.emplace_back(work);
+      for (auto& t : threads) t.join();
+    }
+    return out;
+  }
+
+  /// Excludes id from results; it stays in the graph as a waypoint. Throws llmds::KeyError for
+  /// an unknown id, std::invalid_argument if already deleted.
+  void mark_deleted(Label id) {
+    const auto slot = slot_for(id, "mark_deleted");
+    if (deleted_[slot]) throw std::invalid_argument(fmt::format("HNSW::mark_deleted: id {} is already deleted", id));
+    deleted_[slot] = 1;
+    deleted_slots_.push_back(slot);
+    ++num_deleted_;
+  }
+
+  /// Makes a deleted id searchable again. Throws llmds::KeyError / std::invalid_argument.
+  void unmark_deleted(Label id) {
+    const auto slot = slot_for(id, "unmark_deleted");
+    if (!deleted_[slot]) throw std::invalid_argument(fmt::format("HNSW::unmark_deleted: id {} is not deleted", id));
+    deleted_[slot] = 0;
+    deleted_slots_.erase(std::find(deleted_slots_.begin(), deleted_slots_.end(), slot));
+    --num_deleted_;
+  }
+
+  [[nodiscard]] bool contains(Label id) const { return slot_of_.contains(id); }
+  [[nodiscard]] bool is_deleted(Label id) const { return deleted_[slot_for(id, "is_deleted")] != 0; }
+  /// Searchable vectors.
+  [[nodiscard]] std::size_t size() const noexcept { return size_ - num_deleted_; }
+  [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
+  [[nodiscard]] const HNSWConfig& config() const noexcept { return config_; }
+  [[nodiscard]] std::size_t ef_search() const noexcept { return config_.ef_search; }
+  void set_ef_search(std::size_t ef) {
+    if (ef < 1) throw std::invalid_argument("HNSW: ef_search must be at least 1");
+    config_.ef_search = ef;
+  }
+
+  /// The stored vector of id (normalised, under "cosine"). Throws llmds::KeyError.
+  [[nodiscard]] std::vector<float> get_vector(Label id) const {
+    const float* v = vector_of(slot_for(id, "get_vector"));
+    return {v, v + config_.dim};
+  }
+
+  /// Grows the slot arrays to hold at least capacity vectors. Not concurrent with anything.
+  void reserve(std::size_t capacity) {
+    if (capacity <= capacity_) return;
+    vectors_.resize(capacity * config_.dim);
+    links0_.resize(capacity * (m0_ + 1), 0);
+    upper_.resize(capacity);
+    levels_.resize(capacity, 0);
+    labels_.resize(capacity, 0);
+    deleted_.resize(capacity, 0);
+    capacity_ = capacity;
+    std::lock_guard g(visited_pool_lock_);
+    visited_pool_.clear();  // sized for the old capacity
+  }
+
+  [[nodiscard]] HNSWStats stats() const {
+    HNSWStats s;
+    s.num_vectors = size();
+    s.num_deleted = num_deleted_;
+    s.capacity = capacity_;
+    s.num_layers = size_ == 0 ? 0 : static_cast<std::size_t>(max_level_) + 1;
+    if (size_ > 0) s.entry_point = labels_[entry_];
+    for (std::uint32_t i = 0; i < size_; ++i) {
+      s.edges += links0_[i * (m0_ + 1)];
+      for (int l = 1; l <= levels_[i]; ++l) s.edges += upper_[i][static_cast<std::size_t>(l - 1) * (config_.M + 1)];
+    }
+    std::size_t upper_bytes = 0;
+    for (std::uint32_t i = 0; i < size_; ++i) upper_bytes += upper_[i].capacity() * sizeof(std::uint32_t);
+    s.memory_bytes = vectors_.capacity() * sizeof(float) + links0_.capacity() * sizeof(std::uint32_t) +
+                     upper_.capacity() * sizeof(upper_[0]) + upper_bytes +
+                     levels_.capacity() * sizeof(int) + labels_.capacity() * sizeof(Label) +
+                     deleted_.capacity() + slot_of_.size() * (sizeof(Label) + sizeof(std::uint32_t) + 16) +
+                     slot_of_.bucket_count() * sizeof(void*);
+    s.isa = kernels_.isa;
+    return s;
+  }
+
+  // --- persistence --------------------------------------------------------------------------
+
+  static constexpr std::string_view kMagic = "LLMDSHNS";
+  static constexpr std::uint32_t kFormatVersion = 1;
+
+  /// The whole index (parameters, vectors, graph, ids, deletions) as bytes: magic, format
+  /// version, little-endian payload, checksum.
+  [[nodiscard]] std::string to_bytes() const {
+    detail::BinaryWriter w(kMagic, kFormatVersion);
+    w.put<std::uint64_t>(config_.dim);
+    w.put<std::uint64_t>(config_.M);
+    w.put<std::uint64_t>(config_.ef_construction);
+    w.put<std::uint64_t>(config_.ef_search);
+    w.put<std::uint64_t>(std::bit_cast<std::uint64_t>(config_.ml));
+    w.put<std::uint8_t>(config_.seed.has_value());
+    w.put<std::uint64_t>(config_.seed.value_or(0));
+    w.put<std::uint8_t>(static_cast<std::uint8_t>(config_.metric));
+    w.put<std::uint64_t>(size_);
+    w.put<std::int32_t>(max_level_);
+    w.put<std::uint32_t>(entry_);
+    w.put_bytes(raw_bytes(std::span(vectors_).first(size_ * config_.dim)));
+    w.put_bytes(raw_bytes(std::span(links0_).first(size_ * (m0_ + 1))));
+    for (std::uint32_t i = 0; i < size_; ++i) {
+      w.put<std::int32_t>(levels_[i]);
+      w.put<std::int64_t>(labels_[i]);
+      w.put<std::uint8_t>(deleted_[i]);
+      w.put_bytes(raw_bytes(std::span(upper_[i])));
+    }
+    return std::move(w).finish();
+  }
+
+  /// Rebuilds an index from to_bytes() output. Throws std::invalid_argument for anything that is
+  /// not a complete, uncorrupted index of this format version.
+  static std::unique_ptr<HNSW> from_bytes(std::string_view bytes) {
+    detail::BinaryReader r(bytes, kMagic, kFormatVersion, "HNSW index");
+    HNSWConfig c;
+    c.dim = r.get<std::uint64_t>();
+    c.M = r.get<std::uint64_t>();
+    c.ef_construction = r.get<std::uint64_t>();
+    c.ef_search = r.get<std::uint64_t>();
+    c.ml = std::bit_cast<double>(r.get<std::uint64_t>());
+    const bool has_seed = r.get<std::uint8_t>() != 0;
+    const auto seed = r.get<std::uint64_t>();
+    if (has_seed) c.seed = seed;
+    const auto metric = r.get<std::uint8_t>();
+    if (metric > 2) r.fail("saved {} has an unknown metric");
+    c.metric = static_cast<Metric>(metric);
+    const auto n = r.get<std::uint64_t>();
+    try {
+      c.validate();
+    } catch (const std::invalid_argument&) {
+      r.fail("saved {} has invalid parameters");
+    }
+    if (n > (std::uint64_t{1} << 32) - 1) r.fail("saved {} holds too many vectors");
+    c.initial_capacity = std::max<std::size_t>(static_cast<std::size_t>(n), 1);
+    auto index = std::make_unique<HNSW>(c);
+    HNSW& h = *index;
+    h.max_level_ = r.get<std::int32_t>();
+    h.entry_ = r.get<std::uint32_t>();
+    read_raw(r, std::span(h.vectors_).first(n * c.dim));
+    read_raw(r, std::span(h.links0_).first(n * (h.m0_ + 1)));
+    h.size_ = static_cast<std::uint32_t>(n);
+    for (std::uint32_t i = 0; i < n; ++i) {
+      h.levels_[i] = r.get<std::int32_t>();
+      h.labels_[i] = r.get<std::int64_t>();
+      h.deleted_[i] = r.get<std::uint8_t>();
+      if (h.levels_[i] < 0 || h.levels_[i] > h.max_level_) r.fail("saved {} has a node above the top level");
+      const auto upper = r.get_bytes();
+      const std::size_t want = static_cast<std::size_t>(h.levels_[i]) * (c.M + 1) * sizeof(std::uint32_t);
+      if (upper.size() != want) r.fail("saved {} has a malformed link list");
+      h.upper_[i].resize(want / sizeof(std::uint32_t));
+      std::memcpy(h.upper_[i].data(), upper.data(), upper.size());
+      if (!h.slot_of_.emplace(h.labels_[i], i).second) r.fail("saved {} repeats an id");
+      if (h.deleted_[i]) {
+        h.deleted_slots_.push_back(i);
+        ++h.num_deleted_;
+      }
+    }
+    r.expect_end();
+    if (n > 0 && (h.entry_ >= n || h.levels_[h.entry_] != h.max_level_)) r.fail("saved {} has a bad entry point");
+    // Every link must name a node of the index, or a search would read out of bounds.
+    for (std::uint32_t i = 0; i < n; ++i) {
+      for (int l = 0; l <= h.levels_[i]; ++l) {
+        const auto links = h.links(i, l);
+        if (links.size() > h.max_links(l)) r.fail("saved {} has an overfull link list");
+        for (const auto j : links) {
+          if (j >= n || h.levels_[j] < l) r.fail("saved {} has a link to a missing node");
+        }
+      }
+    }
+    return index;
+  }
+
+  void save(const std::filesystem::path& path) const { detail::write_file(path, to_bytes()); }
+  static std::unique_ptr<HNSW> load(const std::filesystem::path& path) {
+    return from_bytes(detail::read_file(path));
+  }
+
+ private:
+  using Slot = std::uint32_t;
+  struct Candidate {
+    float distance;
+    Slot slot;
+    bool operator<(const Candidate& o) const noexcept {
+      return distance < o.distance || (distance == o.distance && slot < o.slot);
+    }
+    bool operator>(const Candidate& o) const noexcept { return o < *this; }
+  };
+  using MaxHeap = std::priority_queue<Candidate>;
+  using MinHeap = std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>>;
+
+  static constexpr Slot kNone = std::numeric_limits<Slot>::max();
+  static constexpr std::size_t kLockStripes = 4096;
+
+  // An epoch-tagged visited set: resetting it is one increment, not a clear.
+  struct VisitedList {
+    std::vector<std::uint16_t> tags;
+    std::uint16_t epoch = 0;
+    void reset(std::size_t size) {
+      if (tags.size() < size) tags.assign(size, 0), epoch = 0;
+      if (++epoch == 0) {
+        std::fill(tags.begin(), tags.end(), 0);
+        epoch = 1;
+      }
+    }
+    bool visit(Slot s) noexcept {
+      if (tags[s] == epoch) return false;
+      tags[s] = epoch;
+      return true;
+    }
+  };
+
+  class VisitedLease {
+   public:
+    explicit VisitedLease(const HNSW& h) : h_(h) {
+      {
+        std::lock_guard g(h_.visited_pool_lock_);
+        if (!h_.visited_pool_.empty()) {
+          list_ = std::move(h_.visited_pool_.back());
+          h_.visited_pool_.pop_back();
+        }
+      }
+      if (!list_) list_ = std::make_unique<VisitedList>();
+      list_->reset(h_.capacity_);
+    }
+    ~VisitedLease() {
+      std::lock_guard g(h_.visited_pool_lock_);
+      if (list_->tags.size() >= h_.capacity_) h_.visited_pool_.push_back(std::move(list_));
+    }
+    VisitedLease(const VisitedLease&) = delete;
+    VisitedLease& operator=(const VisitedLease&) = delete;
+    VisitedList& operator*() const noexcept { return *list_; }
+
+   private:
+    const HNSW& h_;
+    std::unique_ptr<VisitedList> list_;
+  };
+
+
+  std::vector<float> checked_vector(std::span<const float> v, const char* op) const {
+    if (v.size() != config_.dim) {
+      throw std::invalid_argument(
+          fmt::format("HNSW::{}: expected dimension {}, got {}", op, config_.dim, v.size()));
+    }
+    for (const float x : v) {
+      if (!std::isfinite(x)) throw std::invalid_argument(fmt::format("HNSW::{}: the vector holds NaN or infinity", op));
+    }
+    std::vector<float> out(v.begin(), v.end());
+    if (config_.metric == Metric::cosine) {
+      const float norm = std::sqrt(kernels_.dot(out.data(), out.data(), out.size()));
+      if (!(norm > 0.0f) || !std::isfinite(norm)) {
+        throw std::invalid_argument(fmt::format("HNSW::{}: a zero vector has no cosine distance", op));
+      }
+      for (float& x : out) x /= norm;
+    }
+    return out;
+  }
+
+  Slot slot_for(Label id, const char* op) const {
+    const auto it = slot_of_.find(id);
+    if (it == slot_of_.end()) throw KeyError(fmt::format("HNSW::{}: no vector with id {}", op, id));
+    return it->second;
+  }
+
+  [[nodiscard]] float distance(const float* a, const float* b) const noexcept {
+    if (config_.metric == Metric::l2) return kernels_.l2sq(a, b, config_.dim);
+    return 1.0f - kernels_.dot(a, b, config_.dim);
+  }
+  [[nodiscard]] const float* vector_of(Slot s) const noexcept { return vectors_.data() + std::size_t{s} * config_.dim; }
+  [[nodiscard]] float* vector_of(Slot s) noexcept { return vectors_.data() + std::size_t{s} * config_.dim; }
+  [[nodiscard]] std::size_t max_links(int level) const noexcept { return level == 0 ? m0_ : config_.M; }
+
+  // A link record: [count, id_1, ..., id_max]. Layer 0 lives in links0_, higher layers in upper_.
+  [[nodiscard]] std::uint32_t* record(Slot s, int level) noexcept {
+    if (level == 0) return links0_.data() + std::size_t{s} * (m0_ + 1);
+    return upper_[s].data() + static_cast<std::size_t>(level - 1) * (config_.M + 1);
+  }
+  [[nodiscard]] const std::uint32_t* record(Slot s, int level) const noexcept {
+    return const_cast<HNSW*>(this)->record(s, level);
+  }
+  [[nodiscard]] std::span<const Slot> links(Slot s, int level) const noexcept {
+    const std::uint32_t* r = record(s, level);
+    return {r + 1, r[0]};
+  }
+  void set_links(Slot s, int level, std::span<const Slot> ids) noexcept {
+    std::uint32_t* r = record(s, level);
+    r[0] = static_cast<std::uint32_t>(ids.size());
+    std::copy(ids.begin(), ids.end(), r + 1);
+  }
+  std::mutex& lock_of(Slot s) const noexcept { return link_locks_[s % kLockStripes]; }
+
+  int random_level() {
+    std::lock_guard g(rng_lock_);
+    const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+    return static_cast<int>(-std::log(std::max(u, 1e-300)) * config_.ml);
+  }
+
+  // Copies a node's links, under its lock when other threads may be writing them.
+  void copy_links(Slot s, int level, bool locked, std::vector<Slot>& out) const {
+    if (locked) {
+      std::lock_guard g(lock_of(s));
+      const auto l = links(s, level);
+      out.assign(l.begin(), l.end());
+    } else {
+      const auto l = links(s, level);
+      out.assign(l.begin(), l.end());
+    }
+  }
+
+  // Greedy walk on one layer: the closest node reachable by always moving to a closer neighbour.
+  Slot greedy_closest(const float* q, Slot start, int level, bool locked) const {
+    Slot best = start;
+    float best_d = distance(q, vector_of(best));
+    std::vector<Slot> nbrs;
+    for (bool moved = true; moved;) {
+      moved = false;
+      copy_links(best, level, locked, nbrs);
+      for (const Slot n : nbrs) {
+        const float d = distance(q, vector_of(n));
+        if (d < best_d) {
+          best_d = d;
+          best = n;
+          moved = true;
+        }
+      }
+    }
+    return best;
+  }
+
+  // Best-first search on one layer with a list of ef candidates (the paper's Algorithm 2).
+  // `admit` decides which nodes may enter the result list; all nodes are traversed.
+  template <class Admit>
+  MaxHeap search_layer(const float* q, Slot entry, std::size_t ef, int level, bool locked,
+                       Admit&& admit) const {
+    VisitedLease lease(*this);
+    VisitedList& visited = *lease;
+    MaxHeap top;
+    MinHeap candidates;
+    const float d0 = distance(q, vector_of(entry));
+    visited.visit(entry);
+    candidates.push({d0, entry});
+    if (admit(entry)) top.push({d0, entry});
+    float bound = top.empty() ? std::numeric_limits<float>::infinity() : d0;
+    std::vector<Slot> nbrs;
+    while (!candidates.empty()) {
+      const Candidate c = candidates.top();
+      if (c.distance > bound && top.size() >= ef) break;
+      candidates.pop();
+      if (locked) {
+        copy_links(c.slot, level, true, nbrs);
+      } else {
+        const auto l = links(c.slot, level);
+        nbrs.assign(l.begin(), l.end());
+      }
+      for (std::size_t i = 0; i < nbrs.size(); ++i) {
+        if (i + 1 < nbrs.size()) __builtin_prefetch(vector_of(nbrs[i + 1]));
+        const Slot n = nbrs[i];
+        if (!visited.visit(n)) continue;
+        const float d = distance(q, vector_of(n));
+        if (top.size() < ef || d < bound) {
+          candidates.push({d, n});
+          if (admit(n)) {
+            top.push({d, n});
+            if (top.size() > ef) top.pop();
+            bound = top.top().distance;
+          }
+        }
+      }
+    }
+    return top;
+  }
+
+  // The paper's Algorithm 4 (without extending candidates or keeping pruned ones, as hnswlib):
+  // from candidates nearest first, keep one only if it is closer to the base than to every
+  // neighbour kept so far.
+  std::vector<Slot> select_neighbors(std::vector<Candidate> candidates, std::size_t m) const {
+    std::sort(candidates.begin(), candidates.end());
+    std::vector<Slot> kept;
+    kept.reserve(m);
+    for (const Candidate& c : candidates) {
+      if (kept.size() >= m) break;
+      bool diverse = true;
+      for (const Slot k : kept) {
+        if (distance(vector_of(c.slot), vector_of(k)) < c.distance) {
+          diverse = false;
+          break;
+        }
+      }
+      if (diverse) kept.push_back(c.slot);
+    }
+    return kept;
+  }
+
+  void insert(const float* v, Label id, bool replace_deleted, bool locked) {
+    Slot slot;
+    int level = -1;
+    bool reused = false;
+    {
+      // Slot and id are claimed together, so concurrent inserts never share a slot.
+      std::unique_lock g(labels_lock_, std::defer_lock);
+      if (locked) g.lock();
+      if (replace_deleted && !deleted_slots_.empty()) {
+        slot = deleted_slots_.back();
+        deleted_slots_.pop_back();
+        slot_of_.erase(labels_[slot]);
+        deleted_[slot] = 0;
+        --num_deleted_;
+        reused = true;
+        level = levels_[slot];  // a reused slot keeps its layers, and its link records
+      } else {
+        LLMDS_ASSERT(size_ < capacity_, "HNSW: insert without room");
+        slot = size_++;
+      }
+      slot_of_.emplace(id, slot);
+      labels_[slot] = id;
+    }
+    if (!reused) {
+      level = random_level();
+      levels_[slot] = level;
+      upper_[slot].assign(static_cast<std::size_t>(level) * (config_.M + 1), 0);
+      links0_[std::size_t{slot} * (m0_ + 1)] = 0;
+    }
+    std::memcpy(vector_of(slot), v, config_.dim * sizeof(float));
+
+    std::unique_lock top_lock(entry_lock_, std::defer_lock);
+    if (locked) top_lock.lock();
+    if (entry_ == kNone) {  // the first node
+      entry_ = slot;
+      max_level_ = level;
+      return;
+    }
+    const int top_level = max_level_;
+    Slot ep = entry_;
+    if (level <= top_level && locked) top_lock.unlock();  // kept only to raise the top level
+
+    for (int l = top_level; l > level; --l) ep = greedy_closest(v, ep, l, locked);
+    for (int l = std::min(level, top_level); l >= 0; --l) {
+      MaxHeap found = search_layer(v, ep, config_.ef_construction, l, locked,
+                                   [slot](Slot s) { return s != slot; });
+      std::vector<Candidate> candidates;
+      candidates.reserve(found.size());
+      while (!found.empty()) {
+        candidates.push_back(found.top());
+        found.pop();
+      }
+      if (candidates.empty()) continue;  // a reused slot that is the only node
+      ep = std::min_element(candidates.begin(), candidates.end())->slot;
+      const auto chosen = select_neighbors(std::move(candidates), config_.M);
+      {
+        std::unique_lock g(lock_of(slot), std::defer_lock);
+        if (locked) g.lock();
+        set_links(slot, l, chosen);
+      }
+      for (const Slot n : chosen) link_back(n, slot, l, locked);
+    }
+    if (level > top_level) {
+      entry_ = slot;
+      max_level_ = level;
+    }
+  }
+
+  // Adds slot to n's links on one layer; if full, re-selects n's links by the heuristic.
+  void link_back(Slot n, Slot slot, int level, bool locked) {
+    std::unique_lock g(lock_of(n), std::defer_lock);
+    if (locked) g.lock();
+    const auto current = links(n, level);
+    if (std::find(current.begin(), current.end(), slot) != current.end()) return;
+    const std::size_t cap = max_links(level);
+    if (current.size() < cap) {
+      std::uint32_t* r = record(n, level);
+      r[1 + r[0]] = slot;
+      ++r[0];
+      return;
+    }
+    std::vector<Candidate> candidates;
+    candidates.reserve(current.size() + 1);
+    const float* base = vector_of(n);
+    candidates.push_back({distance(base, vector_of(slot)), slot});
+    for (const Slot c : current) candidates.push_back({distance(base, vector_of(c)), c});
+    set_links(n, level, select_neighbors(std::move(candidates), cap));
+  }
+
+  std::vector<Result> search_prepared(const float* q, std::size_t k, std::size_t ef,
+                                      const IdFilter* filter) const {
+    if (entry_ == kNone) return {};
+    Slot ep = entry_;
+    for (int l = max_level_; l > 0; --l) ep = greedy_closest(q, ep, l, false);
+    MaxHeap top;
+    if (filter != nullptr) {
+      top = search_layer(q, ep, ef, 0, false,
+                         [&](Slot s) { return deleted_[s] == 0 && (*filter)(labels_[s]); });
+    } else if (num_deleted_ > 0) {
+      top = search_layer(q, ep, ef, 0, false, [&](Slot s) { return deleted_[s] == 0; });
+    } else {
+      top = search_layer(q, ep, ef, 0, false, [](Slot) { return true; });
+    }
+    while (top.size() > k) top.pop();
+    std::vector<Result> out(top.size());
+    for (std::size_t i = out.size(); i-- > 0;) {
+      out[i] = {labels_[top.top().slot], top.top().distance};
+      top.pop();
+    }
+    return out;
+  }
+
+  template <class T>
+  static std::string_view raw_bytes(std::span<const T> s) {
+    return {reinterpret_cast<const char*>(s.data()), s.size_bytes()};
+  }
+  template <class T>
+  static void read_raw(detail::BinaryReader& r, std::span<T> out) {
+    const auto bytes = r.get_bytes();
+    if (bytes.size() != out.size_bytes()) r.fail("saved {} has a section of the wrong size");
+    std::memcpy(out.data(), bytes.data(), bytes.size());
+  }
+
+  HNSWConfig config_;
+  std::size_t m0_;
+  ann::DistanceKernels kernels_;
+
+  std::vector<float> vectors_;          // capacity x dim
+  std::vector<std::uint32_t> links0_;   // capacity x (2M + 1): [count, ids...]
+  std::vector<std::vector<std::uint32_t>> upper_;  // per slot: level x (M + 1)
+  std::vector<int> levels_;
+  std::vector<Label> labels_;
+  std::vector<std::uint8_t> deleted_;
+  std::vector<Slot> deleted_slots_;
+  std::unordered_map<Label, Slot> slot_of_;
+  std::size_t capacity_ = 0;
+  std::uint32_t size_ = 0;  // slots in use, deleted ones included
+  std::size_t num_deleted_ = 0;
+  Slot entry_ = kNone;
+  int max_level_ = -1;
+
+  std::mt19937_64 rng_;
+  std::mutex rng_lock_;
+  std::mutex labels_lock_;
+  std::mutex entry_lock_;
+  mutable std::unique_ptr<std::mutex[]> link_locks_ = std::make_unique<std::mutex[]>(kLockStripes);
+  mutable std::mutex visited_pool_lock_;
+  mutable std::vector<std::unique_ptr<VisitedList>> visited_pool_;
+};
+
+}  // namespace llmds
