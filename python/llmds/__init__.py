@@ -7,6 +7,7 @@ The structures live at the module paths of the API reference::
     from llmds.cmsketch import CountMinSketch
     from llmds.paged_allocator import PagedAllocator
     from llmds.kv_cache import KVCache, BlockPool
+    from llmds.hnsw import HNSW
     from llmds.traces import load_mooncake_trace, replay_prefix_cache
     from llmds.utils import Timer, MemoryProfiler, memory_profiler
     from llmds.utils import compute_percentiles, calculate_statistics

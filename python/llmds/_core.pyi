@@ -42,6 +42,80 @@ class Statistics(TypedDict):
     cv: float
     count: int
 
+class HNSWStats(TypedDict):
+    num_vectors: int
+    num_deleted: int
+    capacity: int
+    num_layers: int
+    entry_point: int | None
+    edges: int
+    memory_bytes: int
+    dim: int
+    M: int
+    ef_construction: int
+    ef_search: int
+    metric: str
+    simd: str
+
+class HNSW:
+    """Approximate nearest-neighbour search on a Hierarchical Navigable Small World graph."""
+
+    def __init__(
+        self,
+        dim: int,
+        M: int = 16,
+        ef_construction: int = 200,
+        ef_search: int = 50,
+        ml: float = 1.4426950408889634,
+        seed: int | None = None,
+        metric: str = "l2",
+        initial_capacity: int = 1024,
+    ) -> None: ...
+    def add(self, vec: ArrayLike, vec_id: int, replace_deleted: bool = False) -> None:
+        """Add one vector; ValueError (nothing added) for a wrong shape, NaN/inf or a duplicate id."""
+    def add_batch(
+        self, vectors: ArrayLike, ids: Sequence[int], num_threads: int = 1, replace_deleted: bool = False
+    ) -> None:
+        """Add rows of a 2-D array under ids on num_threads threads (0: all cores); all or nothing."""
+    def search(
+        self,
+        query: ArrayLike,
+        k: int,
+        ef: int | None = None,
+        filter: Iterable[int] | Callable[[int], bool] | None = None,
+    ) -> list[tuple[int, float]]:
+        """The k nearest (vec_id, distance) pairs, nearest first."""
+    def search_batch(
+        self,
+        queries: ArrayLike,
+        k: int,
+        ef: int | None = None,
+        num_threads: int = 1,
+        filter: Iterable[int] | None = None,
+    ) -> tuple[NDArray[numpy.int64], NDArray[numpy.float32]]:
+        """Search each row; (ids (n, k), distances (n, k)), padded with -1 and inf."""
+    def mark_deleted(self, vec_id: int) -> None:
+        """Exclude an id from results (KeyError if unknown)."""
+    def unmark_deleted(self, vec_id: int) -> None: ...
+    def is_deleted(self, vec_id: int) -> bool: ...
+    def get_vector(self, vec_id: int) -> NDArray[numpy.float32]:
+        """The stored vector (normalised under cosine)."""
+    def stats(self) -> HNSWStats: ...
+    def save(self, path: str | os.PathLike[str]) -> None: ...
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> HNSW:
+        """An index saved by save(); ValueError if the file is damaged."""
+    @property
+    def ef_search(self) -> int: ...
+    @ef_search.setter
+    def ef_search(self, value: int) -> None: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def metric(self) -> str: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, vec_id: int, /) -> bool: ...
+
 class IndexedHeap:
     """Binary heap of (score, key_id) entries, addressable by key_id."""
 

@@ -10,6 +10,7 @@ void bind_utils(py::module_& m);
 void bind_core(py::module_& m);
 void bind_sketch(py::module_& m);
 void bind_kv(py::module_& m);
+void bind_ann(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "Compiled core of llmds; import the public modules (llmds.indexed_heap, ...) instead.";
@@ -34,4 +35,5 @@ PYBIND11_MODULE(_core, m) {
   bind_core(m);
   bind_sketch(m);
   bind_kv(m);
+  bind_ann(m);
 }

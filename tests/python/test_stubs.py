@@ -86,6 +86,8 @@ def stub_members(cls: ast.ClassDef) -> dict[str, ast.FunctionDef | ast.AnnAssign
         if isinstance(node, ast.FunctionDef):
             if "overload" in decorators(node) or "typing.overload" in decorators(node):
                 pytest.fail(f"{cls.name}.{node.name}: @overload in the stub; extend this test")
+            if any(d.endswith(".setter") for d in decorators(node)):
+                continue  # the @property getter above it is the member's declaration
             members[node.name] = node
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             members[node.target.id] = node
