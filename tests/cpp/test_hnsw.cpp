@@ -217,6 +217,9 @@ TEST(HNSW, SavesAndLoadsExactlyAndRejectsDamage) {
                std::invalid_argument);
   EXPECT_THROW((void)HNSW::from_bytes("not an index"), std::invalid_argument);
   EXPECT_THROW((void)HNSW::load("/nonexistent/index.hnsw"), llmds::IOError);
+  // An empty index round-trips too.
+  HNSW empty(config(dim));
+  EXPECT_EQ(HNSW::from_bytes(empty.to_bytes())->size(), 0u);
 }
 
 TEST(HNSW, GrowsPastItsInitialCapacity) {

@@ -398,7 +398,7 @@ class HNSW {
       const std::size_t want = static_cast<std::size_t>(h.levels_[i]) * (c.M + 1) * sizeof(std::uint32_t);
       if (upper.size() != want) r.fail("saved {} has a malformed link list");
       h.upper_[i].resize(want / sizeof(std::uint32_t));
-      std::memcpy(h.upper_[i].data(), upper.data(), upper.size());
+      if (want > 0) std::memcpy(h.upper_[i].data(), upper.data(), upper.size());
       if (!h.slot_of_.emplace(h.labels_[i], i).second) r.fail("saved {} repeats an id");
       if (h.deleted_[i]) {
         h.deleted_slots_.push_back(i);
@@ -760,7 +760,7 @@ class HNSW {
   static void read_raw(detail::BinaryReader& r, std::span<T> out) {
     const auto bytes = r.get_bytes();
     if (bytes.size() != out.size_bytes()) r.fail("saved {} has a section of the wrong size");
-    std::memcpy(out.data(), bytes.data(), bytes.size());
+    if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
   }
 
   HNSWConfig config_;
