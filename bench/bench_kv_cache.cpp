@@ -3,7 +3,6 @@
 //   build/cpp/bench/bench_kv_cache
 // The replay benchmarks read the Mooncake traces from $LLMDS_DATA_DIR (default ../shared/data).
 #include <cstdint>
-#include <cstdlib>
 #include <filesystem>
 #include <numeric>
 #include <random>
@@ -16,6 +15,8 @@
 #include "llmds/kv/block_pool.hpp"
 #include "llmds/kv/kv_cache.hpp"
 #include "llmds/kv/trace_replay.hpp"
+
+#include "data_dir.hpp"
 
 namespace {
 
@@ -111,16 +112,10 @@ void BM_KVCacheDefragment(benchmark::State& state) {
   state.counters["per_page"] = per_item(double(state.iterations()) * double(pages));
 }
 
-std::filesystem::path data_dir() {
-  if (const char* dir = std::getenv("LLMDS_DATA_DIR"); dir != nullptr && *dir != '\0') return dir;
-  if (const char* dir = std::getenv("LLMDS_DATA_DIR_DEFAULT"); dir != nullptr) return dir;
-  return "../shared/data";
-}
-
 // The whole Mooncake trace through an LRU BlockPool of range(1) blocks, under the protocol of
 // traces/README.md section 3. Goal: <= 2 us per request.
 void BM_MooncakeReplay(benchmark::State& state, const std::string& file) {
-  const auto path = data_dir() / "traces" / file;
+  const auto path = llmds::test::data_dir() / "traces" / file;
   if (!std::filesystem::exists(path)) {
     state.SkipWithError(("needs " + path.string() + " (set LLMDS_DATA_DIR)").c_str());
     return;

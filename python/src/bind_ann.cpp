@@ -22,6 +22,8 @@
 
 #include "llmds/ann/hnsw.hpp"
 
+#include "arguments.hpp"
+
 namespace py = pybind11;
 
 namespace {
@@ -29,10 +31,8 @@ namespace {
 using llmds::HNSW;
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
-std::size_t positive(std::int64_t v, const char* name) {
-  if (v < 1) throw std::invalid_argument(fmt::format("{} must be at least 1, got {}", name, v));
-  return static_cast<std::size_t>(v);
-}
+using llmds::python::non_negative;
+using llmds::python::positive;
 
 std::optional<std::size_t> optional_ef(const std::optional<std::int64_t>& ef) {
   if (!ef) return std::nullopt;
@@ -153,11 +153,11 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
              if (static_cast<std::size_t>(a.shape(0)) != ids.size()) {
                throw std::invalid_argument(fmt::format("{} vectors but {} ids", a.shape(0), ids.size()));
              }
-             if (num_threads < 0) throw std::invalid_argument("num_threads must be non-negative");
+             const std::size_t threads = non_negative(num_threads, "num_threads");
              py::gil_scoped_release release;
              std::unique_lock g(self.lock);
-             self.index->add_batch({a.data(), static_cast<std::size_t>(a.size())}, ids,
-                                   static_cast<std::size_t>(num_threads), replace_deleted);
+             self.index->add_batch({a.data(), static_cast<std::size_t>(a.size())}, ids, threads,
+                                   replace_deleted);
            },
            py::arg("vectors"), py::arg("ids"), py::arg("num_threads") = 1,
            py::arg("replace_deleted") = false,
@@ -190,7 +190,7 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
              const auto a = rows(queries, self.index->config().dim, "queries");
              const std::size_t kk = positive(k, "k");
              const auto e = optional_ef(ef);
-             if (num_threads < 0) throw std::invalid_argument("num_threads must be non-negative");
+             const std::size_t threads = non_negative(num_threads, "num_threads");
              Filter f;
              if (!filter.is_none() && PyCallable_Check(filter.ptr())) {
                throw std::invalid_argument("search_batch takes a collection of allowed ids as filter, not a callable");
@@ -201,8 +201,7 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
                py::gil_scoped_release release;
                std::shared_lock g(self.lock);
                results = self.index->search_batch({a.data(), static_cast<std::size_t>(a.size())}, kk, e,
-                                                  static_cast<std::size_t>(num_threads),
-                                                  f.function ? &*f.function : nullptr);
+                                                  threads, f.function ? &*f.function : nullptr);
              }
              const auto n = static_cast<py::ssize_t>(results.size());
              py::array_t<std::int64_t> ids({n, static_cast<py::ssize_t>(kk)});

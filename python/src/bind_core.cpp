@@ -13,6 +13,8 @@
 #include "llmds/core/indexed_heap.hpp"
 #include "llmds/core/token_lru.hpp"
 
+#include "arguments.hpp"
+
 namespace py = pybind11;
 
 namespace {
@@ -70,10 +72,7 @@ struct PyTokenOf {
 
 using Lru = llmds::TokenLRU<PyKey, py::object, PyTokenOf, PyKeyHash, PyKeyEqual>;
 
-std::uint64_t non_negative(std::int64_t v, const char* what) {
-  if (v < 0) throw std::invalid_argument(fmt::format("{} must be non-negative, got {}", what, v));
-  return static_cast<std::uint64_t>(v);
-}
+using llmds::python::non_negative;
 
 py::list as_list(Lru::Evicted&& evicted) {
   py::list out;

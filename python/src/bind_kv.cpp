@@ -25,6 +25,8 @@
 #include "llmds/kv/paged_allocator.hpp"
 #include "llmds/kv/trace_replay.hpp"
 
+#include "arguments.hpp"
+
 namespace py = pybind11;
 
 namespace {
@@ -34,15 +36,8 @@ using llmds::PageId;
 using llmds::PagedAllocator;
 using llmds::PageStats;
 
-std::size_t positive(std::int64_t v, const char* name) {
-  if (v < 1) throw std::invalid_argument(fmt::format("{} must be at least 1, got {}", name, v));
-  return static_cast<std::size_t>(v);
-}
-
-std::size_t non_negative(std::int64_t v, const char* name) {
-  if (v < 0) throw std::invalid_argument(fmt::format("{} must be non-negative, got {}", name, v));
-  return static_cast<std::size_t>(v);
-}
+using llmds::python::non_negative;
+using llmds::python::positive;
 
 py::module_ numpy() { return py::module_::import("numpy"); }
 
@@ -253,11 +248,7 @@ id never handed out (ValueError) and then frees nothing of that call.
            py::arg("page_size") = 512, py::arg("max_pages") = 10000)
       .def("alloc",
            [](PagedAllocator& a, std::int64_t num_pages) {
-             if (num_pages < 0) {
-               throw std::invalid_argument(
-                   fmt::format("num_pages must be non-negative, got {}", num_pages));
-             }
-             return a.alloc(static_cast<std::size_t>(num_pages));
+             return a.alloc(non_negative(num_pages, "num_pages"));
            },
            py::arg("num_pages"), "Allocate num_pages pages; MemoryError (nothing allocated) if too few are free.")
       .def("free", [](PagedAllocator& a, const std::vector<PageId>& page_ids) { a.free(page_ids); },

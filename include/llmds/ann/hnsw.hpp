@@ -162,11 +162,7 @@ class HNSW {
       throw std::invalid_argument(fmt::format(
           "HNSW::add_batch: {} floats for {} vectors of dimension {}", data.size(), n, config_.dim));
     }
-    std::vector<float> rows(data.size());
-    for (std::size_t i = 0; i < n; ++i) {
-      auto v = checked_vector(data.subspan(i * config_.dim, config_.dim), "add_batch");
-      std::copy(v.begin(), v.end(), rows.begin() + static_cast<std::ptrdiff_t>(i * config_.dim));
-    }
+    const std::vector<float> rows = checked_rows(data, "add_batch");
     {
       std::unordered_map<Label, std::size_t> seen;
       for (std::size_t i = 0; i < n; ++i) {
@@ -180,29 +176,10 @@ class HNSW {
     const std::size_t reusable = replace_deleted ? std::min(n, deleted_slots_.size()) : 0;
     std::size_t need = size_ + (n - reusable);
     if (need > capacity_) reserve(std::max(need, capacity_ * 2));
-    if (num_threads == 0) num_threads = std::max(1u, std::thread::hardware_concurrency());
-    num_threads = std::min(num_threads, std::max<std::size_t>(n, 1));
-    if (num_threads <= 1) {
-      for (std::size_t i = 0; i < n; ++i) insert(rows.data() + i * config_.dim, ids[i], replace_deleted, false);
-      return;
-    }
-    std::atomic<std::size_t> next{0};
-    std::exception_ptr failure;
-    std::mutex failure_lock;
-    auto work = [&] {
-      try {
-        for (std::size_t i = next++; i < n; i = next++) {
-          insert(rows.data() + i * config_.dim, ids[i], replace_deleted, /*locked=*/true);
-        }
-      } catch (...) {
-        std::lock_guard g(failure_lock);
-        if (!failure) failure = std::current_exception();
-      }
-    };
-    std::vector<std::thread> threads;
-    for (std::size_t t = 0; t < num_threads; ++t) threads.emplace_back(work);
-    for (auto& t : threads) t.join();
-    if (failure) std::rethrow_exception(failure);
+    const bool locked = thread_count(num_threads, n) > 1;
+    parallel_for(n, num_threads, [&](std::size_t i) {
+      insert(rows.data() + i * config_.dim, ids[i], replace_deleted, locked);
+    });
   }
 
   /// The k nearest searchable vectors to query, nearest first (fewer if the index holds fewer).
@@ -229,28 +206,12 @@ class HNSW {
           "HNSW::search_batch: {} floats are not rows of dimension {}", queries.size(), config_.dim));
     }
     const std::size_t n = queries.size() / config_.dim;
-    std::vector<float> rows(queries.size());
-    for (std::size_t i = 0; i < n; ++i) {
-      auto v = checked_vector(queries.subspan(i * config_.dim, config_.dim), "search_batch");
-      std::copy(v.begin(), v.end(), rows.begin() + static_cast<std::ptrdiff_t>(i * config_.dim));
-    }
+    const std::vector<float> rows = checked_rows(queries, "search_batch");
     const std::size_t width = std::max(k, ef.value_or(config_.ef_search));
     std::vector<std::vector<Result>> out(n);
-    if (num_threads == 0) num_threads = std::max(1u, std::thread::hardware_concurrency());
-    num_threads = std::min(num_threads, std::max<std::size_t>(n, 1));
-    std::atomic<std::size_t> next{0};
-    auto work = [&] {
-      for (std::size_t i = next++; i < n; i = next++) {
-        out[i] = search_prepared(rows.data() + i * config_.dim, k, width, filter);
-      }
-    };
-    if (num_threads <= 1) {
-      work();
-    } else {
-      std::vector<std::thread> threads;
-      for (std::size_t t = 0; t < num_threads; ++t) threads.emplace_back(work);
-      for (auto& t : threads) t.join();
-    }
+    parallel_for(n, num_threads, [&](std::size_t i) {
+      out[i] = search_prepared(rows.data() + i * config_.dim, k, width, filter);
+    });
     return out;
   }
 
@@ -312,12 +273,11 @@ class HNSW {
     s.capacity = capacity_;
     s.num_layers = size_ == 0 ? 0 : static_cast<std::size_t>(max_level_) + 1;
     if (size_ > 0) s.entry_point = labels_[entry_];
-    for (std::uint32_t i = 0; i < size_; ++i) {
-      s.edges += links0_[i * (m0_ + 1)];
-      for (int l = 1; l <= levels_[i]; ++l) s.edges += upper_[i][static_cast<std::size_t>(l - 1) * (config_.M + 1)];
-    }
     std::size_t upper_bytes = 0;
-    for (std::uint32_t i = 0; i < size_; ++i) upper_bytes += upper_[i].capacity() * sizeof(std::uint32_t);
+    for (Slot i = 0; i < size_; ++i) {
+      for (int l = 0; l <= levels_[i]; ++l) s.edges += links(i, l).size();
+      upper_bytes += upper_[i].capacity() * sizeof(std::uint32_t);
+    }
     s.memory_bytes = vectors_.capacity() * sizeof(float) + links0_.capacity() * sizeof(std::uint32_t) +
                      upper_.capacity() * sizeof(upper_[0]) + upper_bytes +
                      levels_.capacity() * sizeof(int) + labels_.capacity() * sizeof(Label) +
@@ -505,6 +465,48 @@ class HNSW {
     return out;
   }
 
+  // Every row of a row-major batch, checked (and normalised) as checked_vector does.
+  std::vector<float> checked_rows(std::span<const float> data, const char* op) const {
+    std::vector<float> rows(data.size());
+    for (std::size_t at = 0; at < data.size(); at += config_.dim) {
+      const auto v = checked_vector(data.subspan(at, config_.dim), op);
+      std::copy(v.begin(), v.end(), rows.begin() + static_cast<std::ptrdiff_t>(at));
+    }
+    return rows;
+  }
+
+  // Threads for n items: 0 asks for all cores; never more threads than items.
+  static std::size_t thread_count(std::size_t requested, std::size_t n) {
+    if (requested == 0) requested = std::max(1u, std::thread::hardware_concurrency());
+    return std::min(requested, std::max<std::size_t>(n, 1));
+  }
+
+  // Runs body(i) for i in [0, n) on thread_count threads, handing out items one at a time; the
+  // first exception is rethrown after every thread has stopped.
+  template <class Body>
+  static void parallel_for(std::size_t n, std::size_t num_threads, Body&& body) {
+    const std::size_t threads_wanted = thread_count(num_threads, n);
+    if (threads_wanted <= 1) {
+      for (std::size_t i = 0; i < n; ++i) body(i);
+      return;
+    }
+    std::atomic<std::size_t> next{0};
+    std::exception_ptr failure;
+    std::mutex failure_lock;
+    auto work = [&] {
+      try {
+        for (std::size_t i = next++; i < n; i = next++) body(i);
+      } catch (...) {
+        std::lock_guard g(failure_lock);
+        if (!failure) failure = std::current_exception();
+      }
+    };
+    std::vector<std::thread> threads;
+    for (std::size_t t = 0; t < threads_wanted; ++t) threads.emplace_back(work);
+    for (auto& t : threads) t.join();
+    if (failure) std::rethrow_exception(failure);
+  }
+
   Slot slot_for(Label id, const char* op) const {
     const auto it = slot_of_.find(id);
     if (it == slot_of_.end()) throw KeyError(fmt::format("HNSW::{}: no vector with id {}", op, id));
@@ -546,14 +548,10 @@ class HNSW {
 
   // Copies a node's links, under its lock when other threads may be writing them.
   void copy_links(Slot s, int level, bool locked, std::vector<Slot>& out) const {
-    if (locked) {
-      std::lock_guard g(lock_of(s));
-      const auto l = links(s, level);
-      out.assign(l.begin(), l.end());
-    } else {
-      const auto l = links(s, level);
-      out.assign(l.begin(), l.end());
-    }
+    std::unique_lock g(lock_of(s), std::defer_lock);
+    if (locked) g.lock();
+    const auto l = links(s, level);
+    out.assign(l.begin(), l.end());
   }
 
   // Greedy walk on one layer: the closest node reachable by always moving to a closer neighbour.
@@ -595,12 +593,7 @@ class HNSW {
       const Candidate c = candidates.top();
       if (c.distance > bound && top.size() >= ef) break;
       candidates.pop();
-      if (locked) {
-        copy_links(c.slot, level, true, nbrs);
-      } else {
-        const auto l = links(c.slot, level);
-        nbrs.assign(l.begin(), l.end());
-      }
+      copy_links(c.slot, level, locked, nbrs);
       for (std::size_t i = 0; i < nbrs.size(); ++i) {
         if (i + 1 < nbrs.size()) __builtin_prefetch(vector_of(nbrs[i + 1]));
         const Slot n = nbrs[i];
