@@ -60,6 +60,7 @@
 #include "llmds/core/errors.hpp"
 #include "llmds/detail/assert.hpp"
 #include "llmds/detail/binary_io.hpp"
+#include "llmds/detail/parallel.hpp"
 
 namespace llmds {
 
@@ -176,8 +177,8 @@ class HNSW {
     const std::size_t reusable = replace_deleted ? std::min(n, deleted_slots_.size()) : 0;
     std::size_t need = size_ + (n - reusable);
     if (need > capacity_) reserve(std::max(need, capacity_ * 2));
-    const bool locked = thread_count(num_threads, n) > 1;
-    parallel_for(n, num_threads, [&](std::size_t i) {
+    const bool locked = detail::thread_count(num_threads, n) > 1;
+    detail::parallel_for(n, num_threads, [&](std::size_t i) {
       insert(rows.data() + i * config_.dim, ids[i], replace_deleted, locked);
     });
   }
@@ -209,7 +210,7 @@ class HNSW {
     const std::vector<float> rows = checked_rows(queries, "search_batch");
     const std::size_t width = std::max(k, ef.value_or(config_.ef_search));
     std::vector<std::vector<Result>> out(n);
-    parallel_for(n, num_threads, [&](std::size_t i) {
+    detail::parallel_for(n, num_threads, [&](std::size_t i) {
       out[i] = search_prepared(rows.data() + i * config_.dim, k, width, filter);
     });
     return out;
@@ -473,38 +474,6 @@ class HNSW {
       std::copy(v.begin(), v.end(), rows.begin() + static_cast<std::ptrdiff_t>(at));
     }
     return rows;
-  }
-
-  // Threads for n items: 0 asks for all cores; never more threads than items.
-  static std::size_t thread_count(std::size_t requested, std::size_t n) {
-    if (requested == 0) requested = std::max(1u, std::thread::hardware_concurrency());
-    return std::min(requested, std::max<std::size_t>(n, 1));
-  }
-
-  // Runs body(i) for i in [0, n) on thread_count threads, handing out items one at a time; the
-  // first exception is rethrown after every thread has stopped.
-  template <class Body>
-  static void parallel_for(std::size_t n, std::size_t num_threads, Body&& body) {
-    const std::size_t threads_wanted = thread_count(num_threads, n);
-    if (threads_wanted <= 1) {
-      for (std::size_t i = 0; i < n; ++i) body(i);
-      return;
-    }
-    std::atomic<std::size_t> next{0};
-    std::exception_ptr failure;
-    std::mutex failure_lock;
-    auto work = [&] {
-      try {
-        for (std::size_t i = next++; i < n; i = next++) body(i);
-      } catch (...) {
-        std::lock_guard g(failure_lock);
-        if (!failure) failure = std::current_exception();
-      }
-    };
-    std::vector<std::thread> threads;
-    for (std::size_t t = 0; t < threads_wanted; ++t) threads.emplace_back(work);
-    for (auto& t : threads) t.join();
-    if (failure) std::rethrow_exception(failure);
   }
 
   Slot slot_for(Label id, const char* op) const {
