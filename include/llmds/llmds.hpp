@@ -22,3 +22,8 @@
 #include "llmds/kv/trace_replay.hpp"
 
 #include "llmds/sketch/count_min_sketch.hpp"
+
+#include "llmds/text/analyzer.hpp"
+#include "llmds/text/inverted_index.hpp"
+#include "llmds/text/porter_stemmer.hpp"
+#include "llmds/text/posting_list.hpp"

@@ -3,11 +3,14 @@
 The structures live at the module paths of the API reference::
 
     from llmds.indexed_heap import IndexedHeap
+from llmds.inverted_index import InvertedIndex
     from llmds.token_lru import TokenLRU
     from llmds.cmsketch import CountMinSketch
+from llmds.hnsw import HNSW
     from llmds.paged_allocator import PagedAllocator
     from llmds.kv_cache import KVCache, BlockPool
     from llmds.hnsw import HNSW
+    from llmds.inverted_index import InvertedIndex
     from llmds.traces import load_mooncake_trace, replay_prefix_cache
     from llmds.utils import Timer, MemoryProfiler, memory_profiler
     from llmds.utils import compute_percentiles, calculate_statistics
@@ -17,9 +20,20 @@ and, for convenience, at the top level. ``python -m llmds demo`` shows them at w
 
 from llmds._core import __version__
 from llmds.cmsketch import CountMinSketch
+from llmds.hnsw import HNSW
 from llmds.indexed_heap import IndexedHeap
+from llmds.inverted_index import InvertedIndex
 from llmds.kv_cache import KVCache
 from llmds.paged_allocator import PagedAllocator
 from llmds.token_lru import TokenLRU
 
-__all__ = ["CountMinSketch", "IndexedHeap", "KVCache", "PagedAllocator", "TokenLRU", "__version__"]
+__all__ = [
+    "HNSW",
+    "CountMinSketch",
+    "IndexedHeap",
+    "InvertedIndex",
+    "KVCache",
+    "PagedAllocator",
+    "TokenLRU",
+    "__version__",
+]

@@ -147,6 +147,77 @@ class IndexedHeap:
     def __len__(self) -> int: ...
     def __contains__(self, key: object, /) -> bool: ...
 
+class InvertedIndexStats(TypedDict):
+    num_documents: int
+    scored_documents: int
+    num_terms: int
+    num_postings: int
+    stored_postings: int
+    dead_documents: int
+    total_terms: int
+    avg_doc_length: float
+    posting_bytes: int
+    skip_bytes: int
+    bits_per_posting: float
+    bits_per_posting_with_skips: float
+    forward_bytes: int
+    memory_bytes: int
+    k1: float
+    b: float
+
+class InvertedIndex:
+    """Compressed inverted index with BM25 scored as Lucene scores it."""
+
+    def __init__(
+        self, k1: float = 1.2, b: float = 0.75, *, stem: bool = False, stop_words: bool | Iterable[str] | None = False
+    ) -> None: ...
+    def add_document(self, doc_id: int, text: str) -> None:
+        """Indexes text under doc_id; ValueError if doc_id is already indexed."""
+    def add_documents(self, doc_ids: Sequence[int], texts: Sequence[str]) -> None:
+        """Indexes many documents in one call; all or nothing for repeated ids."""
+    def remove_document(self, doc_id: int) -> None:
+        """Removes a document; KeyError if it is not indexed."""
+    def search(self, query: str, top_k: int = 10) -> list[tuple[int, float]]:
+        """The top_k (doc_id, score) pairs, best first; only documents sharing a term with the query."""
+    def search_exhaustive(self, query: str, top_k: int = 10) -> list[tuple[int, float]]:
+        """search() by scoring every posting: the same answer, slower; a reference and a baseline."""
+    def search_batch(self, queries: Sequence[str], top_k: int = 10, num_threads: int = 1) -> list[list[tuple[int, float]]]:
+        """search() for each query on num_threads threads (0: every core)."""
+    def score(self, query: str, doc_id: int) -> float:
+        """The BM25 score of one document (0.0 if it shares no term); KeyError if unknown."""
+    def get_term_frequency(self, term: str, doc_id: int) -> int:
+        """Occurrences of term (analysed like a query: one term) in the document."""
+    def get_document_frequency(self, term: str) -> int:
+        """Number of documents that contain term (analysed like a query)."""
+    def document_length(self, doc_id: int) -> int:
+        """Number of indexed terms of the document (BM25's dl)."""
+    def document_ids(self) -> list[int]:
+        """The indexed document ids in the order they were added."""
+    def analyze(self, text: str) -> list[str]:
+        """The terms this index makes of text, in order, repeats included."""
+    def compact(self) -> None:
+        """Drops the postings of removed documents now (it also happens by itself)."""
+    def stats(self) -> InvertedIndexStats: ...
+    def save(self, path: str | os.PathLike[str]) -> None: ...
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> InvertedIndex:
+        """An index saved by save(); ValueError if the file is damaged."""
+    @property
+    def k1(self) -> float: ...
+    @property
+    def b(self) -> float: ...
+    @property
+    def stem(self) -> bool: ...
+    @property
+    def stop_words(self) -> list[str]: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, doc_id: int, /) -> bool: ...
+
+ENGLISH_STOP_WORDS: tuple[str, ...]
+
+def porter_stem(word: str) -> str:
+    """The original Porter (1980) stem of a lower-case ASCII word, as Porter's reference C code gives it."""
+
 class TokenLRU(Generic[K, V]):
     """Least-recently-used cache whose budget is counted in tokens."""
 

@@ -11,6 +11,7 @@ void bind_core(py::module_& m);
 void bind_sketch(py::module_& m);
 void bind_kv(py::module_& m);
 void bind_ann(py::module_& m);
+void bind_text(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "Compiled core of llmds; import the public modules (llmds.indexed_heap, ...) instead.";
@@ -36,4 +37,5 @@ PYBIND11_MODULE(_core, m) {
   bind_sketch(m);
   bind_kv(m);
   bind_ann(m);
+  bind_text(m);
 }
