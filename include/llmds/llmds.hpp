@@ -21,6 +21,8 @@
 #include "llmds/kv/paged_allocator.hpp"
 #include "llmds/kv/trace_replay.hpp"
 
+#include "llmds/retrieval/retrieval_pipeline.hpp"
+
 #include "llmds/sketch/count_min_sketch.hpp"
 
 #include "llmds/text/analyzer.hpp"

@@ -8,9 +8,11 @@ from llmds.inverted_index import InvertedIndex
     from llmds.cmsketch import CountMinSketch
 from llmds.hnsw import HNSW
     from llmds.paged_allocator import PagedAllocator
+from llmds.retrieval_pipeline import RetrievalPipeline
     from llmds.kv_cache import KVCache, BlockPool
     from llmds.hnsw import HNSW
     from llmds.inverted_index import InvertedIndex
+    from llmds.retrieval_pipeline import RetrievalPipeline
     from llmds.traces import load_mooncake_trace, replay_prefix_cache
     from llmds.utils import Timer, MemoryProfiler, memory_profiler
     from llmds.utils import compute_percentiles, calculate_statistics
@@ -25,6 +27,7 @@ from llmds.indexed_heap import IndexedHeap
 from llmds.inverted_index import InvertedIndex
 from llmds.kv_cache import KVCache
 from llmds.paged_allocator import PagedAllocator
+from llmds.retrieval_pipeline import RetrievalPipeline
 from llmds.token_lru import TokenLRU
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "InvertedIndex",
     "KVCache",
     "PagedAllocator",
+    "RetrievalPipeline",
     "TokenLRU",
     "__version__",
 ]

@@ -218,6 +218,65 @@ ENGLISH_STOP_WORDS: tuple[str, ...]
 def porter_stem(word: str) -> str:
     """The original Porter (1980) stem of a lower-case ASCII word, as Porter's reference C code gives it."""
 
+class RetrievalPipelineStats(TypedDict):
+    documents: int
+    documents_with_embeddings: int
+    searches: int
+    cache_hits: int
+    cache_misses: int
+    cache_hit_rate: float
+    cached_queries: int
+    cached_entries: int
+    cache_invalidations: int
+    dense_searches: int
+    sparse_searches: int
+    hot_query_threshold: int
+    fusion: str
+    dim: int
+
+class RetrievalPipeline:
+    """Hybrid retrieval: BM25 over the text and HNSW over embeddings, fused."""
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        M: int = 16,
+        ef_construction: int = 200,
+        ef_search: int = 50,
+        metric: str = "cosine",
+        seed: int | None = None,
+        k1: float = 1.2,
+        b: float = 0.75,
+        stem: bool = False,
+        stop_words: bool = False,
+        fusion: str = "weighted",
+        rrf_k: float = 60.0,
+        candidates: int = 100,
+        hot_query_threshold: int = 2,
+        cache_budget: int = 100000,
+    ) -> None: ...
+    def add_document(self, doc_id: int, text: str, embedding: ArrayLike | None = None) -> None:
+        """Indexes a document; ValueError (nothing added) for a duplicate id or a bad embedding."""
+    def remove_document(self, doc_id: int) -> None:
+        """Removes a document from both indexes; KeyError if unknown."""
+    def search(
+        self,
+        query: str,
+        query_embedding: ArrayLike | None = None,
+        top_k: int = 10,
+        fusion_weight: float = 0.5,
+        fusion: str | None = None,
+    ) -> list[tuple[int, float]]:
+        """The top_k (doc_id, score) pairs, best first."""
+    def clear_cache(self) -> None:
+        """Empties the hot-query cache (the query counts stay)."""
+    def stats(self) -> RetrievalPipelineStats: ...
+    @property
+    def dim(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, doc_id: int, /) -> bool: ...
+
 class TokenLRU(Generic[K, V]):
     """Least-recently-used cache whose budget is counted in tokens."""
 

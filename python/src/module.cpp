@@ -12,6 +12,7 @@ void bind_sketch(py::module_& m);
 void bind_kv(py::module_& m);
 void bind_ann(py::module_& m);
 void bind_text(py::module_& m);
+void bind_retrieval(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "Compiled core of llmds; import the public modules (llmds.indexed_heap, ...) instead.";
@@ -38,4 +39,5 @@ PYBIND11_MODULE(_core, m) {
   bind_kv(m);
   bind_ann(m);
   bind_text(m);
+  bind_retrieval(m);
 }
