@@ -13,15 +13,20 @@ import csv
 import json
 import random
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import llmds
 from llmds.cmsketch import CountMinSketch
-from llmds.data import data_dir
+from llmds.data import data_dir, read_idx_images, read_idx_labels, read_ivecs
+from llmds.hnsw import HNSW
 from llmds.indexed_heap import IndexedHeap
+from llmds.inverted_index import InvertedIndex
+from llmds.ir import IRCollection, evaluate, load_collection
 from llmds.kv_cache import KVCache
+from llmds.retrieval_pipeline import RetrievalPipeline
 from llmds.token_lru import TokenLRU
 from llmds.traces import load_mooncake_trace, replay_prefix_cache
 from llmds.utils import Timer, calculate_statistics, compute_percentiles, memory_profiler
@@ -30,6 +35,9 @@ MOONCAKE = "traces/mooncake_fast25_conversation_trace.jsonl"
 MOONCAKE_SYNTHETIC = "traces/mooncake_fast25_synthetic_trace.jsonl"
 AZURE_CODE = "traces/azure_llm_2023_code.csv"
 BLOCK_TOKENS = 512  # the Mooncake traces hash prompts in 512-token blocks
+FASHION = "ann/fashion-mnist"
+# Xapian BM25 (k1 1.2, b 0.75, stemmed, stop words removed) on the same collections: ir/README.md.
+XAPIAN_REFERENCE = {"cranfield": (0.294, 0.373), "cisi": (0.215, 0.373)}
 
 
 def _mooncake_requests(path: Path) -> Iterator[tuple[int, list[int]]]:
@@ -177,6 +185,128 @@ def _demo_kv_cache(dir_: Path) -> None:
             print(f"{path} not found (set LLMDS_DATA_DIR); replay skipped")
 
 
+def _demo_hnsw(dir_: Path) -> None:
+    _section("HNSW: Fashion-MNIST (first 10,000 train images, 1,000 test queries, exact ground truth)")
+    folder = dir_ / FASHION
+    if not folder.exists():
+        print(f"{folder} not found (set LLMDS_DATA_DIR); HNSW section skipped")
+        return
+    base = read_idx_images(folder / "train-images-idx3-ubyte.gz", 10_000).astype("float32")
+    queries = read_idx_images(folder / "t10k-images-idx3-ubyte.gz", 1_000).astype("float32")
+    kth = read_ivecs(folder / "fashion-mnist-10k_groundtruth_l2sq.ivecs")[:, 9:10]
+    index = HNSW(784, seed=1)
+    with Timer() as t:
+        index.add_batch(base, list(range(len(base))), num_threads=2)
+    print(f"built M=16, ef_construction=200 on 2 threads in {t.elapsed:.1f} s ({index.stats()['memory_bytes'] / 2**20:.0f} MiB)")
+    print("  ef   recall@10   queries/s (1 thread)")
+    for ef in (16, 50, 200):
+        with Timer() as t:
+            _, dists = index.search_batch(queries, 10, ef=ef, num_threads=1)
+        recall = float((dists <= kth).mean())  # tie-aware: a hit if no farther than the 10th true neighbour
+        print(f"  {ef:>3}   {recall:>9.3f}   {len(queries) / t.elapsed:>20,.0f}")
+    labels = read_idx_labels(folder / "train-labels-idx1-ubyte.gz", 10_000)
+    query_labels = read_idx_labels(folder / "t10k-labels-idx1-ubyte.gz", 1_000)
+    same_kth = read_ivecs(folder / "fashion-mnist-10k_groundtruth_sameclass_l2sq.ivecs")[:, 9]
+    by_class = [set(map(int, (labels == c).nonzero()[0])) for c in range(10)]
+    hits = 0
+    for q, c, limit in zip(queries[:200], query_labels[:200], same_kth[:200]):
+        hits += sum(d <= limit for _, d in index.search(q, 10, ef=200, filter=by_class[int(c)]))
+    print(f"filtered to the query's class (10% of the index), ef 200: recall@10 {hits / 2000:.3f}")
+
+
+def _lsa_embeddings(index: InvertedIndex, texts: Sequence[str], dim: int, seed: int = 0) -> tuple[object, object]:
+    """Latent semantic analysis: TF-IDF rows reduced to `dim` dimensions by a randomised SVD. Returns
+    the document embeddings and a function that folds a query text into the same space."""
+    import numpy as np
+
+    vocabulary: dict[str, int] = {}
+    rows = [Counter(index.analyze(text)) for text in texts]
+    for row in rows:
+        for term in row:
+            vocabulary.setdefault(term, len(vocabulary))
+    df = np.zeros(len(vocabulary))
+    for row in rows:
+        for term in row:
+            df[vocabulary[term]] += 1
+    idf = np.log(len(rows) / df)
+
+    def tfidf(counts: Counter[str]) -> np.ndarray:
+        v = np.zeros(len(vocabulary))
+        for term, tf in counts.items():
+            if term in vocabulary:
+                v[vocabulary[term]] = (1 + np.log(tf)) * idf[vocabulary[term]]
+        return v
+
+    matrix = np.stack([tfidf(row) for row in rows])
+    sketch = matrix @ np.random.default_rng(seed).normal(size=(len(vocabulary), dim + 20))
+    q_basis, _ = np.linalg.qr(sketch)
+    _, _, vt = np.linalg.svd(q_basis.T @ matrix, full_matrices=False)
+    components = vt[:dim].T  # vocabulary -> latent dimensions
+    docs = (matrix @ components).astype(np.float32)
+    return docs, lambda text: (tfidf(Counter(index.analyze(text))) @ components).astype(np.float32)
+
+
+def _demo_retrieval(dir_: Path) -> None:
+    _section("InvertedIndex: BM25 (Lucene's formula) on Cranfield and CISI, Porter stemmer and stop words")
+    try:
+        collections = [load_collection(name, dir_ / "ir") for name in ("cranfield", "cisi")]
+    except FileNotFoundError as e:
+        print(f"{e}; retrieval section skipped (set LLMDS_DATA_DIR)")
+        return
+    print("  collection   docs   queries   MAP (Xapian)    nDCG@10 (Xapian)   bits/posting   queries/s")
+    for c in collections:
+        index = InvertedIndex(stem=True, stop_words=True)
+        index.add_documents(list(c.documents), list(c.documents.values()))
+        texts = list(c.queries.values())
+        with Timer() as t:
+            results = index.search_batch(texts, top_k=1000)
+        runs = {q: [d for d, _ in hits] for q, hits in zip(c.queries, results)}
+        m = evaluate(runs, c.qrels)
+        ref_map, ref_ndcg = XAPIAN_REFERENCE[c.name]
+        print(
+            f"  {c.name:<10} {len(c.documents):>6} {len(c.queries):>9}   {m['MAP']:.3f} ({ref_map:.3f})  "
+            f"{m['nDCG@10']:>8.3f} ({ref_ndcg:.3f})   {index.stats()['bits_per_posting']:>12.1f}   "
+            f"{len(texts) / t.elapsed:>9,.0f}"
+        )
+    _demo_hybrid(collections[0])
+
+
+def _demo_hybrid(c: IRCollection) -> None:
+    _section(f"RetrievalPipeline: hybrid search on {c.name} (BM25 + HNSW over 128-d LSA embeddings)")
+    index = InvertedIndex(stem=True, stop_words=True)
+    doc_ids, texts = list(c.documents), list(c.documents.values())
+    with Timer() as t:
+        embeddings, embed_query = _lsa_embeddings(index, texts, dim=128)
+    print(f"embedded {len(texts):,} documents by latent semantic analysis in {t.elapsed:.1f} s")
+    pipeline = RetrievalPipeline(128, stem=True, stop_words=True, seed=1, candidates=1000)
+    for doc_id, text, vector in zip(doc_ids, texts, embeddings):  # type: ignore[call-overload]
+        # An empty document has no direction to embed; it is indexed for BM25 only.
+        pipeline.add_document(doc_id, text, vector if vector.any() else None)
+    query_vectors = {q: embed_query(text) for q, text in c.queries.items()}  # type: ignore[operator]
+    print("  ranking                     MAP    nDCG@10")
+    for label, weight, fusion in (
+        ("BM25 alone", 0.0, "weighted"),
+        ("dense alone", 1.0, "weighted"),
+        ("weighted fusion (w = 0.5)", 0.5, "weighted"),
+        ("reciprocal rank fusion", 0.5, "rrf"),
+    ):
+        runs = {
+            q: [d for d, _ in pipeline.search(text, query_vectors[q], top_k=1000, fusion_weight=weight, fusion=fusion)]
+            for q, text in c.queries.items()
+        }
+        m = evaluate(runs, c.qrels)
+        print(f"  {label:<26} {m['MAP']:.3f}   {m['nDCG@10']:.3f}")
+    qid = c.judged_query_ids[0]
+    print(f"query {qid}: {' '.join(c.queries[qid].split())[:100]}")
+    for rank, (doc, score) in enumerate(pipeline.search(c.queries[qid], query_vectors[qid], top_k=3), 1):
+        mark = "relevant" if doc in c.qrels.get(qid, {}) else "not judged relevant"
+        print(f"  {rank}. doc {doc} ({score:.3f}, {mark}): {' '.join(c.documents[doc].split())[:70]}")
+    for _ in range(3):  # a hot query: counted, then answered from the cache
+        pipeline.search(c.queries[qid], query_vectors[qid], top_k=3)
+    s = pipeline.stats()
+    print(f"hot-query cache: {s['searches']:,} searches, {s['cache_hits']} answered from the cache")
+
+
 def replay(args: argparse.Namespace) -> int:
     path = Path(args.trace)
     if not path.exists():
@@ -204,6 +334,8 @@ def demo(args: argparse.Namespace) -> int:
     _demo_token_lru(requests)
     _demo_kv_cache(dir_)
     _demo_heap_and_stats(dir_)
+    _demo_hnsw(dir_)
+    _demo_retrieval(dir_)
     return 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import llmds
 
 
@@ -19,8 +21,14 @@ def test_version():
     assert result.stdout.strip() == llmds.__version__
 
 
-def test_demo_runs_on_the_real_traces(shared_data):
-    result = run("demo", "--data-dir", str(shared_data))
+@pytest.fixture(scope="module")
+def demo(shared_data) -> subprocess.CompletedProcess[str]:
+    """One run of the demo on the real data, shared by the tests that read its output."""
+    return run("demo", "--data-dir", str(shared_data))
+
+
+def test_demo_runs_on_the_real_traces(demo):
+    result = demo
     assert result.returncode == 0, result.stderr
     assert "(12,031 requests)" in result.stdout
     assert "8,819 requests of the Azure LLM code trace" in result.stdout
@@ -52,8 +60,16 @@ def test_replay_of_a_missing_trace_is_a_clear_error(tmp_path):
     assert "no such trace file" in result.stderr
 
 
-def test_demo_shows_the_kv_cache_and_a_replay(shared_data):
-    result = run("demo", "--data-dir", str(shared_data))
+def test_demo_shows_the_kv_cache_and_a_replay(demo):
+    result = demo
     assert result.returncode == 0, result.stderr
     assert "copy-on-write" in result.stdout
     assert "mooncake_fast25_conversation_trace.jsonl: 12,031 requests" in result.stdout
+
+
+def test_demo_shows_vector_search_bm25_and_hybrid_search(demo):
+    out = demo.stdout
+    assert "HNSW: Fashion-MNIST" in out and "filtered to the query's class" in out
+    cranfield = next(line for line in out.splitlines() if line.strip().startswith("cranfield"))
+    assert "(0.294)" in cranfield and "(0.373)" in cranfield
+    assert "reciprocal rank fusion" in out and "answered from the cache" in out

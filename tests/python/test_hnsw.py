@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 import pickle
 import threading
 
 import numpy as np
 import pytest
 
+from llmds.data import read_idx_images, read_idx_labels, read_ivecs
 from llmds.hnsw import HNSW
 
 
@@ -161,37 +161,20 @@ def test_searches_run_from_several_threads():
 # --- Fashion-MNIST (the 10k-base quick subset, exact ground truth) ------------------------------
 
 
-def idx_images(path, n):
-    with gzip.open(path) as f:
-        f.read(16)
-        return np.frombuffer(f.read(n * 784), dtype=np.uint8).reshape(n, 784).astype(np.float32)
-
-
-def idx_labels(path, n):
-    with gzip.open(path) as f:
-        f.read(8)
-        return np.frombuffer(f.read(n), dtype=np.uint8)
-
-
-def ivecs(path):
-    a = np.fromfile(path, dtype=np.int32)
-    return a.reshape(-1, a[0] + 1)[:, 1:]
-
-
 @pytest.fixture(scope="module")
 def fashion(shared_data):
     d = shared_data / "ann" / "fashion-mnist"
-    base = idx_images(d / "train-images-idx3-ubyte.gz", 10_000)
-    queries = idx_images(d / "t10k-images-idx3-ubyte.gz", 1_000)
+    base = read_idx_images(d / "train-images-idx3-ubyte.gz", 10_000).astype(np.float32)
+    queries = read_idx_images(d / "t10k-images-idx3-ubyte.gz", 1_000).astype(np.float32)
     h = HNSW(784, seed=1)
     h.add_batch(base, list(range(10_000)), num_threads=2)
     return {
         "index": h,
         "queries": queries,
-        "labels": idx_labels(d / "train-labels-idx1-ubyte.gz", 10_000),
-        "query_labels": idx_labels(d / "t10k-labels-idx1-ubyte.gz", 1_000),
-        "dist": ivecs(d / "fashion-mnist-10k_groundtruth_l2sq.ivecs"),
-        "same_dist": ivecs(d / "fashion-mnist-10k_groundtruth_sameclass_l2sq.ivecs"),
+        "labels": read_idx_labels(d / "train-labels-idx1-ubyte.gz", 10_000),
+        "query_labels": read_idx_labels(d / "t10k-labels-idx1-ubyte.gz", 1_000),
+        "dist": read_ivecs(d / "fashion-mnist-10k_groundtruth_l2sq.ivecs"),
+        "same_dist": read_ivecs(d / "fashion-mnist-10k_groundtruth_sameclass_l2sq.ivecs"),
     }
 
 
