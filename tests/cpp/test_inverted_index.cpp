@@ -265,9 +265,10 @@ TEST(InvertedIndex, RandomisedAgainstTheReferenceModel) {
           const std::size_t k = 1 + rng() % 20;
           const Hits want = model.ranking(query);
           const std::string what = "round " + std::to_string(round) + " query '" + join(query) + "'";
-          const Hits got = index.search(join(query), k);
+          const Hits got = index.search(join(query), k, llmds::QueryStrategy::block_max_maxscore);
           expect_same_ranking(got, want, k, what);
           EXPECT_EQ(index.search_exhaustive(join(query), k), got) << what;
+          EXPECT_EQ(index.search(join(query), k), got) << what;
         }
         for (const auto& [id, terms] : model.docs()) {
           const std::string t = terms.empty() ? "t0" : terms.front();

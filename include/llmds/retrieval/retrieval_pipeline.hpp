@@ -127,18 +127,26 @@ class RetrievalPipeline {
       throw std::invalid_argument(fmt::format("document {} is already indexed", doc_id));
     }
     if (embedding) check_embedding(*embedding, "embedding");
-    label_of_.reserve(label_of_.size() + 1);
-    doc_of_label_.reserve(doc_of_label_.size() + 1);
-    sparse_.add_document(doc_id, text);
-    if (embedding) {
+    if (!embedding) {
+      sparse_.add_document(doc_id, text);
+    } else {
+      // Each step is undone if a later one throws, so a failed add changes nothing.
+      const HNSW::Label label = next_label_;
+      label_of_.emplace(doc_id, label);
       try {
-        dense_.add(*embedding, next_label_, /*replace_deleted=*/true);
+        doc_of_label_.emplace(label, doc_id);
+        sparse_.add_document(doc_id, text);
+        try {
+          dense_.add(*embedding, label, /*replace_deleted=*/true);
+        } catch (...) {
+          sparse_.remove_document(doc_id);
+          throw;
+        }
       } catch (...) {
-        sparse_.remove_document(doc_id);
+        doc_of_label_.erase(label);
+        label_of_.erase(doc_id);
         throw;
       }
-      label_of_.emplace(doc_id, next_label_);
-      doc_of_label_.emplace(next_label_, doc_id);
       ++next_label_;
     }
     invalidate();

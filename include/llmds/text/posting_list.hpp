@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "llmds/detail/assert.hpp"
+#include "llmds/detail/reserve.hpp"
 #include "llmds/detail/varint.hpp"
 
 namespace llmds::text {
@@ -59,9 +60,9 @@ class PostingList {
   /// Reserves room for one more posting, so that the following append cannot throw. Callers
   /// that append to several lists for one document reserve all of them first.
   void reserve_one_more() {
-    bytes_.reserve(bytes_.size() + 10);
-    if (size_ % kBlockSize == 0) blocks_.reserve(blocks_.size() + 1);
-    impacts_.reserve(impacts_.size() + 1);
+    llmds::detail::reserve_room(bytes_, 10);
+    llmds::detail::reserve_room(blocks_, 1);
+    llmds::detail::reserve_room(impacts_, 1);
   }
 
   /// Appends a posting; `doc` must be larger than every document already in the list and tf > 0.
