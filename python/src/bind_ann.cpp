@@ -7,11 +7,11 @@
 
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <unordered_set>
@@ -196,25 +196,18 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
                throw std::invalid_argument("search_batch takes a collection of allowed ids as filter, not a callable");
              }
              make_filter(filter, f);
-             std::vector<std::vector<HNSW::Result>> results;
+             const auto n = static_cast<py::ssize_t>(a.shape(0));
+             py::array_t<std::int64_t> ids({n, static_cast<py::ssize_t>(kk)});
+             py::array_t<float> dists({n, static_cast<py::ssize_t>(kk)});
+             // The index writes the results straight into the new arrays (no per-query vectors,
+             // no second copy), with the GIL released: the arrays are not shared yet.
+             const std::span<std::int64_t> id_out(ids.mutable_data(), static_cast<std::size_t>(ids.size()));
+             const std::span<float> dist_out(dists.mutable_data(), static_cast<std::size_t>(dists.size()));
              {
                py::gil_scoped_release release;
                std::shared_lock g(self.lock);
-               results = self.index->search_batch({a.data(), static_cast<std::size_t>(a.size())}, kk, e,
-                                                  threads, f.function ? &*f.function : nullptr);
-             }
-             const auto n = static_cast<py::ssize_t>(results.size());
-             py::array_t<std::int64_t> ids({n, static_cast<py::ssize_t>(kk)});
-             py::array_t<float> dists({n, static_cast<py::ssize_t>(kk)});
-             auto I = ids.mutable_unchecked<2>();
-             auto D = dists.mutable_unchecked<2>();
-             for (py::ssize_t i = 0; i < n; ++i) {
-               const auto& r = results[static_cast<std::size_t>(i)];
-               for (py::ssize_t j = 0; j < static_cast<py::ssize_t>(kk); ++j) {
-                 const bool have = static_cast<std::size_t>(j) < r.size();
-                 I(i, j) = have ? r[static_cast<std::size_t>(j)].id : -1;
-                 D(i, j) = have ? r[static_cast<std::size_t>(j)].distance : std::numeric_limits<float>::infinity();
-               }
+               self.index->search_batch_into({a.data(), static_cast<std::size_t>(a.size())}, kk, id_out, dist_out,
+                                             e, threads, f.function ? &*f.function : nullptr);
              }
              return py::make_tuple(ids, dists);
            },

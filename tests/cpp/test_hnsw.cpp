@@ -253,6 +253,80 @@ TEST(HNSW, ParallelBatchAddBuildsAGoodGraph) {
   for (std::size_t qi = 0; qi < nq; ++qi) EXPECT_EQ(batch[qi], index.search(row(queries, qi, dim), 10, 100));
 }
 
+TEST(HNSW, SearchBatchIntoWritesPaddedRowsAndMatchesSearch) {
+  constexpr std::size_t n = 40, dim = 8, nq = 5, k = 50;  // k > n: every row is padded
+  const auto data = random_rows(n, dim, 11), queries = random_rows(nq, dim, 12);
+  HNSW index(config(dim));
+  for (std::size_t i = 0; i < n; ++i) index.add(row(data, i, dim), static_cast<std::int64_t>(i) + 100);
+  index.mark_deleted(105);
+  std::vector<std::int64_t> ids(nq * k, 7);
+  std::vector<float> dists(nq * k, 7.0f);
+  index.search_batch_into(queries, k, ids, dists, 64, 2);
+  for (std::size_t qi = 0; qi < nq; ++qi) {
+    const auto expected = index.search(row(queries, qi, dim), k, 64);
+    ASSERT_EQ(expected.size(), n - 1);
+    for (std::size_t j = 0; j < k; ++j) {
+      if (j < expected.size()) {
+        EXPECT_EQ(ids[qi * k + j], expected[j].id);
+        EXPECT_EQ(dists[qi * k + j], expected[j].distance);
+      } else {
+        EXPECT_EQ(ids[qi * k + j], -1);
+        EXPECT_EQ(dists[qi * k + j], std::numeric_limits<float>::infinity());
+      }
+    }
+  }
+  // Wrong output sizes or a bad query: nothing is written.
+  std::vector<std::int64_t> short_ids(nq * k - 1, 7);
+  std::vector<float> more_dists(nq * k, 7.0f);
+  EXPECT_THROW(index.search_batch_into(queries, k, short_ids, more_dists, 64), std::invalid_argument);
+  auto bad = queries;
+  bad.back() = NAN;
+  std::vector<std::int64_t> untouched(nq * k, 7);
+  EXPECT_THROW(index.search_batch_into(bad, k, untouched, more_dists, 64), std::invalid_argument);
+  EXPECT_TRUE(std::all_of(untouched.begin(), untouched.end(), [](std::int64_t x) { return x == 7; }));
+  EXPECT_TRUE(std::all_of(more_dists.begin(), more_dists.end(), [](float x) { return x == 7.0f; }));
+  // An empty index answers every row with padding.
+  HNSW empty(config(dim));
+  std::vector<std::int64_t> e_ids(2 * 3);
+  std::vector<float> e_dists(2 * 3);
+  empty.search_batch_into(std::span(queries).first(2 * dim), 3, e_ids, e_dists);
+  EXPECT_TRUE(std::all_of(e_ids.begin(), e_ids.end(), [](std::int64_t x) { return x == -1; }));
+}
+
+TEST(HNSW, SingleThreadedBatchAddIsDeterministicAndEqualsOneByOneAdds) {
+  constexpr std::size_t n = 1500, dim = 12;
+  const auto data = random_rows(n, dim, 13);
+  std::vector<std::int64_t> ids(n);
+  std::iota(ids.begin(), ids.end(), 0);
+  for (const Metric m : {Metric::l2, Metric::cosine}) {
+    HNSW a(config(dim, m, 5)), b(config(dim, m, 5)), c(config(dim, m, 5));
+    a.add_batch(data, ids);
+    b.add_batch(data, ids);
+    for (std::size_t i = 0; i < n; ++i) c.add(row(data, i, dim), ids[i]);
+    EXPECT_EQ(a.to_bytes(), b.to_bytes()) << llmds::metric_name(m);
+    EXPECT_EQ(a.to_bytes(), c.to_bytes()) << llmds::metric_name(m);
+  }
+}
+
+TEST(HNSW, SearchesStayCorrectAcrossGrowthAndManyVisitedEpochs) {
+  // Each search starts two visited sets (the descent and layer 0) by bumping a 16-bit epoch, so
+  // 40000 searches wrap it; growing the index between searches resizes the pooled scratch.
+  constexpr std::size_t dim = 4;
+  const auto data = random_rows(400, dim, 14);
+  HNSWConfig c = config(dim);
+  c.initial_capacity = 8;
+  HNSW index(c);
+  for (std::size_t i = 0; i < 200; ++i) index.add(row(data, i, dim), static_cast<std::int64_t>(i));
+  std::vector<std::vector<HNSW::Result>> before;
+  for (std::size_t q = 0; q < 20; ++q) before.push_back(index.search(row(data, q, dim), 5, 20));
+  for (std::size_t round = 0; round < 40000; ++round) (void)index.search(row(data, round % 200, dim), 1, 4);
+  for (std::size_t q = 0; q < 20; ++q) EXPECT_EQ(index.search(row(data, q, dim), 5, 20), before[q]);
+  for (std::size_t i = 200; i < 400; ++i) {
+    index.add(row(data, i, dim), static_cast<std::int64_t>(i));
+    ASSERT_EQ(index.search(row(data, i, dim), 1)[0].id, static_cast<std::int64_t>(i));
+  }
+}
+
 // --- real data: sift5k --------------------------------------------------------------------------
 
 template <class T>

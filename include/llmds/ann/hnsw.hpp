@@ -11,17 +11,32 @@
 // - Neighbour selection is the paper's heuristic (Algorithm 4): a candidate joins only if it is
 //   closer to the new node than to every neighbour already chosen. It keeps edges that point in
 //   different directions, which is what makes clustered data (and filtered search) navigable.
-// - Layout: vectors in one contiguous array by slot; layer-0 links in another, a fixed-size
-//   [count, 2M ids] record per slot, so a search step reads one record and then the vectors it
-//   names (prefetched one step ahead). Upper layers, held by few nodes, use a per-node array.
+// - Layout: vectors in one contiguous, 64-byte aligned array by slot (so with a dimension that
+//   is a multiple of 16, as most are, no SIMD load straddles two cache lines); layer-0 links in
+//   another, a fixed-size [count, 2M ids] record per slot, so a search step reads one record and
+//   then the vectors it names. Upper layers, held by few nodes, use a per-node array.
+// - The search loop is bound by memory, not arithmetic: a 784-d vector is 49 cache lines, and
+//   a distance takes ~30 ns from L1 against ~200 ns from DRAM (bench_hnsw's BM_DistanceL2 and
+//   BM_DistanceL2RandomRow on a Zen 4 core). So each
+//   expansion first collects the unvisited neighbours (asking for the first line of each),
+//   then computes distances with whole vectors prefetched two ahead, and prefetches the link
+//   record of the next node to expand. Each search or insert leases a Scratch (visited tags,
+//   both heaps, buffers, an aligned copy of the query) from a pool, so it allocates nothing;
+//   batch calls read the caller's rows in place and search_batch_into writes results straight
+//   into the caller's arrays. The greedy descent through the upper layers skips nodes it has
+//   already measured, which cannot change its path (see greedy_closest).
+// - Levels: ml defaults to 1/ln 2 (seed 001's API), which gives about log2(n) layers, where the
+//   paper's and hnswlib's 1/ln M gives log_M(n). Recall is the same either way; the extra layers
+//   cost build time (each node on layer l >= 1 is inserted with a full ef_construction search
+//   there): on Fashion-MNIST 10k a build with ml = 1/ln 16 takes about 0.57x the time.
 // - Deletion marks a slot: it stays in the graph (removing it would cut paths through it) but is
 //   never returned. add(..., replace_deleted = true) reuses a deleted slot for a new vector and
 //   relinks it, so an index under churn does not grow without bound.
 // - Filtered search follows the graph through every node but only admits allowed ones into the
 //   result list, and keeps expanding until it holds ef allowed nodes; with a selective filter,
 //   raise ef (the test at 10% selectivity uses ef = 200).
-// - Concurrency: any number of searches may run at once (each takes its own visited list from
-//   a pool). add_batch inserts from several threads, locking one node's links at a time (lock
+// - Concurrency: any number of searches may run at once (each takes its own Scratch from the
+//   pool). add_batch inserts from several threads, locking one node's links at a time (lock
 //   stripes) and the entry point while a new top level is set. A single-threaded build with a
 //   seed is deterministic: the same graph and results on every run. Searches must not run
 //   concurrently with adds; the Python binding enforces this with a reader-writer lock.
@@ -31,7 +46,6 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -42,14 +56,13 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
-#include <queue>
 #include <random>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -63,6 +76,37 @@
 #include "llmds/detail/parallel.hpp"
 
 namespace llmds {
+
+namespace detail {
+
+/// An allocator of Align-byte aligned storage, for vectors whose rows SIMD loads read whole.
+template <class T, std::size_t Align>
+struct AlignedAllocator {
+  using value_type = T;
+  template <class U>
+  struct rebind {
+    using other = AlignedAllocator<U, Align>;
+  };
+  AlignedAllocator() noexcept = default;
+  template <class U>
+  explicit AlignedAllocator(const AlignedAllocator<U, Align>&) noexcept {}
+  T* allocate(std::size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{Align}));
+  }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{Align}); }
+  friend bool operator==(const AlignedAllocator&, const AlignedAllocator&) noexcept { return true; }
+};
+
+/// Starts loading the cache line holding p into all cache levels; a hint, never a fault.
+inline void prefetch(const void* p) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p, 0, 3);
+#else
+  (void)p;
+#endif
+}
+
+}  // namespace detail
 
 enum class Metric : std::uint8_t { l2 = 0, ip = 1, cosine = 2 };
 
@@ -131,6 +175,7 @@ class HNSW {
       : config_((config.validate(), config)),
         m0_(2 * config_.M),
         kernels_(ann::best_kernels()),
+        prefetch_lines_(std::min(kMaxPrefetchLines, (config_.dim * sizeof(float) + kCacheLine - 1) / kCacheLine)),
         rng_(config_.seed ? *config_.seed : std::random_device{}()) {
     reserve(config_.initial_capacity);
   }
@@ -145,17 +190,19 @@ class HNSW {
   /// (a deleted id included; unmark_deleted it, or add under a new id). With replace_deleted,
   /// the vector takes the slot of a deleted one if there is any.
   void add(std::span<const float> vec, Label id, bool replace_deleted = false) {
-    std::vector<float> v = checked_vector(vec, "add");
+    check_row(vec, "add");
     if (slot_of_.contains(id)) {
       throw std::invalid_argument(fmt::format("HNSW::add: id {} is already in the index", id));
     }
     if (size_ == capacity_ && !(replace_deleted && !deleted_slots_.empty())) reserve(capacity_ * 2);
-    insert(v.data(), id, replace_deleted, /*locked=*/false);
+    insert(vec.data(), id, replace_deleted, /*locked=*/false);
   }
 
   /// Adds n vectors (row-major, n x dim) under ids, on num_threads threads (0: all cores).
-  /// Everything is checked before anything is added: the call adds all or nothing. Multi-
-  /// threaded builds are not deterministic; with a seed and one thread they are.
+  /// Everything is checked before anything is added: the call adds all or nothing. The rows are
+  /// read in place (each is copied once, into the index), so the call needs no memory beyond
+  /// the index's own. Multi-threaded builds are not deterministic; with a seed and one thread
+  /// they are.
   void add_batch(std::span<const float> data, std::span<const Label> ids, std::size_t num_threads = 1,
                  bool replace_deleted = false) {
     const std::size_t n = ids.size();
@@ -163,9 +210,10 @@ class HNSW {
       throw std::invalid_argument(fmt::format(
           "HNSW::add_batch: {} floats for {} vectors of dimension {}", data.size(), n, config_.dim));
     }
-    const std::vector<float> rows = checked_rows(data, "add_batch");
+    for (std::size_t i = 0; i < n; ++i) check_row(data.subspan(i * config_.dim, config_.dim), "add_batch");
     {
       std::unordered_map<Label, std::size_t> seen;
+      seen.reserve(n);
       for (std::size_t i = 0; i < n; ++i) {
         if (slot_of_.contains(ids[i]) || !seen.emplace(ids[i], i).second) {
           throw std::invalid_argument(fmt::format("HNSW::add_batch: id {} is {}", ids[i],
@@ -178,8 +226,9 @@ class HNSW {
     std::size_t need = size_ + (n - reusable);
     if (need > capacity_) reserve(std::max(need, capacity_ * 2));
     const bool locked = detail::thread_count(num_threads, n) > 1;
+    slot_of_.reserve(slot_of_.size() + n);  // no rehash while threads insert
     detail::parallel_for(n, num_threads, [&](std::size_t i) {
-      insert(rows.data() + i * config_.dim, ids[i], replace_deleted, locked);
+      insert(data.data() + i * config_.dim, ids[i], replace_deleted, locked);
     });
   }
 
@@ -191,8 +240,12 @@ class HNSW {
                                            const IdFilter* filter = nullptr) const {
     if (k < 1) throw std::invalid_argument("HNSW::search: k must be at least 1");
     if (ef && *ef < 1) throw std::invalid_argument("HNSW::search: ef must be at least 1");
-    const std::vector<float> q = checked_vector(query, "search");
-    return search_prepared(q.data(), k, std::max(k, ef.value_or(config_.ef_search)), filter);
+    check_row(query, "search");
+    ScratchLease s(*this);
+    search_prepared(*s, query.data(), k, std::max(k, ef.value_or(config_.ef_search)), filter);
+    std::vector<Result> out(s->top.size());
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = {labels_[s->top[i].slot], s->top[i].distance};
+    return out;
   }
 
   /// Searches n queries (row-major) on num_threads threads (0: all cores); row i of the result
@@ -200,20 +253,43 @@ class HNSW {
   [[nodiscard]] std::vector<std::vector<Result>> search_batch(
       std::span<const float> queries, std::size_t k, std::optional<std::size_t> ef = std::nullopt,
       std::size_t num_threads = 1, const IdFilter* filter = nullptr) const {
-    if (k < 1) throw std::invalid_argument("HNSW::search_batch: k must be at least 1");
-    if (ef && *ef < 1) throw std::invalid_argument("HNSW::search_batch: ef must be at least 1");
-    if (queries.size() % config_.dim != 0) {
-      throw std::invalid_argument(fmt::format(
-          "HNSW::search_batch: {} floats are not rows of dimension {}", queries.size(), config_.dim));
-    }
-    const std::size_t n = queries.size() / config_.dim;
-    const std::vector<float> rows = checked_rows(queries, "search_batch");
+    const std::size_t n = check_batch(queries, k, ef, "search_batch");
     const std::size_t width = std::max(k, ef.value_or(config_.ef_search));
     std::vector<std::vector<Result>> out(n);
     detail::parallel_for(n, num_threads, [&](std::size_t i) {
-      out[i] = search_prepared(rows.data() + i * config_.dim, k, width, filter);
+      ScratchLease s(*this);
+      search_prepared(*s, queries.data() + i * config_.dim, k, width, filter);
+      out[i].resize(s->top.size());
+      for (std::size_t j = 0; j < out[i].size(); ++j) out[i][j] = {labels_[s->top[j].slot], s->top[j].distance};
     });
     return out;
+  }
+
+  /// search_batch that writes into caller-owned row-major n x k arrays instead of allocating:
+  /// ids[i * k + j] and distances[i * k + j] are the j-th nearest to query i; rows with fewer
+  /// than k results are padded with id -1 and distance +infinity. The Python binding writes
+  /// straight into its numpy results this way. As in search_batch, the filter, if any, must be
+  /// safe to call from several threads. Throws std::invalid_argument as search_batch does, and
+  /// when ids or distances do not hold n x k values; nothing is written then.
+  void search_batch_into(std::span<const float> queries, std::size_t k, std::span<Label> ids,
+                         std::span<float> distances, std::optional<std::size_t> ef = std::nullopt,
+                         std::size_t num_threads = 1, const IdFilter* filter = nullptr) const {
+    const std::size_t n = check_batch(queries, k, ef, "search_batch_into");
+    if (ids.size() != n * k || distances.size() != n * k) {
+      throw std::invalid_argument(fmt::format("HNSW::search_batch_into: {} queries and k = {} need {} ids "
+                                              "and distances, got {} and {}", n, k, n * k, ids.size(),
+                                              distances.size()));
+    }
+    const std::size_t width = std::max(k, ef.value_or(config_.ef_search));
+    detail::parallel_for(n, num_threads, [&](std::size_t i) {
+      ScratchLease s(*this);
+      search_prepared(*s, queries.data() + i * config_.dim, k, width, filter);
+      for (std::size_t j = 0; j < k; ++j) {
+        const bool have = j < s->top.size();
+        ids[i * k + j] = have ? labels_[s->top[j].slot] : Label{-1};
+        distances[i * k + j] = have ? s->top[j].distance : std::numeric_limits<float>::infinity();
+      }
+    });
   }
 
   /// Excludes id from results; it stays in the graph as a waypoint. Throws llmds::KeyError for
@@ -263,8 +339,8 @@ class HNSW {
     labels_.resize(capacity, 0);
     deleted_.resize(capacity, 0);
     capacity_ = capacity;
-    std::lock_guard g(visited_pool_lock_);
-    visited_pool_.clear();  // sized for the old capacity
+    std::lock_guard g(scratch_pool_lock_);
+    scratch_pool_.clear();  // visited sets sized for the old capacity
   }
 
   [[nodiscard]] HNSWStats stats() const {
@@ -391,25 +467,63 @@ class HNSW {
   struct Candidate {
     float distance;
     Slot slot;
+    // Ties are broken by slot, so every ordering (and so every build and search) is the same
+    // whatever order the candidates arrived in.
     bool operator<(const Candidate& o) const noexcept {
       return distance < o.distance || (distance == o.distance && slot < o.slot);
     }
     bool operator>(const Candidate& o) const noexcept { return o < *this; }
   };
-  using MaxHeap = std::priority_queue<Candidate>;
-  using MinHeap = std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>>;
 
   static constexpr Slot kNone = std::numeric_limits<Slot>::max();
   static constexpr std::size_t kLockStripes = 4096;
+  static constexpr std::size_t kCacheLine = 64;
+  // How far ahead (in vectors) a distance loop prefetches whole vectors, and how much of one it
+  // prefetches: all of a 784-d vector; longer vectors rely on the hardware prefetcher, which by
+  // then has seen a sequential stream. Measured on Fashion-MNIST (60k and 10k): one ahead is
+  // 5-10% slower, three ahead no better; 4 or 16 lines instead of the whole vector within noise.
+  static constexpr std::size_t kPrefetchAhead = 2;
+  static constexpr std::size_t kMaxPrefetchLines = 64;
 
-  // An epoch-tagged visited set: resetting it is one increment, not a clear.
-  struct VisitedList {
+  using FloatBuffer = std::vector<float, detail::AlignedAllocator<float, kCacheLine>>;
+
+  // The distance of config_.metric, captured once. Hot loops copy it into a local so the kernel
+  // pointer, dimension and metric stay in registers: through `this` the compiler would reload
+  // them after every (opaque) kernel call.
+  struct Distance {
+    ann::DistanceKernel kernel;
+    std::size_t dim;
+    bool from_dot;  // "ip" and "cosine": 1 - dot
+    float operator()(const float* a, const float* b) const noexcept {
+      const float d = kernel(a, b, dim);
+      return from_dot ? 1.0f - d : d;
+    }
+  };
+
+  // Everything one search or insert works in besides the index: the visited set, both heaps,
+  // neighbour buffers and an aligned copy of the query. Pooled (ScratchLease), so once the pool
+  // is warm a search allocates nothing, where a priority_queue per layer, a copied link list
+  // per expanded node and a copied query would each cost a trip through malloc.
+  struct Scratch {
+    // Visited set, epoch-tagged: slot s is visited when tags[s] == epoch, so starting a new set
+    // is one increment, not a clear of `capacity` entries. 16-bit tags (as hnswlib) keep the
+    // array at 2 bytes a slot, so it stays in L2 for indexes of a few hundred thousand vectors.
     std::vector<std::uint16_t> tags;
     std::uint16_t epoch = 0;
-    void reset(std::size_t size) {
-      if (tags.size() < size) tags.assign(size, 0), epoch = 0;
-      if (++epoch == 0) {
-        std::fill(tags.begin(), tags.end(), 0);
+    std::vector<Candidate> top;       // max-heap of the best admitted nodes (after a search:
+                                      // the results, nearest first)
+    std::vector<Candidate> frontier;  // min-heap of found but not yet expanded nodes
+    std::vector<Slot> fresh;          // the unvisited neighbours of the node being expanded
+    std::vector<Slot> links;          // a link list copied under its node's lock (concurrent adds)
+    std::vector<Candidate> pool;      // neighbour selection for the node being inserted ...
+    std::vector<Slot> kept;
+    std::vector<Candidate> relink_pool;  // ... and for a neighbour whose full list is re-selected
+    std::vector<Slot> relink_kept;
+    FloatBuffer query;                // the query, 64-byte aligned (normalised under "cosine")
+
+    void new_epoch() noexcept {
+      if (++epoch == 0) {  // wrapped: tags from 65535 epochs ago would read as visited
+        std::fill(tags.begin(), tags.end(), std::uint16_t{0});
         epoch = 1;
       }
     }
@@ -420,34 +534,52 @@ class HNSW {
     }
   };
 
-  class VisitedLease {
+  class ScratchLease {
    public:
-    explicit VisitedLease(const HNSW& h) : h_(h) {
+    explicit ScratchLease(const HNSW& h) : h_(h) {
       {
-        std::lock_guard g(h_.visited_pool_lock_);
-        if (!h_.visited_pool_.empty()) {
-          list_ = std::move(h_.visited_pool_.back());
-          h_.visited_pool_.pop_back();
+        std::lock_guard g(h_.scratch_pool_lock_);
+        if (!h_.scratch_pool_.empty()) {
+          scratch_ = std::move(h_.scratch_pool_.back());
+          h_.scratch_pool_.pop_back();
         }
       }
-      if (!list_) list_ = std::make_unique<VisitedList>();
-      list_->reset(h_.capacity_);
+      if (!scratch_) scratch_ = h_.make_scratch();
+      if (scratch_->tags.size() < h_.capacity_) {
+        scratch_->tags.assign(h_.capacity_, 0);
+        scratch_->epoch = 0;
+      }
     }
-    ~VisitedLease() {
-      std::lock_guard g(h_.visited_pool_lock_);
-      if (list_->tags.size() >= h_.capacity_) h_.visited_pool_.push_back(std::move(list_));
+    ~ScratchLease() {
+      std::lock_guard g(h_.scratch_pool_lock_);
+      if (scratch_->tags.size() >= h_.capacity_) h_.scratch_pool_.push_back(std::move(scratch_));
     }
-    VisitedLease(const VisitedLease&) = delete;
-    VisitedLease& operator=(const VisitedLease&) = delete;
-    VisitedList& operator*() const noexcept { return *list_; }
+    ScratchLease(const ScratchLease&) = delete;
+    ScratchLease& operator=(const ScratchLease&) = delete;
+    Scratch& operator*() const noexcept { return *scratch_; }
+    Scratch* operator->() const noexcept { return scratch_.get(); }
 
    private:
     const HNSW& h_;
-    std::unique_ptr<VisitedList> list_;
+    std::unique_ptr<Scratch> scratch_;
   };
 
+  // Buffers sized for the largest use up front, so they never grow inside a search.
+  std::unique_ptr<Scratch> make_scratch() const {
+    auto s = std::make_unique<Scratch>();
+    s->fresh.reserve(m0_);
+    s->links.reserve(m0_);
+    s->pool.reserve(std::max(config_.ef_construction, m0_ + 1));
+    s->kept.reserve(m0_);
+    s->relink_pool.reserve(m0_ + 1);
+    s->relink_kept.reserve(m0_);
+    s->query.resize(config_.dim);
+    return s;
+  }
 
-  std::vector<float> checked_vector(std::span<const float> v, const char* op) const {
+  // Throws (as add and search document) unless v is a finite vector of the index's dimension,
+  // and, under "cosine", not zero. Reads v in place: nothing is copied.
+  void check_row(std::span<const float> v, const char* op) const {
     if (v.size() != config_.dim) {
       throw std::invalid_argument(
           fmt::format("HNSW::{}: expected dimension {}, got {}", op, config_.dim, v.size()));
@@ -455,25 +587,32 @@ class HNSW {
     for (const float x : v) {
       if (!std::isfinite(x)) throw std::invalid_argument(fmt::format("HNSW::{}: the vector holds NaN or infinity", op));
     }
-    std::vector<float> out(v.begin(), v.end());
     if (config_.metric == Metric::cosine) {
-      const float norm = std::sqrt(kernels_.dot(out.data(), out.data(), out.size()));
+      const float norm = std::sqrt(kernels_.dot(v.data(), v.data(), v.size()));
       if (!(norm > 0.0f) || !std::isfinite(norm)) {
         throw std::invalid_argument(fmt::format("HNSW::{}: a zero vector has no cosine distance", op));
       }
-      for (float& x : out) x /= norm;
     }
-    return out;
   }
 
-  // Every row of a row-major batch, checked (and normalised) as checked_vector does.
-  std::vector<float> checked_rows(std::span<const float> data, const char* op) const {
-    std::vector<float> rows(data.size());
-    for (std::size_t at = 0; at < data.size(); at += config_.dim) {
-      const auto v = checked_vector(data.subspan(at, config_.dim), op);
-      std::copy(v.begin(), v.end(), rows.begin() + static_cast<std::ptrdiff_t>(at));
+  // The arguments of a batch search, checked: every query before any is searched. Returns n.
+  std::size_t check_batch(std::span<const float> queries, std::size_t k, const std::optional<std::size_t>& ef,
+                          const char* op) const {
+    if (k < 1) throw std::invalid_argument(fmt::format("HNSW::{}: k must be at least 1", op));
+    if (ef && *ef < 1) throw std::invalid_argument(fmt::format("HNSW::{}: ef must be at least 1", op));
+    if (queries.size() % config_.dim != 0) {
+      throw std::invalid_argument(fmt::format(
+          "HNSW::{}: {} floats are not rows of dimension {}", op, queries.size(), config_.dim));
     }
-    return rows;
+    const std::size_t n = queries.size() / config_.dim;
+    for (std::size_t i = 0; i < n; ++i) check_row(queries.subspan(i * config_.dim, config_.dim), op);
+    return n;
+  }
+
+  // Scales v (dim floats, in place) to unit length: the stored form of a "cosine" vector.
+  void normalize(float* v) const noexcept {
+    const float norm = std::sqrt(kernels_.dot(v, v, config_.dim));
+    for (std::size_t i = 0; i < config_.dim; ++i) v[i] /= norm;
   }
 
   Slot slot_for(Label id, const char* op) const {
@@ -482,13 +621,21 @@ class HNSW {
     return it->second;
   }
 
-  [[nodiscard]] float distance(const float* a, const float* b) const noexcept {
-    if (config_.metric == Metric::l2) return kernels_.l2sq(a, b, config_.dim);
-    return 1.0f - kernels_.dot(a, b, config_.dim);
+  [[nodiscard]] Distance distance_fn() const noexcept {
+    if (config_.metric == Metric::l2) return {kernels_.l2sq, config_.dim, false};
+    return {kernels_.dot, config_.dim, true};
   }
   [[nodiscard]] const float* vector_of(Slot s) const noexcept { return vectors_.data() + std::size_t{s} * config_.dim; }
   [[nodiscard]] float* vector_of(Slot s) noexcept { return vectors_.data() + std::size_t{s} * config_.dim; }
   [[nodiscard]] std::size_t max_links(int level) const noexcept { return level == 0 ? m0_ : config_.M; }
+
+  // Asks the memory system for s's vector before it is needed. A graph search jumps to a new
+  // vector for every distance, so without this each one starts with a full cache miss; the
+  // hardware prefetcher only joins once it has seen a few sequential lines of it.
+  void prefetch_vector(Slot s) const noexcept {
+    const char* p = reinterpret_cast<const char*>(vector_of(s));
+    for (std::size_t line = 0; line < prefetch_lines_; ++line) detail::prefetch(p + line * kCacheLine);
+  }
 
   // A link record: [count, id_1, ..., id_max]. Layer 0 lives in links0_, higher layers in upper_.
   [[nodiscard]] std::uint32_t* record(Slot s, int level) noexcept {
@@ -509,30 +656,54 @@ class HNSW {
   }
   std::mutex& lock_of(Slot s) const noexcept { return link_locks_[s % kLockStripes]; }
 
+  // A node's links on one layer. Single-threaded, a view of the record itself; while other
+  // threads may be writing links (concurrent adds), a copy taken under the node's lock.
+  std::span<const Slot> read_links(Slot s, int level, bool locked, std::vector<Slot>& copy) const {
+    if (!locked) return links(s, level);
+    std::lock_guard g(lock_of(s));
+    const auto l = links(s, level);
+    copy.assign(l.begin(), l.end());  // within the reserved capacity: no allocation
+    return copy;
+  }
+
+  // Marks the not yet visited ids of nbrs visited and lists them in s.fresh. Separating this
+  // from the distance loop means the loop knows which vectors come next: the first cache line
+  // of each is requested here (the requests overlap one another), and the distance loops below
+  // keep whole vectors kPrefetchAhead ahead of the one being read. On 784-d Fashion-MNIST this
+  // gives 5-17% more queries per second than prefetching only the next vector.
+  void collect_unvisited(Scratch& s, std::span<const Slot> nbrs) const noexcept {
+    s.fresh.clear();
+    for (const Slot n : nbrs) {
+      if (s.visit(n)) {
+        s.fresh.push_back(n);
+        detail::prefetch(vector_of(n));
+      }
+    }
+    for (std::size_t i = 0; i < std::min(kPrefetchAhead, s.fresh.size()); ++i) prefetch_vector(s.fresh[i]);
+  }
+
   int random_level() {
     std::lock_guard g(rng_lock_);
     const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
     return static_cast<int>(-std::log(std::max(u, 1e-300)) * config_.ml);
   }
 
-  // Copies a node's links, under its lock when other threads may be writing them.
-  void copy_links(Slot s, int level, bool locked, std::vector<Slot>& out) const {
-    std::unique_lock g(lock_of(s), std::defer_lock);
-    if (locked) g.lock();
-    const auto l = links(s, level);
-    out.assign(l.begin(), l.end());
-  }
-
-  // Greedy walk on one layer: the closest node reachable by always moving to a closer neighbour.
-  Slot greedy_closest(const float* q, Slot start, int level, bool locked) const {
-    Slot best = start;
-    float best_d = distance(q, vector_of(best));
-    std::vector<Slot> nbrs;
+  // Greedy walk on one layer: moves from `best` to its closest neighbour while that is closer,
+  // leaving the closest node reached in best / best_d. Nodes already visited in this descent
+  // (marked in s, on this layer or one above) are skipped without computing their distance: a
+  // visited node was at least as far as the best at the time, and the best only gets closer, so
+  // it could never be chosen again. The walk and its result are exactly those of the plain
+  // algorithm, with far fewer distance computations when many layers are descended (with the
+  // default ml = 1/ln 2 a 60k index has about 16 layers above layer 0).
+  void greedy_closest(Scratch& s, const float* q, Slot& best, float& best_d, int level, bool locked) const {
+    const Distance dist = distance_fn();
     for (bool moved = true; moved;) {
       moved = false;
-      copy_links(best, level, locked, nbrs);
-      for (const Slot n : nbrs) {
-        const float d = distance(q, vector_of(n));
+      collect_unvisited(s, read_links(best, level, locked, s.links));
+      for (std::size_t i = 0; i < s.fresh.size(); ++i) {
+        if (i + kPrefetchAhead < s.fresh.size()) prefetch_vector(s.fresh[i + kPrefetchAhead]);
+        const Slot n = s.fresh[i];
+        const float d = dist(q, vector_of(n));
         if (d < best_d) {
           best_d = d;
           best = n;
@@ -540,69 +711,74 @@ class HNSW {
         }
       }
     }
-    return best;
   }
 
-  // Best-first search on one layer with a list of ef candidates (the paper's Algorithm 2).
-  // `admit` decides which nodes may enter the result list; all nodes are traversed.
+  // Best-first search on one layer with a list of ef candidates (the paper's Algorithm 2), from
+  // entry, whose distance to q is entry_d. `admit` decides which nodes may enter the result
+  // list; all nodes are traversed. Leaves the results in s.top as a max-heap.
   template <class Admit>
-  MaxHeap search_layer(const float* q, Slot entry, std::size_t ef, int level, bool locked,
-                       Admit&& admit) const {
-    VisitedLease lease(*this);
-    VisitedList& visited = *lease;
-    MaxHeap top;
-    MinHeap candidates;
-    const float d0 = distance(q, vector_of(entry));
-    visited.visit(entry);
-    candidates.push({d0, entry});
-    if (admit(entry)) top.push({d0, entry});
-    float bound = top.empty() ? std::numeric_limits<float>::infinity() : d0;
-    std::vector<Slot> nbrs;
-    while (!candidates.empty()) {
-      const Candidate c = candidates.top();
+  void search_layer(Scratch& s, const float* q, Slot entry, float entry_d, std::size_t ef, int level,
+                    bool locked, Admit&& admit) const {
+    const Distance dist = distance_fn();
+    std::vector<Candidate>& top = s.top;
+    std::vector<Candidate>& frontier = s.frontier;
+    top.clear();
+    frontier.clear();
+    s.new_epoch();
+    s.visit(entry);
+    frontier.push_back({entry_d, entry});
+    if (admit(entry)) top.push_back({entry_d, entry});
+    float bound = top.empty() ? std::numeric_limits<float>::infinity() : entry_d;
+    while (!frontier.empty()) {
+      const Candidate c = frontier.front();
       if (c.distance > bound && top.size() >= ef) break;
-      candidates.pop();
-      copy_links(c.slot, level, locked, nbrs);
-      for (std::size_t i = 0; i < nbrs.size(); ++i) {
-        if (i + 1 < nbrs.size()) __builtin_prefetch(vector_of(nbrs[i + 1]));
-        const Slot n = nbrs[i];
-        if (!visited.visit(n)) continue;
-        const float d = distance(q, vector_of(n));
+      std::pop_heap(frontier.begin(), frontier.end(), std::greater<>{});
+      frontier.pop_back();
+      collect_unvisited(s, read_links(c.slot, level, locked, s.links));
+      for (std::size_t i = 0; i < s.fresh.size(); ++i) {
+        if (i + kPrefetchAhead < s.fresh.size()) prefetch_vector(s.fresh[i + kPrefetchAhead]);
+        const Slot n = s.fresh[i];
+        const float d = dist(q, vector_of(n));
         if (top.size() < ef || d < bound) {
-          candidates.push({d, n});
+          frontier.push_back({d, n});
+          std::push_heap(frontier.begin(), frontier.end(), std::greater<>{});
           if (admit(n)) {
-            top.push({d, n});
-            if (top.size() > ef) top.pop();
-            bound = top.top().distance;
+            top.push_back({d, n});
+            std::push_heap(top.begin(), top.end());
+            if (top.size() > ef) {
+              std::pop_heap(top.begin(), top.end());
+              top.pop_back();
+            }
+            bound = top.front().distance;
           }
         }
       }
+      // The next node to expand is known now: start reading its link record.
+      if (!frontier.empty()) detail::prefetch(record(frontier.front().slot, level));
     }
-    return top;
   }
 
   // The paper's Algorithm 4 (without extending candidates or keeping pruned ones, as hnswlib):
   // from candidates nearest first, keep one only if it is closer to the base than to every
-  // neighbour kept so far.
-  std::vector<Slot> select_neighbors(std::vector<Candidate> candidates, std::size_t m) const {
+  // neighbour kept so far. Sorts candidates; the choice goes to kept.
+  void select_neighbors(std::vector<Candidate>& candidates, std::size_t m, std::vector<Slot>& kept) const {
+    const Distance dist = distance_fn();
     std::sort(candidates.begin(), candidates.end());
-    std::vector<Slot> kept;
-    kept.reserve(m);
+    kept.clear();
     for (const Candidate& c : candidates) {
       if (kept.size() >= m) break;
       bool diverse = true;
       for (const Slot k : kept) {
-        if (distance(vector_of(c.slot), vector_of(k)) < c.distance) {
+        if (dist(vector_of(c.slot), vector_of(k)) < c.distance) {
           diverse = false;
           break;
         }
       }
       if (diverse) kept.push_back(c.slot);
     }
-    return kept;
   }
 
-  void insert(const float* v, Label id, bool replace_deleted, bool locked) {
+  void insert(const float* vec, Label id, bool replace_deleted, bool locked) {
     Slot slot;
     int level = -1;
     bool reused = false;
@@ -631,7 +807,11 @@ class HNSW {
       upper_[slot].assign(static_cast<std::size_t>(level) * (config_.M + 1), 0);
       links0_[std::size_t{slot} * (m0_ + 1)] = 0;
     }
-    std::memcpy(vector_of(slot), v, config_.dim * sizeof(float));
+    // The stored copy (normalised under "cosine") is the query of the searches below: the rows
+    // of add_batch are read in place, never copied twice.
+    float* v = vector_of(slot);
+    std::memcpy(v, vec, config_.dim * sizeof(float));
+    if (config_.metric == Metric::cosine) normalize(v);
 
     std::unique_lock top_lock(entry_lock_, std::defer_lock);
     if (locked) top_lock.lock();
@@ -644,25 +824,27 @@ class HNSW {
     Slot ep = entry_;
     if (level <= top_level && locked) top_lock.unlock();  // kept only to raise the top level
 
-    for (int l = top_level; l > level; --l) ep = greedy_closest(v, ep, l, locked);
+    ScratchLease lease(*this);
+    Scratch& s = *lease;
+    const Distance dist = distance_fn();
+    float ep_d = dist(v, vector_of(ep));
+    s.new_epoch();
+    s.visit(ep);
+    for (int l = top_level; l > level; --l) greedy_closest(s, v, ep, ep_d, l, locked);
     for (int l = std::min(level, top_level); l >= 0; --l) {
-      MaxHeap found = search_layer(v, ep, config_.ef_construction, l, locked,
-                                   [slot](Slot s) { return s != slot; });
-      std::vector<Candidate> candidates;
-      candidates.reserve(found.size());
-      while (!found.empty()) {
-        candidates.push_back(found.top());
-        found.pop();
-      }
-      if (candidates.empty()) continue;  // a reused slot that is the only node
-      ep = std::min_element(candidates.begin(), candidates.end())->slot;
-      const auto chosen = select_neighbors(std::move(candidates), config_.M);
+      search_layer(s, v, ep, ep_d, config_.ef_construction, l, locked, [slot](Slot n) { return n != slot; });
+      if (s.top.empty()) continue;  // a reused slot that is the only node
+      s.pool.assign(s.top.begin(), s.top.end());
+      const Candidate nearest = *std::min_element(s.pool.begin(), s.pool.end());
+      ep = nearest.slot;
+      ep_d = nearest.distance;
+      select_neighbors(s.pool, config_.M, s.kept);
       {
         std::unique_lock g(lock_of(slot), std::defer_lock);
         if (locked) g.lock();
-        set_links(slot, l, chosen);
+        set_links(slot, l, s.kept);
       }
-      for (const Slot n : chosen) link_back(n, slot, l, locked);
+      for (const Slot n : s.kept) link_back(s, n, slot, l, locked);
     }
     if (level > top_level) {
       entry_ = slot;
@@ -671,7 +853,7 @@ class HNSW {
   }
 
   // Adds slot to n's links on one layer; if full, re-selects n's links by the heuristic.
-  void link_back(Slot n, Slot slot, int level, bool locked) {
+  void link_back(Scratch& s, Slot n, Slot slot, int level, bool locked) {
     std::unique_lock g(lock_of(n), std::defer_lock);
     if (locked) g.lock();
     const auto current = links(n, level);
@@ -683,35 +865,48 @@ class HNSW {
       ++r[0];
       return;
     }
-    std::vector<Candidate> candidates;
-    candidates.reserve(current.size() + 1);
+    const Distance dist = distance_fn();
     const float* base = vector_of(n);
-    candidates.push_back({distance(base, vector_of(slot)), slot});
-    for (const Slot c : current) candidates.push_back({distance(base, vector_of(c)), c});
-    set_links(n, level, select_neighbors(std::move(candidates), cap));
+    s.relink_pool.clear();
+    s.relink_pool.push_back({dist(base, vector_of(slot)), slot});
+    for (const Slot c : current) s.relink_pool.push_back({dist(base, vector_of(c)), c});
+    select_neighbors(s.relink_pool, cap, s.relink_kept);
+    set_links(n, level, s.relink_kept);
   }
 
-  std::vector<Result> search_prepared(const float* q, std::size_t k, std::size_t ef,
-                                      const IdFilter* filter) const {
-    if (entry_ == kNone) return {};
+  // The search proper, for a query already checked: copies it into s.query (normalised under
+  // "cosine"), descends greedily to layer 1, searches layer 0 with ef, and leaves the k
+  // nearest admitted nodes in s.top, nearest first.
+  void search_prepared(Scratch& s, const float* query, std::size_t k, std::size_t ef,
+                       const IdFilter* filter) const {
+    s.top.clear();
+    if (entry_ == kNone) return;
+    // An aligned private copy: the kernels read the query once per distance, and a query that
+    // straddles cache lines would split every one of those loads.
+    std::memcpy(s.query.data(), query, config_.dim * sizeof(float));
+    if (config_.metric == Metric::cosine) normalize(s.query.data());
+    const float* q = s.query.data();
     Slot ep = entry_;
-    for (int l = max_level_; l > 0; --l) ep = greedy_closest(q, ep, l, false);
-    MaxHeap top;
+    float ep_d = distance_fn()(q, vector_of(ep));
+    s.new_epoch();
+    s.visit(ep);
+    for (int l = max_level_; l > 0; --l) greedy_closest(s, q, ep, ep_d, l, false);
+    // The admission test runs for every node that enters the candidate list, so the common
+    // cases get their own instantiation: no filter and no deletions tests nothing at all.
     if (filter != nullptr) {
-      top = search_layer(q, ep, ef, 0, false,
-                         [&](Slot s) { return deleted_[s] == 0 && (*filter)(labels_[s]); });
+      search_layer(s, q, ep, ep_d, ef, 0, false,
+                   [&](Slot n) { return deleted_[n] == 0 && (*filter)(labels_[n]); });
     } else if (num_deleted_ > 0) {
-      top = search_layer(q, ep, ef, 0, false, [&](Slot s) { return deleted_[s] == 0; });
+      search_layer(s, q, ep, ep_d, ef, 0, false, [&](Slot n) { return deleted_[n] == 0; });
     } else {
-      top = search_layer(q, ep, ef, 0, false, [](Slot) { return true; });
+      search_layer(s, q, ep, ep_d, ef, 0, false, [](Slot) { return true; });
     }
-    while (top.size() > k) top.pop();
-    std::vector<Result> out(top.size());
-    for (std::size_t i = out.size(); i-- > 0;) {
-      out[i] = {labels_[top.top().slot], top.top().distance};
-      top.pop();
+    std::vector<Candidate>& top = s.top;
+    while (top.size() > k) {
+      std::pop_heap(top.begin(), top.end());
+      top.pop_back();
     }
-    return out;
+    std::sort_heap(top.begin(), top.end());
   }
 
   template <class T>
@@ -729,7 +924,9 @@ class HNSW {
   std::size_t m0_;
   ann::DistanceKernels kernels_;
 
-  std::vector<float> vectors_;          // capacity x dim
+  std::size_t prefetch_lines_;  // cache lines of a vector to prefetch: all, up to kMaxPrefetchLines
+
+  FloatBuffer vectors_;                 // capacity x dim, 64-byte aligned
   std::vector<std::uint32_t> links0_;   // capacity x (2M + 1): [count, ids...]
   std::vector<std::vector<std::uint32_t>> upper_;  // per slot: level x (M + 1)
   std::vector<int> levels_;
@@ -748,8 +945,8 @@ class HNSW {
   std::mutex labels_lock_;
   std::mutex entry_lock_;
   mutable std::unique_ptr<std::mutex[]> link_locks_ = std::make_unique<std::mutex[]>(kLockStripes);
-  mutable std::mutex visited_pool_lock_;
-  mutable std::vector<std::unique_ptr<VisitedList>> visited_pool_;
+  mutable std::mutex scratch_pool_lock_;
+  mutable std::vector<std::unique_ptr<Scratch>> scratch_pool_;
 };
 
 }  // namespace llmds
