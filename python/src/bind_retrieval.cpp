@@ -78,9 +78,7 @@ adding or removing a document clears the cache.
              c.bm25.k1 = k1;
              c.bm25.b = b;
              c.bm25.analyzer.stem = stem;
-             if (stop_words) {
-               for (auto w : llmds::text::english_stop_words()) c.bm25.analyzer.stop_words.emplace_back(w);
-             }
+             if (stop_words) c.bm25.analyzer.stop_words = llmds::text::english_stop_word_list();
              c.fusion = llmds::parse_fusion(fusion);
              c.rrf_k = rrf_k;
              c.candidates = positive(candidates, "candidates");

@@ -46,9 +46,7 @@ std::vector<std::string> stop_word_list(const py::object& stop_words) {
   if (stop_words.is_none()) return {};
   if (py::isinstance<py::bool_>(stop_words)) {
     if (!stop_words.cast<bool>()) return {};
-    std::vector<std::string> words;
-    for (auto w : llmds::text::english_stop_words()) words.emplace_back(w);
-    return words;
+    return llmds::text::english_stop_word_list();
   }
   if (py::isinstance<py::str>(stop_words)) {
     throw std::invalid_argument("stop_words must be True, False or an iterable of words, not a str");

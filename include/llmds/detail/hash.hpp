@@ -10,6 +10,7 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string_view>
 
 namespace llmds::detail {
@@ -55,5 +56,13 @@ inline std::uint64_t hash_bytes(std::string_view bytes, std::uint64_t seed) noex
 inline std::uint32_t reduce_range(std::uint64_t hash, std::uint32_t n) noexcept {
   return static_cast<std::uint32_t>(((hash >> 32) * n) >> 32);
 }
+
+/// std::hash over string views, marked transparent: an unordered container of std::string keys
+/// declared with it (and std::equal_to<>) is searched with a string_view, without building a
+/// string per lookup.
+struct TransparentStringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
 
 }  // namespace llmds::detail

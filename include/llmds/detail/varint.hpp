@@ -9,16 +9,6 @@
 
 namespace llmds::detail {
 
-/// Bytes that encode_varint writes for `value` (1 to 10).
-inline constexpr std::size_t varint_size(std::uint64_t value) noexcept {
-  std::size_t n = 1;
-  while (value >= 0x80) {
-    value >>= 7;
-    ++n;
-  }
-  return n;
-}
-
 /// Appends `value`. Callers that need the strong guarantee reserve first: then it cannot throw.
 inline void encode_varint(std::uint64_t value, std::vector<std::uint8_t>& out) {
   while (value >= 0x80) {

@@ -50,6 +50,7 @@
 #include "llmds/ann/hnsw.hpp"
 #include "llmds/core/errors.hpp"
 #include "llmds/core/token_lru.hpp"
+#include "llmds/detail/top_k.hpp"
 #include "llmds/sketch/count_min_sketch.hpp"
 #include "llmds/text/inverted_index.hpp"
 
@@ -288,26 +289,16 @@ class RetrievalPipeline {
     return hits;
   }
 
-  // The k best of the fused scores with a size-k heap whose top is the worst kept.
+  // The k best of the fused scores; ties go to the smaller doc id.
   static std::vector<Hit> top_k_of(const std::unordered_map<DocId, double>& scores, std::size_t k) {
-    auto better = [](const Hit& a, const Hit& b) {
-      return a.score > b.score || (a.score == b.score && a.doc_id < b.doc_id);
-    };
-    std::vector<Hit> heap;
-    heap.reserve(std::min(k, scores.size()));
-    for (const auto& [doc, score] : scores) {
-      const Hit hit{doc, score};
-      if (heap.size() < k) {
-        heap.push_back(hit);
-        std::push_heap(heap.begin(), heap.end(), better);
-      } else if (better(hit, heap.front())) {
-        std::pop_heap(heap.begin(), heap.end(), better);
-        heap.back() = hit;
-        std::push_heap(heap.begin(), heap.end(), better);
+    struct Better {
+      bool operator()(const Hit& a, const Hit& b) const noexcept {
+        return a.score > b.score || (a.score == b.score && a.doc_id < b.doc_id);
       }
-    }
-    std::sort(heap.begin(), heap.end(), better);
-    return heap;
+    };
+    detail::TopK<Hit, Better> top(std::min(k, scores.size()));
+    for (const auto& [doc, score] : scores) top.offer(Hit{doc, score});
+    return std::move(top).take_sorted();
   }
 
   RetrievalPipelineConfig config_;

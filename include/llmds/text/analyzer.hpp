@@ -29,6 +29,7 @@
 
 #include <fmt/format.h>
 
+#include "llmds/detail/hash.hpp"
 #include "llmds/text/porter_stemmer.hpp"
 
 namespace llmds::text {
@@ -52,6 +53,20 @@ inline constexpr char ascii_lower(char c) noexcept {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
+/// True if `word` is one term as the analyzer makes them: non-empty, lower-case ASCII letters
+/// and digits.
+inline bool is_single_term(std::string_view word) noexcept {
+  return !word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
+    return is_term_byte(c) && ascii_lower(c) == c;
+  });
+}
+
+/// english_stop_words() as the list an AnalyzerConfig holds.
+inline std::vector<std::string> english_stop_word_list() {
+  const auto words = english_stop_words();
+  return {words.begin(), words.end()};
+}
+
 struct AnalyzerConfig {
   bool stem = false;                    // Porter stemmer on every term
   std::vector<std::string> stop_words;  // dropped terms; empty = none
@@ -59,10 +74,7 @@ struct AnalyzerConfig {
   /// Throws std::invalid_argument unless every stop word is itself one lower-case term.
   void validate() const {
     for (const auto& word : stop_words) {
-      const bool one_term = !word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
-        return is_term_byte(c) && ascii_lower(c) == c;
-      });
-      if (!one_term) {
+      if (!is_single_term(word)) {
         throw std::invalid_argument(fmt::format(
             "stop word '{}' is not a single lower-case term of ASCII letters and digits", word));
       }
@@ -73,7 +85,7 @@ struct AnalyzerConfig {
   static AnalyzerConfig english() {
     AnalyzerConfig config;
     config.stem = true;
-    for (auto word : english_stop_words()) config.stop_words.emplace_back(word);
+    config.stop_words = english_stop_word_list();
     return config;
   }
 
@@ -113,15 +125,8 @@ class Analyzer {
   }
 
  private:
-  struct TransparentHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
-  };
-
   AnalyzerConfig config_;
-  std::unordered_set<std::string, TransparentHash, std::equal_to<>> stop_;
+  std::unordered_set<std::string, llmds::detail::TransparentStringHash, std::equal_to<>> stop_;
 };
 
 }  // namespace llmds::text

@@ -66,8 +66,10 @@
 #include "llmds/core/errors.hpp"
 #include "llmds/detail/assert.hpp"
 #include "llmds/detail/binary_io.hpp"
+#include "llmds/detail/hash.hpp"
 #include "llmds/detail/parallel.hpp"
 #include "llmds/detail/reserve.hpp"
+#include "llmds/detail/top_k.hpp"
 #include "llmds/detail/varint.hpp"
 #include "llmds/text/analyzer.hpp"
 #include "llmds/text/posting_list.hpp"
@@ -146,7 +148,7 @@ class InvertedIndex {
     }
     // Count the document's terms: existing ones by id, new ones by text.
     std::vector<std::pair<std::uint32_t, std::uint32_t>> counts;  // (term id, tf)
-    std::unordered_map<std::string, std::uint32_t, TermHash, std::equal_to<>> new_terms;
+    std::unordered_map<std::string, std::uint32_t, detail::TransparentStringHash, std::equal_to<>> new_terms;
     std::uint64_t length = 0;
     analyzer_.for_each_term(text, [&](std::string_view term) {
       ++length;
@@ -483,10 +485,7 @@ class InvertedIndex {
       const auto count = r.get<std::uint64_t>();
       const auto data = r.get_bytes();
       const auto id = static_cast<std::uint32_t>(t);
-      const bool well_formed = !term.empty() && std::all_of(term.begin(), term.end(), [](char c) {
-        return text::is_term_byte(c) && text::ascii_lower(c) == c;
-      });
-      if (!well_formed) r.fail("saved {} holds a term its analyzer cannot produce");
+      if (!text::is_single_term(term)) r.fail("saved {} holds a term its analyzer cannot produce");
       if (count == 0 || !index.term_ids_.emplace(std::string(term), id).second) {
         r.fail("saved {} has an empty or repeated term");
       }
@@ -542,13 +541,6 @@ class InvertedIndex {
  private:
   static constexpr std::uint32_t kNoTerm = std::numeric_limits<std::uint32_t>::max();
 
-  struct TermHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
-  };
-
   // One distinct query term: its list and the factor qtf * idf * (k1 + 1).
   struct QueryTerm {
     const text::PostingList* list;
@@ -569,40 +561,20 @@ class InvertedIndex {
     }
   };
 
-  // The k best (score, doc) pairs, as a heap whose top is the worst of them. Documents arrive in
-  // increasing order, so a newcomer tied with the worst loses: ties go to the earlier document.
-  class TopK {
-   public:
-    explicit TopK(std::size_t k) : k_(k) { heap_.reserve(k); }
-    [[nodiscard]] bool full() const noexcept { return heap_.size() == k_; }
-    /// The score to beat; 0 until k documents are held (every match scores above 0).
-    [[nodiscard]] double threshold() const noexcept { return full() ? heap_.front().first : 0.0; }
-    /// True if the threshold rose.
-    bool offer(double score, text::DocNum doc) {
-      if (!full()) {
-        heap_.emplace_back(score, doc);
-        std::push_heap(heap_.begin(), heap_.end(), better);
-        return full();
-      }
-      if (score <= heap_.front().first) return false;
-      std::pop_heap(heap_.begin(), heap_.end(), better);
-      heap_.back() = {score, doc};
-      std::push_heap(heap_.begin(), heap_.end(), better);
-      return true;
-    }
-    std::vector<std::pair<double, text::DocNum>> take_sorted() && {
-      std::sort(heap_.begin(), heap_.end(), better);
-      return std::move(heap_);
-    }
-
-   private:
-    static bool better(const std::pair<double, text::DocNum>& a,
-                       const std::pair<double, text::DocNum>& b) noexcept {
+  // A scored document; the better of two has the higher score, ties going to the earlier
+  // document. Documents are offered in increasing order, so a newcomer tied with the worst kept
+  // one loses, as in Lucene.
+  using Scored = std::pair<double, text::DocNum>;
+  struct ScoredBetter {
+    bool operator()(const Scored& a, const Scored& b) const noexcept {
       return a.first > b.first || (a.first == b.first && a.second < b.second);
     }
-    std::size_t k_;
-    std::vector<std::pair<double, text::DocNum>> heap_;
   };
+  using TopK = detail::TopK<Scored, ScoredBetter>;
+
+  // The score a candidate must beat: the k-th best so far, or 0 until k are kept (every
+  // match scores above 0).
+  static double threshold(const TopK& top) noexcept { return top.full() ? top.worst().first : 0.0; }
 
   [[nodiscard]] double avg_doc_length() const noexcept {
     return scored_docs_ == 0 ? 0.0
@@ -690,7 +662,7 @@ class InvertedIndex {
       });
     }
     for (std::size_t d = 0; d < acc.size(); ++d) {
-      if (acc[d] > 0 && !dead_[d]) top.offer(acc[d], static_cast<text::DocNum>(d));
+      if (acc[d] > 0 && !dead_[d]) top.offer({acc[d], static_cast<text::DocNum>(d)});
     }
   }
 
@@ -729,7 +701,7 @@ class InvertedIndex {
 
     constexpr double slack = 1e-9;
     auto cannot_enter = [&](double bound) {
-      return top.full() && bound * (1 + slack) < top.threshold();
+      return top.full() && bound * (1 + slack) < threshold(top);
     };
     std::size_t essential = 0;  // terms[essential..n) are essential
     std::vector<double> block_bound(n);
@@ -774,7 +746,7 @@ class InvertedIndex {
       if (pruned) continue;
       double final_score = 0;
       for (const double part : parts) final_score += part;
-      if (top.offer(final_score, doc)) {
+      if (top.offer({final_score, doc})) {
         while (essential < n && cannot_enter(prefix[essential])) ++essential;
       }
     }
@@ -844,7 +816,7 @@ class InvertedIndex {
 
   InvertedIndexConfig config_;
   text::Analyzer analyzer_;
-  std::unordered_map<std::string, std::uint32_t, TermHash, std::equal_to<>> term_ids_;
+  std::unordered_map<std::string, std::uint32_t, detail::TransparentStringHash, std::equal_to<>> term_ids_;
   std::vector<text::PostingList> lists_;  // by term id
   std::vector<std::uint32_t> df_;         // live documents per term id
   // Per internal document number:
