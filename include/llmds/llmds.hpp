@@ -23,6 +23,11 @@
 
 #include "llmds/retrieval/retrieval_pipeline.hpp"
 
+#include "llmds/sched/admission_controller.hpp"
+#include "llmds/sched/clock.hpp"
+#include "llmds/sched/scheduler.hpp"
+#include "llmds/sched/token_budget.hpp"
+
 #include "llmds/sketch/count_min_sketch.hpp"
 
 #include "llmds/text/analyzer.hpp"

@@ -615,3 +615,159 @@ def compute_percentiles(values: ArrayLike) -> Percentiles:
 
 def calculate_statistics(values: ArrayLike, confidence_level: float = 0.95) -> Statistics:
     """Mean, sample std, min, max, percentiles, Student-t CI of the mean, cv (%) and count."""
+
+# --- scheduling: llmds.scheduler, llmds.admissions, llmds.token_budget ---------------------------
+
+class ManualClock:
+    """A clock that stands still until advanced (seconds), for tests and simulated replays."""
+
+    def __init__(self, start: float = 0.0) -> None: ...
+    def now(self) -> float: ...
+    def __call__(self) -> float: ...
+    def advance(self, seconds: float) -> None:
+        """Moves the time forward; ValueError if `seconds` is negative or not finite."""
+    def set(self, seconds: float) -> None:
+        """Sets the time; ValueError if it is earlier than now()."""
+
+class MetricSummary(TypedDict):
+    count: int
+    mean: float
+    p50: float
+    p95: float
+    p99: float
+    max: float
+
+class SchedulerStats(TypedDict):
+    submitted: int
+    dispatched: int
+    completed: int
+    cancelled: int
+    preempted: int
+    batches: int
+    queued: int
+    in_flight: int
+    queued_tokens: int
+    queue_wait_ms: MetricSummary
+    latency_ms: MetricSummary
+    batch_size: MetricSummary
+    slo_requests: int
+    slo_met: int
+    slo_attainment: float
+    elapsed_s: float
+    throughput_rps: float
+    throughput_tokens_per_s: float
+
+class Scheduler:
+    """Dynamic micro-batching: at-risk SLOs first (earliest deadline), then fewer remaining
+    tokens, then arrival. Also builds an engine's prefill (chunked) and decode batches."""
+
+    def __init__(
+        self,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 50.0,
+        *,
+        max_batch_tokens: int | None = None,
+        slo_risk_ms: float | None = None,
+        clock: ManualClock | Callable[[], float] | None = None,
+    ) -> None: ...
+    def submit(self, tokens: int, slo_ms: float | None = None) -> int:
+        """Queues a request; returns its id. ValueError for negative tokens or slo_ms <= 0."""
+    def get_batch(self, force: bool = False) -> list[int] | None:
+        """The next batch if one is due (or forced and something is queued), else None."""
+    def complete_batch(self, request_ids: Sequence[int]) -> None:
+        """KeyError for an unknown id, ValueError for one never dispatched; all or nothing."""
+    def complete(self, request_id: int) -> None: ...
+    def update_priority(self, request_id: int, new_tokens: int) -> None:
+        """Sets the remaining tokens (KeyError unknown id, ValueError negative)."""
+    def cancel(self, request_id: int) -> None: ...
+    def preempt(self, request_id: int, recompute_tokens: int) -> None: ...
+    def build_prefill_batch(self, token_budget: int, max_sequences: int | None = None) -> list[tuple[int, int, int, bool]]:
+        """[(request_id, start, tokens, last)] for one engine step under the token budget."""
+    def build_decode_batch(self, max_sequences: int | None = None) -> list[int]: ...
+    def time_until_due(self) -> float | None: ...
+    def state(self, request_id: int) -> str:
+        """'queued' or 'in_flight'; KeyError for an unknown id."""
+    def remaining_tokens(self, request_id: int) -> int: ...
+    def __contains__(self, arg0: int, /) -> bool: ...
+    def queued(self) -> int: ...
+    def in_flight(self) -> int: ...
+    def queued_tokens(self) -> int: ...
+    def __len__(self) -> int: ...
+    def reset_metrics(self) -> None: ...
+    def stats(self) -> SchedulerStats: ...
+    @property
+    def max_batch_size(self) -> int: ...
+    @property
+    def max_wait_ms(self) -> float: ...
+    @property
+    def max_batch_tokens(self) -> int | None: ...
+    @property
+    def slo_risk_ms(self) -> float: ...
+
+class AdmissionStats(TypedDict):
+    admitted: int
+    rejected: int
+    rejected_by_reason: dict[str, int]
+    recorded: int
+    current_qps: float
+    current_token_rate: float
+    tenants: int
+
+class AdmissionController:
+    """Request-rate and token-rate limits over a moving window or token buckets, per tenant."""
+
+    def __init__(
+        self,
+        qps_limit: float | None = None,
+        token_rate_limit: float | None = None,
+        window_s: float = 1.0,
+        *,
+        mode: str = "moving_window",
+        burst: float | None = None,
+        token_burst: float | None = None,
+        clock: ManualClock | Callable[[], float] | None = None,
+    ) -> None: ...
+    def should_admit(self, estimated_tokens: int = 0, tenant: str | None = None) -> tuple[bool, str]:
+        """(admitted, reason): reason 'ok', 'qps_limit' or 'token_rate_limit'. Charges nothing."""
+    def record_request(self, tokens: int, tenant: str | None = None) -> None: ...
+    def try_admit(self, estimated_tokens: int = 0, tenant: str | None = None) -> tuple[bool, str]: ...
+    def tenant_rates(self, tenant: str) -> tuple[float, float]: ...
+    def stats(self) -> AdmissionStats: ...
+    @property
+    def qps_limit(self) -> float | None: ...
+    @property
+    def token_rate_limit(self) -> float | None: ...
+    @property
+    def window_s(self) -> float: ...
+    @property
+    def mode(self) -> str: ...
+
+class ResourceStats(TypedDict):
+    limit: int | None
+    reserved: int
+    committed: int
+    available: int | None
+    peak: int
+    refusals: int
+
+class TokenBudget:
+    """Global budgets of KV-cache, prompt and context tokens: reserve, commit, release."""
+
+    def __init__(
+        self,
+        kv_cache_limit: int | None = None,
+        prompt_limit: int | None = None,
+        context_limit: int | None = None,
+        context_window: int | None = None,
+    ) -> None: ...
+    def reserve(self, key: int, kv_cache: int = 0, prompt: int = 0, context: int = 0) -> None:
+        """MemoryError naming the resource when a limit would be exceeded; nothing changes."""
+    def try_reserve(self, key: int, kv_cache: int = 0, prompt: int = 0, context: int = 0) -> tuple[bool, str]: ...
+    def commit(self, key: int, kv_cache: int | None = None, prompt: int | None = None, context: int | None = None) -> None: ...
+    def release(self, key: int) -> dict[str, int]: ...
+    def holding(self, key: int) -> dict[str, int]: ...
+    def is_committed(self, key: int) -> bool: ...
+    def available(self, resource: str) -> int | None: ...
+    def __contains__(self, arg0: int, /) -> bool: ...
+    def __len__(self) -> int: ...
+    def stats(self) -> dict[str, Any]: ...

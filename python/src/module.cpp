@@ -13,6 +13,7 @@ void bind_kv(py::module_& m);
 void bind_ann(py::module_& m);
 void bind_text(py::module_& m);
 void bind_retrieval(py::module_& m);
+void bind_sched(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "Compiled core of llmds; import the public modules (llmds.indexed_heap, ...) instead.";
@@ -28,6 +29,8 @@ PYBIND11_MODULE(_core, m) {
       PyErr_SetString(PyExc_KeyError, e.what());
     } catch (const llmds::OutOfPages& e) {
       PyErr_SetString(PyExc_MemoryError, e.what());
+    } catch (const llmds::BudgetExceeded& e) {
+      PyErr_SetString(PyExc_MemoryError, e.what());
     } catch (const llmds::IOError& e) {
       PyErr_SetString(PyExc_OSError, e.what());
     }
@@ -40,4 +43,5 @@ PYBIND11_MODULE(_core, m) {
   bind_ann(m);
   bind_text(m);
   bind_retrieval(m);
+  bind_sched(m);
 }

@@ -28,6 +28,13 @@ class OutOfPages : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// A reservation would take a token budget past its limit (TokenBudget). Python: MemoryError.
+/// TokenBudget::try_reserve returns the refusal as a value instead.
+class BudgetExceeded : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 /// A file could not be opened, read or written. Python: OSError.
 class IOError : public std::runtime_error {
  public:
