@@ -3,6 +3,8 @@
     python -m llmds demo                      each structure at work on the shared data
     python -m llmds replay mooncake TRACE --capacity-blocks N [N ...]
                                               a Mooncake trace through the prefix cache
+    python -m llmds replay azure TRACE [--loads X ...] [--max-wait-ms MS ...]
+                                              an Azure LLM trace through admission and batching
     python -m llmds version
 """
 
@@ -26,6 +28,15 @@ from llmds.indexed_heap import IndexedHeap
 from llmds.inverted_index import InvertedIndex
 from llmds.ir import IRCollection, evaluate, load_collection
 from llmds.kv_cache import KVCache
+from llmds import replay as replay_module
+from llmds.replay import (
+    ServiceModel,
+    check_seed_claim,
+    compare_policies,
+    format_results,
+    load_azure_trace,
+    replay_azure,
+)
 from llmds.retrieval_pipeline import RetrievalPipeline
 from llmds.token_lru import TokenLRU
 from llmds.traces import load_mooncake_trace, replay_prefix_cache
@@ -34,6 +45,7 @@ from llmds.utils import Timer, calculate_statistics, compute_percentiles, memory
 MOONCAKE = "traces/mooncake_fast25_conversation_trace.jsonl"
 MOONCAKE_SYNTHETIC = "traces/mooncake_fast25_synthetic_trace.jsonl"
 AZURE_CODE = "traces/azure_llm_2023_code.csv"
+AZURE_CONV = "traces/azure_llm_2023_conv.csv"
 BLOCK_TOKENS = 512  # the Mooncake traces hash prompts in 512-token blocks
 FASHION = "ann/fashion-mnist"
 # Xapian BM25 (k1 1.2, b 0.75, stemmed, stop words removed) on the same collections: ir/README.md.
@@ -137,6 +149,29 @@ def _demo_heap_and_stats(dir_: Path) -> None:
     print(
         f"prompt tokens: p50 {p['p50']:.0f}, p95 {p['p95']:.0f}, p99 {p['p99']:.0f}; "
         f"mean {s['mean']:.1f} (95% CI {s['ci_lower']:.1f} to {s['ci_upper']:.1f}), cv {s['cv']:.0f}%"
+    )
+
+
+def _demo_scheduling(dir_: Path) -> None:
+    _section("Scheduler + AdmissionController: the Azure conversation trace on simulated time")
+    path = dir_ / AZURE_CONV
+    if not path.exists():
+        print(f"{path} not found (set LLMDS_DATA_DIR); skipping the replay")
+        return
+    trace = load_azure_trace(path)
+    print(
+        f"{len(trace):,} requests over {trace.duration_s:,.0f} s at 2x their real rate, 8 model replicas, "
+        "static batches of up to 32 (service model: python -m llmds replay azure --help)"
+    )
+    with Timer() as t:
+        results = compare_policies(trace, loads=(2.0,), waits_ms=(50.0,), replicas=8)
+    print("\n".join(format_results(results)[1:]))
+    print("seed 003 claim: " + check_seed_claim(results)[0])
+    limited = replay_azure(trace, "llmds", load=2.0, replicas=8, qps_limit=8.0)
+    print(
+        f"with admission at 8 req/s: {limited.rejected:,} of {limited.requests:,} turned away "
+        f"('qps_limit'), p95 queue wait {limited.queue_wait_ms['p95']:,.0f} ms "
+        f"(replayed in {t.elapsed:.1f} s)"
     )
 
 
@@ -320,6 +355,47 @@ def replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def replay_azure_command(args: argparse.Namespace) -> int:
+    path = Path(args.trace)
+    if not path.exists():
+        print(f"llmds replay: no such trace file: {path}", file=sys.stderr)
+        return 2
+    try:
+        trace = load_azure_trace(path)
+        service = ServiceModel(
+            batch_overhead_ms=args.batch_overhead_ms,
+            prefill_tokens_per_s=args.prefill_tokens_per_s,
+            decode_step_ms=args.decode_step_ms,
+            decode_ms_per_sequence=args.decode_ms_per_sequence,
+        )
+        print(
+            f"{path.name}: {len(trace):,} requests over {trace.duration_s:,.0f} s "
+            f"({len(trace) / max(trace.duration_s, 1e-9):.2f} req/s); {args.replicas} replica(s), "
+            f"max_batch_size {args.max_batch_size}; {service}"
+        )
+        results = compare_policies(
+            trace,
+            loads=args.loads,
+            waits_ms=args.max_wait_ms,
+            max_batch_size=args.max_batch_size,
+            replicas=args.replicas,
+            service=service,
+            slo_ttft_ms=args.slo_ttft_ms,
+            slo_tpot_ms=args.slo_tpot_ms,
+            qps_limit=args.qps_limit,
+            token_rate_limit=args.token_rate_limit,
+            limit=args.limit,
+        )
+    except (ValueError, OSError) as e:
+        print(f"llmds replay: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(format_results(results)))
+    if 50.0 in args.max_wait_ms:
+        print("seed 003 claim (max_wait_ms=50: ~95% of max batching's throughput at p95 < 100 ms):")
+        print("\n".join("  " + line for line in check_seed_claim(results)))
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     print(f"llmds {llmds.__version__} demo")
     dir_ = Path(args.data_dir) if args.data_dir else data_dir()
@@ -334,6 +410,7 @@ def demo(args: argparse.Namespace) -> int:
     _demo_token_lru(requests)
     _demo_kv_cache(dir_)
     _demo_heap_and_stats(dir_)
+    _demo_scheduling(dir_)
     _demo_hnsw(dir_)
     _demo_retrieval(dir_)
     return 0
@@ -345,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo = sub.add_parser("demo", help="run each structure on real traces (or a synthetic stand-in)")
     p_demo.add_argument("--data-dir", help="the shared data folder (default: $LLMDS_DATA_DIR or ../shared/data)")
     p_demo.set_defaults(run=demo)
-    p_replay = sub.add_parser("replay", help="replay a request trace through the prefix cache")
+    p_replay = sub.add_parser("replay", help="replay a request trace (prefix cache or scheduling)")
     replay_sub = p_replay.add_subparsers(dest="format", required=True)
     p_mooncake = replay_sub.add_parser(
         "mooncake", help="a Mooncake FAST'25 trace (JSON Lines with per-block hash ids), LRU eviction"
@@ -356,6 +433,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p_mooncake.add_argument("--block-size", type=int, default=BLOCK_TOKENS, help="tokens per block (default 512)")
     p_mooncake.set_defaults(run=replay)
+    p_azure = replay_sub.add_parser(
+        "azure",
+        help="an Azure LLM inference trace (CSV) through admission and FCFS / max-batching / llmds scheduling",
+        description=replay_module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p_azure.add_argument("trace", help="path of the .csv trace (TIMESTAMP,ContextTokens,GeneratedTokens)")
+    p_azure.add_argument("--loads", type=float, nargs="+", default=[0.5, 1.0, 2.0], metavar="X",
+                         help="arrival-rate multipliers (default 0.5 1 2)")
+    p_azure.add_argument("--max-wait-ms", type=float, nargs="+", default=[10.0, 50.0, 200.0], metavar="MS",
+                         help="max_wait_ms values of the llmds scheduler (default 10 50 200)")
+    p_azure.add_argument("--max-batch-size", type=int, default=32)
+    p_azure.add_argument("--replicas", type=int, default=8, help="model replicas serving batches (default 8)")
+    p_azure.add_argument("--slo-ttft-ms", type=float, default=2000.0, help="SLO: time to first token part (ms)")
+    p_azure.add_argument("--slo-tpot-ms", type=float, default=50.0, help="SLO: ms per output token")
+    p_azure.add_argument("--qps-limit", type=float, help="admission: requests per second (default none)")
+    p_azure.add_argument("--token-rate-limit", type=float, help="admission: tokens per second (default none)")
+    p_azure.add_argument("--limit", type=int, help="replay only the first N requests")
+    model = ServiceModel()
+    p_azure.add_argument("--batch-overhead-ms", type=float, default=model.batch_overhead_ms)
+    p_azure.add_argument("--prefill-tokens-per-s", type=float, default=model.prefill_tokens_per_s)
+    p_azure.add_argument("--decode-step-ms", type=float, default=model.decode_step_ms)
+    p_azure.add_argument("--decode-ms-per-sequence", type=float, default=model.decode_ms_per_sequence)
+    p_azure.set_defaults(run=replay_azure_command)
     p_version = sub.add_parser("version", help="print the version")
     p_version.set_defaults(run=lambda _: print(llmds.__version__) or 0)
     args = parser.parse_args(argv)
