@@ -31,6 +31,16 @@ int main() {
   kv.attach(2, entries, prompt);
   if (kv.stats().shared_pages != 2 || kv.get(2) != entries) return 5;
 
+  // The scheduler as the README shows it: a batch is released when forced.
+  llmds::Scheduler scheduler({.max_batch_size = 32, .max_wait_ms = 50});
+  const auto id = scheduler.submit(/*tokens=*/512, /*slo_ms=*/200.0);
+  if (auto batch = scheduler.get_batch(/*force=*/true)) {
+    if (batch->size() != 1 || batch->front() != id) return 6;
+    scheduler.complete_batch(*batch);
+  } else {
+    return 6;
+  }
+
   std::printf("llmds %d.%d.%d consumer: ok\n", llmds::version_major, llmds::version_minor,
               llmds::version_patch);
   return 0;
