@@ -14,6 +14,7 @@ void bind_ann(py::module_& m);
 void bind_text(py::module_& m);
 void bind_retrieval(py::module_& m);
 void bind_sched(py::module_& m);
+void bind_engine(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "Compiled core of llmds; import the public modules (llmds.indexed_heap, ...) instead.";
@@ -44,4 +45,5 @@ PYBIND11_MODULE(_core, m) {
   bind_text(m);
   bind_retrieval(m);
   bind_sched(m);
+  bind_engine(m);
 }

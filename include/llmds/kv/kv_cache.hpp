@@ -176,6 +176,69 @@ class KVCache {
     it->second = std::move(s);
   }
 
+  /// Starts a sequence holding only the longest cached run of full pages of `prefix_tokens`
+  /// (shared, refcount + 1), for a caller that computes the rest itself, as an engine's prefill
+  /// does: it append()s the entries it computes and calls register_prefix() to make its own
+  /// full pages shareable. Returns the tokens the sequence now holds, a multiple of page_size
+  /// (0 with prefix sharing off or no hit). Throws std::invalid_argument, changing nothing, if
+  /// seq is already attached.
+  std::size_t attach_cached_prefix(SeqId seq, std::span<const TokenId> prefix_tokens,
+                                   std::span<const std::byte> cache_salt = {}) {
+    if (sequences_.contains(seq)) {
+      throw std::invalid_argument(
+          fmt::format("KVCache::attach_cached_prefix: sequence {} is already attached", seq));
+    }
+    Sequence s;
+    std::size_t lookups = 0;
+    if (config_.enable_prefix_sharing) {
+      const auto hashes = hasher_.chain(prefix_tokens, cache_salt);
+      lookups = hashes.size();
+      pool_.match_prefix(hashes, &s.table);
+    }
+    auto [it, inserted] = sequences_.try_emplace(seq);  // before any change: it may throw
+    pool_.touch(s.table);
+    s.num_tokens = s.table.size() * config_.page_size;
+    lookup_pages_ += lookups;
+    hit_pages_ += s.table.size();
+    it->second = std::move(s);
+    return it->second.num_tokens;
+  }
+
+  /// Registers the full pages of seq that hold `tokens` (the ids of its first tokens.size()
+  /// tokens, which the caller vouches for) under their chained hashes, so later sequences with
+  /// the same prefix and salt share them. Pages already registered are skipped, and a page
+  /// whose hash another page holds stays private. Returns the pages newly registered. Throws
+  /// llmds::KeyError for an unknown seq, std::invalid_argument if tokens is longer than it.
+  std::size_t register_prefix(SeqId seq, std::span<const TokenId> tokens, std::span<const std::byte> cache_salt = {}) {
+    Sequence& s = find(seq, "register_prefix");
+    if (tokens.size() > s.num_tokens) {
+      throw std::invalid_argument(fmt::format("KVCache::register_prefix: {} tokens but sequence {} holds {}",
+                                              tokens.size(), seq, s.num_tokens));
+    }
+    if (!config_.enable_prefix_sharing) return 0;
+    const auto hashes = hasher_.chain(tokens, cache_salt);
+    std::size_t added = 0;
+    for (std::size_t i = 0; i < hashes.size(); ++i) {
+      if (pool_.key_of(s.table[i]) != nullptr) continue;
+      added += pool_.register_block(s.table[i], hashes[i]) ? 1 : 0;
+    }
+    return added;
+  }
+
+  /// Pages that attach(), attach_cached_prefix() or append() could take right now: free plus
+  /// cached ones (which are evicted least recently used first).
+  [[nodiscard]] std::size_t available_pages() const noexcept { return pool_.available(); }
+
+  /// Pages append(seq, m entries) would take: new pages, plus one if a shared last page must be
+  /// copied first. Throws llmds::KeyError for an unknown seq.
+  [[nodiscard]] std::size_t pages_to_append(SeqId seq, std::size_t m) const {
+    const Sequence& s = find(seq, "pages_to_append");
+    if (m == 0) return 0;
+    const std::size_t offset = s.num_tokens % config_.page_size;
+    const bool copy_last = offset != 0 && pool_.refcount(s.table.back()) > 1;
+    return pages_for(s.num_tokens + m) - s.table.size() + (copy_last ? 1 : 0);
+  }
+
   /// Appends entries to a sequence (decode steps). A shared partial last page is copied
   /// first. Throws llmds::KeyError for an unknown seq, std::invalid_argument for a partial
   /// entry, llmds::OutOfPages if the pages are not there; each changes nothing.

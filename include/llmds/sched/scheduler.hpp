@@ -230,6 +230,15 @@ class Scheduler {
     r.tokens = new_tokens;
   }
 
+  /// Sets how many prompt tokens of a request are still to prefill, for an engine that found
+  /// part of a prompt in its KV cache (fewer than submitted) or lost cached pages it counted on
+  /// (more). An in-flight request with none left joins the decode batches. O(1).
+  void set_prompt_remaining(RequestId id, std::int64_t tokens) {
+    check_tokens(tokens, "set_prompt_remaining");
+    Request& r = find(id, "set_prompt_remaining");
+    r.prompt_tokens = r.prompt_done + tokens;
+  }
+
   /// Removes a queued or in-flight request without completing it. O(log n).
   void cancel(RequestId id) {
     Request& r = find(id, "cancel");

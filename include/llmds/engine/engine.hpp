@@ -1,0 +1,206 @@
+// Engine: a reference inference engine (seed 002) that runs requests on a LlamaModel with
+// continuous batching, its KV in a paged KVCache, its order from the Scheduler.
+//
+// It is the worked example of linking llmds into a server: every structure is used the way a
+// serving engine uses it.
+//   - Requests enter through generate() (blocking) or generate_async() (a future and a cancel
+//     handle) and are queued in the Scheduler (issue order: at-risk SLOs, then fewer tokens).
+//   - One background thread runs steps. Each step decodes every running sequence (one token
+//     each, build_decode_batch) and fills the rest of max_batch_tokens with prefill chunks of
+//     waiting prompts (build_prefill_batch: prompts in progress first, long prompts split). All
+//     of it is one LlamaModel::forward call, so the weights are read once per step.
+//   - K and V live in KVCache pages; attention reads them through each sequence's block table.
+//     A new prompt first takes the longest cached run of its full pages (chained SHA-256 block
+//     hashes, so equal prefixes share pages; `cache_salt` keeps tenants apart); only the rest is
+//     computed (Response::cached_prompt_tokens says how much was saved). Full pages are
+//     registered as they fill, generated ones included, so a follow-up turn reuses them.
+//   - When a step needs more pages than are free or evictable, the engine preempts: the
+//     running request with the lowest priority (latest arrival among equals) gives its pages
+//     back and is queued again to recompute its prompt and output so far (often from the cache).
+//     A request that cannot fit even alone ends with reason error. Nothing crashes.
+//   - Sampling is per request (Sampler), so a request's tokens do not depend on its batch:
+//     the same requests give the same tokens alone or together (up to float rounding in ties
+//     closer than the logits' last bits).
+//   - Cancellation is an atomic flag checked every step; a token callback that throws ends its
+//     request with reason error, frees its pages and leaves the others running.
+//
+// Stop conditions, in the order checked after each sampled token: the model's end of text (BOS
+// or EOS: llama2.c models start a new story with BOS), a stop token id, max_tokens (or the
+// model's context length), a stop string (Response::text ends before it; the token callback may
+// already have seen its first characters). End and stop tokens are not part of the output.
+//
+// Thread safety: generate, generate_async, cancel, release and stats may be called from any
+// thread; callbacks run on the engine thread and must not call generate() (they may cancel).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "llmds/engine/llama.hpp"
+#include "llmds/engine/sampler.hpp"
+#include "llmds/engine/tokenizer.hpp"
+#include "llmds/kv/kv_cache.hpp"
+#include "llmds/sched/scheduler.hpp"
+
+namespace llmds {
+
+enum class FinishReason { eos, max_tokens, stop_token, stop_string, cancelled, error };
+
+/// "eos", "max_tokens", "stop_token", "stop_string", "cancelled", "error".
+std::string_view finish_reason_name(FinishReason reason);
+
+/// Called on the engine thread for every generated token with its text piece.
+using TokenCallback = std::function<void(TokenId token, std::string_view piece)>;
+
+struct Request {
+  std::string prompt;                 // encoded with BOS, unless prompt_tokens is given
+  std::vector<TokenId> prompt_tokens;  // used as is when not empty
+  int max_tokens = 256;               // tokens to generate at most (>= 1)
+  SamplingParams sampling;
+  int priority = 0;                   // preemption takes the lowest first
+  std::optional<double> slo_ms;       // latency SLO for the scheduler's ordering
+  std::vector<TokenId> stop_token_ids;
+  std::vector<std::string> stop_strings;
+  bool reuse_cache = true;            // look up and register shared prefix pages
+  bool free_cache_on_finish = true;   // false: pages stay held until Engine::release(id)
+  std::string cache_salt;             // prefixes are shared only between equal salts
+  TokenCallback on_token;             // streaming
+};
+
+struct Response {
+  std::uint64_t id = 0;
+  std::vector<TokenId> tokens;  // generated, without end or stop tokens
+  std::string text;
+  FinishReason reason = FinishReason::error;
+  std::string error;  // what went wrong, for reason error
+  std::size_t prompt_tokens = 0;
+  std::size_t output_tokens = 0;
+  std::size_t cached_prompt_tokens = 0;  // prompt tokens taken from the cache, not computed
+  std::size_t preemptions = 0;
+  double time_to_first_token_s = 0;
+  double latency_s = 0;
+  double tokens_per_s = 0;  // output tokens / (latency - time to first token)
+};
+
+struct EngineConfig {
+  std::size_t page_size = 16;         // tokens per KV page
+  std::size_t max_pages = 2048;       // KV capacity: max_pages * page_size tokens
+  std::size_t max_batch_tokens = 256; // tokens per step (decodes + prefill chunks)
+  std::size_t max_sequences = 64;     // sequences per step
+  bool enable_prefix_caching = true;
+
+  void validate() const;
+};
+
+struct EngineStats {
+  std::uint64_t steps = 0;
+  std::uint64_t requests_finished = 0;
+  std::uint64_t generated_tokens = 0;
+  std::uint64_t prefill_tokens = 0;         // prompt (and recomputed) tokens run through the model
+  std::uint64_t cached_prompt_tokens = 0;   // prompt tokens served from the cache instead
+  std::uint64_t preemptions = 0;
+  std::size_t waiting = 0;
+  std::size_t running = 0;
+  KVCacheStats cache;
+};
+
+/// A request in flight: its id, its result, and a thread-safe cancel.
+class GenerationHandle {
+ public:
+  GenerationHandle(std::uint64_t id, std::shared_future<Response> result, std::shared_ptr<std::atomic<bool>> cancel)
+      : id_(id), result_(std::move(result)), cancel_(std::move(cancel)) {}
+  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+  /// Asks the engine to stop the request; it ends with reason cancelled at its next step.
+  void cancel() const noexcept { cancel_->store(true, std::memory_order_relaxed); }
+  [[nodiscard]] const std::shared_future<Response>& future() const noexcept { return result_; }
+  [[nodiscard]] Response get() const { return result_.get(); }
+
+ private:
+  std::uint64_t id_;
+  std::shared_future<Response> result_;
+  std::shared_ptr<std::atomic<bool>> cancel_;
+};
+
+class Engine {
+ public:
+  Engine(std::shared_ptr<const LlamaModel> model, std::shared_ptr<const Tokenizer> tokenizer, EngineConfig config = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  /// Loads a llama2.c checkpoint and its tokenizer.
+  static std::unique_ptr<Engine> load(const std::filesystem::path& model, const std::filesystem::path& tokenizer,
+                                      EngineConfig config = {});
+
+  /// Queues a request. Bad requests (an empty prompt, a token id outside the vocabulary, a
+  /// prompt longer than the context or than the whole KV cache, max_tokens < 1, bad sampling
+  /// parameters) throw std::invalid_argument here, before anything is queued.
+  GenerationHandle generate_async(Request request);
+
+  /// generate_async(request).get().
+  Response generate(Request request) { return generate_async(std::move(request)).get(); }
+
+  /// Cancels a queued or running request; false if no such request is in the engine.
+  bool cancel(std::uint64_t id);
+
+  /// Frees the pages a finished request kept (free_cache_on_finish = false). Its full pages stay
+  /// cached for prefix reuse. false if it kept none.
+  bool release(std::uint64_t id);
+
+  [[nodiscard]] EngineStats stats() const;
+  [[nodiscard]] const LlamaModel& model() const noexcept { return *model_; }
+  [[nodiscard]] const Tokenizer& tokenizer() const noexcept { return *tokenizer_; }
+  [[nodiscard]] const EngineConfig& config() const noexcept { return config_; }
+
+ private:
+  struct Active;
+
+  void run();
+  void admit(std::unique_ptr<Active> a);
+  void step();
+  void attach(Active& a);
+  void run_batch(const std::vector<Active*>& batch, const std::vector<std::size_t>& counts);
+  bool make_room(std::vector<Active*>& batch, std::vector<std::size_t>& counts);
+  void preempt(Active& a);
+  void finish(Active& a, FinishReason reason, std::string error = {});
+  void accept_token(Active& a, TokenId token);
+
+  std::shared_ptr<const LlamaModel> model_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  EngineConfig config_;
+
+  // Shared with callers, under mutex_.
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<Active>> inbox_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<std::atomic<bool>>> cancel_flags_;
+  std::vector<KVStore::SeqId> to_release_;  // kept sequences to detach
+  EngineStats stats_;
+  bool stopping_ = false;
+  std::uint64_t next_id_ = 1;
+  std::unordered_map<std::uint64_t, KVStore::SeqId> kept_;  // finished requests that kept pages
+
+  // Engine thread only.
+  KVStore cache_;
+  Scheduler scheduler_;
+  std::unordered_map<RequestId, std::unique_ptr<Active>> active_;  // by scheduler id
+  ForwardScratch scratch_;
+  std::vector<float> kv_out_, logits_;
+  std::thread thread_;
+};
+
+}  // namespace llmds

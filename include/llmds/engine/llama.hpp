@@ -1,0 +1,150 @@
+// LlamaModel: a Llama-2-architecture transformer whose attention reads K and V from KVCache pages.
+//
+// The engine needs a real model so that the KV cache, the scheduler and prefix sharing are
+// exercised the way a server exercises them. This is the Llama 2 forward pass as llama2.c's
+// run.c computes it (RMSNorm, rotary embeddings on adjacent pairs, grouped-query attention,
+// SwiGLU feed-forward, optionally tied classifier), loading llama2.c "v0" float32 checkpoints
+// (the format is described in ../shared/data/models/README.md).
+//
+// One call, many sequences. forward() takes a list of chunks, each a run of consecutive tokens
+// of one sequence: a prompt chunk being prefilled, or the single newest token of a sequence being
+// decoded. All their tokens are stacked into one matrix, so every weight multiplication is one
+// matrix product over the whole step (this is what makes continuous batching pay: the weights are
+// read once per step, not once per sequence). Only attention is per sequence: token i of a chunk
+// starting at position s attends to positions [0, s) read through the sequence's block table
+// from the KVCache arena, and to positions [s, s + i] of its own chunk, held in the step's
+// scratch. The chunk's new K and V come back as KV entries for the caller to append to the cache
+// (the model never writes the cache, so a failed step leaves it unchanged).
+//
+// KV entry layout, one per token: for each layer l, K (kv_dim floats) then V (kv_dim floats), so
+// entry_width = n_layers * 2 * kv_dim; inside K and V, head h occupies [h*head_size,
+// (h+1)*head_size). The KVCache's page_size is the caller's choice.
+//
+// Numerics: float32 throughout, as run.c. Sums are ordered differently (Eigen vectorises them),
+// so logits differ from run.c's in the last bits; greedy decoding reproduces run.c's tokens
+// wherever the two best logits are further apart than that (see tests/cpp/test_llama.cpp).
+//
+// Cost per step: 2 * params FLOPs per token for the weights, plus attention
+// O(tokens * context * dim) per layer; the classifier runs only for rows the caller asks logits
+// for (the last token of each chunk).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+#include <fmt/format.h>
+
+#include "llmds/kv/kv_cache.hpp"
+
+namespace llmds {
+
+struct LlamaConfig {
+  int dim = 0;         // residual stream width
+  int hidden_dim = 0;  // feed-forward inner width
+  int n_layers = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int vocab_size = 0;
+  int seq_len = 0;  // the longest context the model was trained for
+  bool shared_classifier = true;
+  float rope_theta = 10000.0f;  // llama2.c's RoPE base
+  float rms_eps = 1e-5f;        // llama2.c's RMSNorm epsilon
+
+  [[nodiscard]] int head_size() const { return dim / n_heads; }
+  [[nodiscard]] int kv_dim() const { return head_size() * n_kv_heads; }
+  /// Floats per token in the KV cache: K and V of every layer.
+  [[nodiscard]] std::size_t kv_entry_width() const {
+    return static_cast<std::size_t>(n_layers) * 2 * static_cast<std::size_t>(kv_dim());
+  }
+  /// Parameters, excluding llama2.c's obsolete RoPE tables.
+  [[nodiscard]] std::int64_t parameters() const;
+  /// Throws std::invalid_argument naming the first inconsistent field.
+  void validate() const;
+};
+
+using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Vector = Eigen::VectorXf;
+
+struct LlamaLayer {
+  Vector attention_norm;  // dim
+  RowMatrix wq;           // dim x dim            (out x in, as stored)
+  RowMatrix wk;           // kv_dim x dim
+  RowMatrix wv;           // kv_dim x dim
+  RowMatrix wo;           // dim x dim
+  Vector ffn_norm;        // dim
+  RowMatrix w1;           // hidden x dim (gate)
+  RowMatrix w2;           // dim x hidden (down)
+  RowMatrix w3;           // hidden x dim (up)
+};
+
+struct LlamaWeights {
+  RowMatrix embedding;  // vocab x dim
+  std::vector<LlamaLayer> layers;
+  Vector final_norm;     // dim
+  RowMatrix classifier;  // vocab x dim; empty when shared with the embedding
+};
+
+using KVStore = KVCache<float>;
+
+/// A run of consecutive tokens of one sequence for forward(): positions [start, start + size).
+/// `table` lists the sequence's pages in `cache`, which must hold its positions [0, start).
+struct ForwardChunk {
+  std::span<const BlockId> table;
+  std::size_t start = 0;
+  std::span<const TokenId> tokens;
+  bool want_logits = true;  // logits of the chunk's last token
+};
+
+/// Working memory of forward(), kept between steps so that a step allocates nothing once warm.
+struct ForwardScratch {
+  RowMatrix x, xb, q, k, v, attn, h1, h3, logits_rows;
+  std::vector<float> scores;
+};
+
+class LlamaModel {
+ public:
+  LlamaModel(LlamaConfig config, LlamaWeights weights);
+
+  /// Reads a llama2.c v0 checkpoint. A missing, truncated, oversized or inconsistent file is
+  /// llmds::IOError / std::invalid_argument naming the file and what is wrong.
+  static LlamaModel load(const std::filesystem::path& path);
+
+  [[nodiscard]] const LlamaConfig& config() const noexcept { return config_; }
+  [[nodiscard]] const LlamaWeights& weights() const noexcept { return weights_; }
+
+  /// Runs one step over `chunks`. Writes each chunk's KV entries, in chunk order, to `kv_out`
+  /// (total tokens x kv_entry_width floats) and the logits of each chunk with want_logits, in
+  /// chunk order, to `logits_out` (rows of vocab_size floats). Throws std::invalid_argument
+  /// for a token id out of range, a position at or past seq_len, a table too short for its
+  /// start, or output spans of the wrong size.
+  void forward(const KVStore& cache, std::span<const ForwardChunk> chunks, std::span<float> kv_out,
+               std::span<float> logits_out, ForwardScratch& scratch) const;
+
+  /// A KVCache shaped for this model (entry width from the config).
+  [[nodiscard]] KVCacheConfig cache_config(std::size_t page_size, std::size_t max_pages,
+                                           bool enable_prefix_sharing = true) const {
+    KVCacheConfig c;
+    c.page_size = page_size;
+    c.max_pages = max_pages;
+    c.entry_width = config_.kv_entry_width();
+    c.enable_prefix_sharing = enable_prefix_sharing;
+    return c;
+  }
+
+ private:
+  void attention(const KVStore& cache, const ForwardChunk& chunk, std::size_t row0, int layer,
+                 ForwardScratch& s) const;
+
+  LlamaConfig config_;
+  LlamaWeights weights_;
+  // RoPE rotation of each (position, pair within a head), computed once: cos, sin interleaved.
+  std::vector<float> rope_;
+};
+
+}  // namespace llmds

@@ -1,0 +1,63 @@
+// Tokenizer: the byte-fallback BPE of llama2.c's tokenizer files (SentencePiece exports).
+//
+// A model is only reproducible token for token if its prompts are encoded exactly as the
+// reference encodes them, so this follows run.c's rules (../shared/data/models/README.md):
+//   encode: BOS if asked; a dummy-prefix space token if the text is not empty; each UTF-8 code
+//   point becomes its vocabulary entry, or one byte-fallback token (byte + 3) per byte; then
+//   the adjacent pair whose concatenation is the entry with the highest score (leftmost on ties)
+//   is merged, again and again, until no pair merges; EOS if asked.
+//   decode: a token's text, with the leading space dropped right after BOS, and "<0xXX>"
+//   tokens standing for that byte.
+// Merging rescans the sequence after each merge, O(n^2) for n code points: prompts are short and
+// this is the reference's order, which a cleverer merge queue would have to reproduce exactly.
+//
+// The file holds max_token_length (int32) and then, per token, a float32 score, an int32 byte
+// length and the bytes. It does not record the vocabulary size; the model does, so load() takes
+// it. A truncated or inconsistent file is llmds::IOError naming the file and the token.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "llmds/detail/hash.hpp"
+#include "llmds/kv/block_hash.hpp"
+
+namespace llmds {
+
+class Tokenizer {
+ public:
+  static constexpr TokenId kBos = 1;  // llama2.c / SentencePiece: 0 <unk>, 1 <s>, 2 </s>
+  static constexpr TokenId kEos = 2;
+
+  Tokenizer(std::vector<std::string> pieces, std::vector<float> scores);
+
+  /// Reads a llama2.c tokenizer file holding `vocab_size` tokens.
+  static Tokenizer load(const std::filesystem::path& path, int vocab_size);
+
+  [[nodiscard]] std::vector<TokenId> encode(std::string_view text, bool bos = true, bool eos = false) const;
+
+  /// The bytes `token` stands for when it follows `previous` (run.c's decode).
+  [[nodiscard]] std::string_view piece(TokenId previous, TokenId token) const;
+
+  /// The text of a run of tokens, each decoded after the one before it (the first after
+  /// `previous`); BOS and EOS add no text.
+  [[nodiscard]] std::string decode(std::span<const TokenId> tokens, TokenId previous = kBos) const;
+
+  [[nodiscard]] int vocab_size() const noexcept { return static_cast<int>(pieces_.size()); }
+  [[nodiscard]] const std::string& text_of(TokenId token) const;
+
+ private:
+  [[nodiscard]] TokenId lookup(std::string_view text) const;
+
+  std::vector<std::string> pieces_;
+  std::vector<float> scores_;
+  std::vector<std::string> byte_pieces_;  // "<0xXX>" tokens decoded to their one byte
+  std::unordered_map<std::string, TokenId, detail::TransparentStringHash, std::equal_to<>> ids_;
+};
+
+}  // namespace llmds

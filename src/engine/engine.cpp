@@ -1,0 +1,445 @@
+// Engine (see include/llmds/engine/engine.hpp).
+#include "llmds/engine/engine.hpp"
+
+#include <algorithm>
+#include <span>
+#include <stdexcept>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "llmds/core/errors.hpp"
+
+namespace llmds {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+std::span<const std::byte> bytes_of(const std::string& s) {
+  return std::as_bytes(std::span(s.data(), s.size()));
+}
+
+// The engine steps continuously, so the scheduler never holds a batch back.
+SchedulerConfig scheduler_config(const EngineConfig& config) {
+  SchedulerConfig c;
+  c.max_batch_size = config.max_sequences;
+  c.max_wait_ms = 0.0;
+  return c;
+}
+
+}  // namespace
+
+std::string_view finish_reason_name(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::eos: return "eos";
+    case FinishReason::max_tokens: return "max_tokens";
+    case FinishReason::stop_token: return "stop_token";
+    case FinishReason::stop_string: return "stop_string";
+    case FinishReason::cancelled: return "cancelled";
+    case FinishReason::error: return "error";
+  }
+  return "error";
+}
+
+void EngineConfig::validate() const {
+  if (page_size < 1) throw std::invalid_argument("EngineConfig.page_size must be at least 1");
+  if (max_pages < 1) throw std::invalid_argument("EngineConfig.max_pages must be at least 1");
+  if (max_batch_tokens < 1) throw std::invalid_argument("EngineConfig.max_batch_tokens must be at least 1");
+  if (max_sequences < 1) throw std::invalid_argument("EngineConfig.max_sequences must be at least 1");
+}
+
+// A request inside the engine. Its KV sequence id in the cache is its engine id.
+struct Engine::Active {
+  std::uint64_t id = 0;
+  RequestId sched_id = -1;
+  Request request;
+  std::vector<TokenId> context;  // prompt, then generated tokens
+  std::size_t prompt_len = 0;
+  std::size_t computed = 0;   // context tokens whose K/V are in the cache
+  bool attached = false;      // holds a KV sequence
+  bool sampled_last = false;  // decoding: the last context token was sampled, not prefilled
+  Sampler sampler;
+  std::promise<Response> promise;
+  std::shared_ptr<std::atomic<bool>> cancel;
+  Response response;
+  Clock::time_point submitted;
+  Clock::time_point first_token;
+  bool done = false;
+
+  explicit Active(const SamplingParams& params) : sampler(params) {}
+  [[nodiscard]] KVStore::SeqId seq() const { return static_cast<KVStore::SeqId>(id); }
+  [[nodiscard]] std::size_t generated() const { return context.size() - prompt_len; }
+  [[nodiscard]] std::size_t pending() const { return context.size() - computed; }
+};
+
+Engine::Engine(std::shared_ptr<const LlamaModel> model, std::shared_ptr<const Tokenizer> tokenizer, EngineConfig config)
+    : model_(std::move(model)),
+      tokenizer_(std::move(tokenizer)),
+      config_((config.validate(), config)),
+      cache_(model_->cache_config(config_.page_size, config_.max_pages, config_.enable_prefix_caching)),
+      scheduler_(scheduler_config(config_)) {
+  if (!model_ || !tokenizer_) throw std::invalid_argument("Engine: a model and a tokenizer are needed");
+  if (tokenizer_->vocab_size() != model_->config().vocab_size) {
+    throw std::invalid_argument(fmt::format("Engine: the tokenizer has {} tokens, the model {}",
+                                            tokenizer_->vocab_size(), model_->config().vocab_size));
+  }
+  thread_ = std::thread([this] { run(); });
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::unique_ptr<Engine> Engine::load(const std::filesystem::path& model, const std::filesystem::path& tokenizer,
+                                     EngineConfig config) {
+  auto m = std::make_shared<const LlamaModel>(LlamaModel::load(model));
+  auto t = std::make_shared<const Tokenizer>(Tokenizer::load(tokenizer, m->config().vocab_size));
+  return std::make_unique<Engine>(std::move(m), std::move(t), config);
+}
+
+GenerationHandle Engine::generate_async(Request request) {
+  request.sampling.validate();
+  if (request.max_tokens < 1) throw std::invalid_argument(fmt::format("Request.max_tokens must be at least 1, got {}", request.max_tokens));
+  std::vector<TokenId> prompt =
+      request.prompt_tokens.empty() ? tokenizer_->encode(request.prompt) : request.prompt_tokens;
+  const auto& mc = model_->config();
+  for (const TokenId t : prompt) {
+    if (t < 0 || t >= mc.vocab_size) {
+      throw std::invalid_argument(fmt::format("Request: token id {} is outside the vocabulary [0, {})", t, mc.vocab_size));
+    }
+  }
+  if (prompt.size() > static_cast<std::size_t>(mc.seq_len)) {
+    throw std::invalid_argument(
+        fmt::format("Request: the prompt has {} tokens, more than the model's context of {}", prompt.size(), mc.seq_len));
+  }
+  const std::size_t pages = (prompt.size() + config_.page_size) / config_.page_size;  // with the first new token
+  if (pages > config_.max_pages) {
+    throw std::invalid_argument(fmt::format("Request: the prompt needs {} KV pages, the cache has {}", pages,
+                                            config_.max_pages));
+  }
+  for (const auto& s : request.stop_strings) {
+    if (s.empty()) throw std::invalid_argument("Request: an empty stop string");
+  }
+
+  auto a = std::make_unique<Active>(request.sampling);
+  a->request = std::move(request);
+  a->prompt_len = prompt.size();
+  a->context = std::move(prompt);
+  a->cancel = std::make_shared<std::atomic<bool>>(false);
+  a->submitted = Clock::now();
+  std::shared_future<Response> result = a->promise.get_future().share();
+  std::uint64_t id = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) throw std::runtime_error("Engine: shutting down");
+    id = next_id_++;
+    a->id = id;
+    a->response.id = id;
+    cancel_flags_[id] = a->cancel;
+    GenerationHandle handle(id, result, a->cancel);
+    inbox_.push_back(std::move(a));
+    wake_.notify_all();
+    return handle;
+  }
+}
+
+bool Engine::cancel(std::uint64_t id) {
+  std::lock_guard lock(mutex_);
+  auto it = cancel_flags_.find(id);
+  if (it == cancel_flags_.end()) return false;
+  it->second->store(true, std::memory_order_relaxed);
+  wake_.notify_all();
+  return true;
+}
+
+bool Engine::release(std::uint64_t id) {
+  std::lock_guard lock(mutex_);
+  const auto it = kept_.find(id);
+  if (it == kept_.end()) return false;
+  to_release_.push_back(it->second);  // the engine thread detaches it
+  kept_.erase(it);
+  wake_.notify_all();
+  return true;
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void Engine::run() {
+  std::unique_lock lock(mutex_);
+  while (true) {
+    wake_.wait(lock, [&] { return stopping_ || !inbox_.empty() || !active_.empty() || !to_release_.empty(); });
+    if (stopping_) break;
+    auto incoming = std::move(inbox_);
+    inbox_.clear();
+    auto releases = std::move(to_release_);
+    to_release_.clear();
+    for (const auto seq : releases) cache_.detach(seq);
+    lock.unlock();
+    for (auto& a : incoming) admit(std::move(a));
+    if (!active_.empty()) step();
+    lock.lock();
+    stats_.waiting = scheduler_.queued();
+    stats_.running = scheduler_.in_flight();
+    stats_.cache = cache_.stats();
+  }
+  // Shutting down: whatever is left ends as cancelled.
+  lock.unlock();
+  for (auto& a : inbox_) {
+    a->response.reason = FinishReason::cancelled;
+    a->promise.set_value(std::move(a->response));
+  }
+  for (auto& [sid, a] : active_) {
+    if (a->attached) cache_.detach(a->seq());
+    a->response.reason = FinishReason::cancelled;
+    a->response.tokens.assign(a->context.begin() + static_cast<std::ptrdiff_t>(a->prompt_len), a->context.end());
+    a->promise.set_value(std::move(a->response));
+  }
+}
+
+void Engine::admit(std::unique_ptr<Active> a) {
+  a->sched_id = scheduler_.submit(static_cast<std::int64_t>(a->context.size()), a->request.slo_ms);
+  const RequestId sid = a->sched_id;
+  active_.emplace(sid, std::move(a));
+}
+
+void Engine::finish(Active& a, FinishReason reason, std::string error) {
+  if (a.done) return;
+  a.done = true;
+  const auto now = Clock::now();
+  Response& r = a.response;
+  r.reason = reason;
+  r.error = std::move(error);
+  r.prompt_tokens = a.prompt_len;
+  r.tokens.assign(a.context.begin() + static_cast<std::ptrdiff_t>(a.prompt_len), a.context.end());
+  r.output_tokens = r.tokens.size();
+  r.latency_s = seconds_between(a.submitted, now);
+  if (r.output_tokens > 0) {
+    r.time_to_first_token_s = seconds_between(a.submitted, a.first_token);
+    const double decode_s = r.latency_s - r.time_to_first_token_s;
+    r.tokens_per_s = r.output_tokens > 1 && decode_s > 0 ? static_cast<double>(r.output_tokens - 1) / decode_s : 0.0;
+  }
+  bool kept = false;
+  if (a.attached) {
+    if (a.request.free_cache_on_finish || reason == FinishReason::error || reason == FinishReason::cancelled) {
+      cache_.detach(a.seq());
+    } else {
+      kept = true;
+    }
+  }
+  if (scheduler_.contains(a.sched_id)) {
+    if (scheduler_.state(a.sched_id) == RequestState::in_flight && reason != FinishReason::cancelled &&
+        reason != FinishReason::error) {
+      scheduler_.complete(a.sched_id);
+    } else {
+      scheduler_.cancel(a.sched_id);
+    }
+  }
+  {
+    std::lock_guard lock(mutex_);
+    cancel_flags_.erase(a.id);
+    if (kept) kept_.emplace(a.id, a.seq());
+    ++stats_.requests_finished;
+  }
+  a.promise.set_value(r);
+}
+
+void Engine::accept_token(Active& a, TokenId token) {
+  const Request& q = a.request;
+  if (a.generated() == 0) a.first_token = Clock::now();
+  if (token == Tokenizer::kBos || token == Tokenizer::kEos) return finish(a, FinishReason::eos);
+  if (std::find(q.stop_token_ids.begin(), q.stop_token_ids.end(), token) != q.stop_token_ids.end()) {
+    return finish(a, FinishReason::stop_token);
+  }
+  const TokenId previous = a.context.back();
+  a.context.push_back(token);
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.generated_tokens;
+  }
+  const std::string_view piece = tokenizer_->piece(previous, token);
+  const std::size_t before = a.response.text.size();
+  a.response.text += piece;
+  if (q.on_token) {
+    try {
+      q.on_token(token, piece);
+    } catch (const std::exception& e) {
+      return finish(a, FinishReason::error, fmt::format("the token callback threw: {}", e.what()));
+    } catch (...) {
+      return finish(a, FinishReason::error, "the token callback threw a non-standard exception");
+    }
+  }
+  for (const std::string& stop : q.stop_strings) {
+    // Only a match that ends in the new piece is new.
+    const std::size_t from = before >= stop.size() ? before - stop.size() + 1 : 0;
+    const auto at = a.response.text.find(stop, from);
+    if (at != std::string::npos) {
+      a.response.text.resize(at);
+      return finish(a, FinishReason::stop_string);
+    }
+  }
+  if (a.generated() >= static_cast<std::size_t>(q.max_tokens) ||
+      a.context.size() >= static_cast<std::size_t>(model_->config().seq_len)) {
+    return finish(a, FinishReason::max_tokens);
+  }
+}
+
+void Engine::preempt(Active& a) {
+  cache_.detach(a.seq());
+  a.attached = false;
+  a.computed = 0;
+  a.sampled_last = false;
+  // Recompute the whole context (prompt and output so far); the last token's logits give the
+  // next one, as after a first prefill.
+  scheduler_.preempt(a.sched_id, static_cast<std::int64_t>(a.context.size()));
+  ++a.response.preemptions;
+  std::lock_guard lock(mutex_);
+  ++stats_.preemptions;
+}
+
+// Frees pages until the step's appends fit, preempting running requests (lowest priority,
+// then latest arrival). Requests preempted are dropped from the batch. Returns false if the
+// batch became empty.
+bool Engine::make_room(std::vector<Active*>& batch, std::vector<std::size_t>& counts) {
+  while (true) {
+    std::size_t needed = 0;
+    for (std::size_t i = 0; i < batch.size(); ++i) needed += cache_.pages_to_append(batch[i]->seq(), counts[i]);
+    if (needed <= cache_.available_pages()) return !batch.empty();
+    Active* victim = nullptr;
+    for (auto& [sid, a] : active_) {
+      if (!a->attached || a->done) continue;
+      if (victim == nullptr || a->request.priority < victim->request.priority ||
+          (a->request.priority == victim->request.priority && a->id > victim->id)) {
+        victim = a.get();
+      }
+    }
+    if (victim == nullptr) return false;
+    const bool alone = std::count_if(active_.begin(), active_.end(), [](const auto& kv) {
+                         return kv.second->attached && !kv.second->done;
+                       }) == 1;
+    if (alone) {
+      // Nothing else holds pages: this request cannot fit in the cache at all.
+      finish(*victim, FinishReason::error,
+             fmt::format("out of KV pages: the request needs more than the cache's {} pages", config_.max_pages));
+    } else {
+      preempt(*victim);
+    }
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i] == victim) {
+        batch.erase(batch.begin() + static_cast<std::ptrdiff_t>(i));
+        counts.erase(counts.begin() + static_cast<std::ptrdiff_t>(i));
+        break;
+      }
+    }
+  }
+}
+
+void Engine::step() {
+  // Cancellations first: a cancelled request leaves before it takes any more work.
+  for (auto& [sid, a] : active_) {
+    if (a->cancel->load(std::memory_order_relaxed)) finish(*a, FinishReason::cancelled);
+  }
+  std::erase_if(active_, [](const auto& kv) { return kv.second->done; });
+  if (active_.empty()) return;
+
+  // Decode every running sequence; fill the rest of the token budget with prefill chunks.
+  const auto decode = scheduler_.build_decode_batch(config_.max_sequences);
+  const std::size_t budget = config_.max_batch_tokens > decode.size() ? config_.max_batch_tokens - decode.size() : 0;
+  const auto prefill =
+      scheduler_.build_prefill_batch(static_cast<std::int64_t>(budget), config_.max_sequences - decode.size());
+  std::vector<Active*> batch;
+  std::vector<std::size_t> counts;  // tokens each runs this step, from its first pending one
+  for (const RequestId sid : decode) {
+    Active& a = *active_.at(sid);
+    batch.push_back(&a);
+    counts.push_back(a.pending());
+  }
+  for (const PrefillChunk& chunk : prefill) {
+    Active& a = *active_.at(chunk.id);
+    if (!a.attached) attach(a);
+    const std::size_t n = std::min(static_cast<std::size_t>(chunk.tokens), a.pending());
+    if (n == 0) continue;
+    batch.push_back(&a);
+    counts.push_back(n);
+  }
+  if (!batch.empty() && make_room(batch, counts)) run_batch(batch, counts);
+  // Tell the scheduler how much prefill is really left: a cache hit makes it less than it
+  // counted, a sample makes it none (the request decodes from now on).
+  for (auto& [sid, a] : active_) {
+    if (!a->done && a->attached && scheduler_.state(sid) == RequestState::in_flight) {
+      scheduler_.set_prompt_remaining(sid, a->pending() <= 1 && a->sampled_last ? 0 : static_cast<std::int64_t>(a->pending()));
+    }
+  }
+  std::erase_if(active_, [](const auto& kv) { return kv.second->done; });
+}
+
+void Engine::attach(Active& a) {
+  // The longest cached run of the context's full pages, leaving at least one token to run
+  // (its logits give the next token).
+  const auto lookup = std::span(a.context).first(a.context.size() - 1);
+  const std::size_t cached = a.request.reuse_cache
+                                 ? cache_.attach_cached_prefix(a.seq(), lookup, bytes_of(a.request.cache_salt))
+                                 : cache_.attach_cached_prefix(a.seq(), {});
+  a.attached = true;
+  a.computed = cached;
+  a.sampled_last = false;
+  if (a.response.preemptions == 0) a.response.cached_prompt_tokens = cached;
+  std::lock_guard lock(mutex_);
+  stats_.cached_prompt_tokens += cached;
+}
+
+void Engine::run_batch(const std::vector<Active*>& batch, const std::vector<std::size_t>& counts) {
+  std::vector<ForwardChunk> chunks;
+  std::size_t total = 0, sampled = 0;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    Active& a = *batch[i];
+    const bool samples = counts[i] == a.pending();  // the chunk reaches the last token
+    chunks.push_back({cache_.block_table(a.seq()), a.computed, std::span(a.context).subspan(a.computed, counts[i]),
+                      samples});
+    total += counts[i];
+    sampled += samples ? 1 : 0;
+  }
+  const std::size_t width = model_->config().kv_entry_width();
+  const auto vocab = static_cast<std::size_t>(model_->config().vocab_size);
+  kv_out_.resize(total * width);
+  logits_.resize(sampled * vocab);
+  try {
+    model_->forward(cache_, chunks, kv_out_, logits_, scratch_);
+  } catch (const std::exception& e) {
+    for (Active* a : batch) finish(*a, FinishReason::error, fmt::format("forward pass failed: {}", e.what()));
+    return;
+  }
+  std::size_t row = 0, logit_row = 0;
+  std::uint64_t prefilled = 0;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    Active& a = *batch[i];
+    const std::size_t n = counts[i], before = a.computed;
+    cache_.append(a.seq(), std::span<const float>(kv_out_).subspan(row * width, n * width));  // room was made
+    row += n;
+    a.computed += n;
+    if (!a.sampled_last) prefilled += n;  // prompt (or recomputed) tokens, not a decode step
+    if (a.request.reuse_cache && a.computed / config_.page_size > before / config_.page_size) {
+      cache_.register_prefix(a.seq(), std::span(a.context).first(a.computed), bytes_of(a.request.cache_salt));
+    }
+    if (!chunks[i].want_logits) continue;
+    std::span<float> logits(logits_.data() + logit_row * vocab, vocab);
+    ++logit_row;
+    a.sampled_last = true;
+    accept_token(a, a.sampler.sample(logits));
+  }
+  std::lock_guard lock(mutex_);
+  ++stats_.steps;
+  stats_.prefill_tokens += prefilled;
+}
+
+}  // namespace llmds
