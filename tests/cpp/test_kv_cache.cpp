@@ -93,6 +93,48 @@ TEST(KVCache, AttachSharesTheLongestCachedRunOfFullPages) {
   EXPECT_EQ(cache.get(2), entries_for(b, 1));
 }
 
+TEST(KVCache, AnEngineTakesTheCachedPrefixComputesTheRestAndRegistersIt) {
+  KVCache<> cache(small(16));
+  const Tokens prompt = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  // Nothing cached yet: the sequence starts empty, the caller appends all it computes.
+  EXPECT_EQ(cache.attach_cached_prefix(1, prompt), 0u);
+  EXPECT_EQ(cache.pages_to_append(1, prompt.size()), 3u);
+  cache.append(1, entries_for(prompt, 1));
+  EXPECT_EQ(cache.register_prefix(1, prompt), 2u);  // two full pages
+  EXPECT_EQ(cache.register_prefix(1, prompt), 0u);  // already registered
+  // A second sequence with the same start takes those two pages and computes the rest.
+  Tokens longer = prompt;
+  longer.insert(longer.end(), {11, 12});
+  EXPECT_EQ(cache.attach_cached_prefix(2, longer), 8u);
+  EXPECT_EQ(cache.num_tokens(2), 8u);
+  EXPECT_EQ(cache.block_table(2)[0], cache.block_table(1)[0]);
+  const Floats all = entries_for(longer, 1);
+  cache.append(2, Floats(all.begin() + 8, all.end()));
+  EXPECT_EQ(cache.get(2), all);
+  EXPECT_EQ(cache.stats().prefix_hit_pages, 2u);
+  // A salt, or sharing turned off, finds nothing.
+  EXPECT_EQ(cache.attach_cached_prefix(3, prompt, salt("other")), 0u);
+  KVCache<> off(small(16, 1, false));
+  off.attach(1, entries_for(prompt, 1), prompt);
+  EXPECT_EQ(off.attach_cached_prefix(2, prompt), 0u);
+  EXPECT_EQ(off.register_prefix(2, {}), 0u);
+  // Errors change nothing.
+  EXPECT_THROW(cache.attach_cached_prefix(1, prompt), std::invalid_argument);
+  EXPECT_THROW(cache.register_prefix(9, prompt), llmds::KeyError);
+  EXPECT_THROW(cache.register_prefix(3, prompt), std::invalid_argument);  // longer than sequence 3
+  EXPECT_THROW((void)cache.pages_to_append(9, 1), llmds::KeyError);
+  EXPECT_EQ(cache.available_pages(), 16u - 4u);  // 3 pages of sequence 1, 1 of its own for 2
+}
+
+TEST(KVCache, PagesToAppendCountsTheCopyOfASharedLastPage) {
+  KVCache<> cache(small(16));
+  cache.attach(1, iota_floats(6, 0));  // one full page and two tokens
+  cache.fork(1, 2);
+  EXPECT_EQ(cache.pages_to_append(2, 1), 1u);  // copy of the shared partial page
+  EXPECT_EQ(cache.pages_to_append(2, 3), 2u);  // the copy and one new page
+  EXPECT_EQ(cache.pages_to_append(2, 0), 0u);
+}
+
 TEST(KVCache, OnlyTheDeclaredPrefixIsShared) {
   KVCache<> cache(small(16));
   const Tokens t = {1, 2, 3, 4, 5, 6, 7, 8};

@@ -255,6 +255,21 @@ TEST(Scheduler, PrefillBatchesSplitLongPromptsUnderTheTokenBudget) {
   EXPECT_EQ(s.build_prefill_batch(1000, 8), std::vector<PrefillChunk>{});
 }
 
+TEST(Scheduler, SetPromptRemainingShortensOrLengthensThePrefill) {
+  ManualClock clock;
+  Scheduler s(config(32, 50), clock.function());
+  const RequestId a = s.submit(100);
+  s.set_prompt_remaining(a, 40);  // 60 tokens were found in a cache before it started
+  EXPECT_EQ(s.build_prefill_batch(30, 8), (std::vector<PrefillChunk>{{a, 0, 30, false}}));
+  s.set_prompt_remaining(a, 0);  // the rest was cached too: it decodes from now on
+  EXPECT_EQ(s.build_decode_batch(8), (Ids{a}));
+  s.set_prompt_remaining(a, 5);  // cached pages it counted on were evicted
+  EXPECT_EQ(s.build_decode_batch(8), Ids{});
+  EXPECT_EQ(s.build_prefill_batch(30, 8), (std::vector<PrefillChunk>{{a, 30, 5, true}}));
+  EXPECT_THROW(s.set_prompt_remaining(a, -1), std::invalid_argument);
+  EXPECT_THROW(s.set_prompt_remaining(99, 1), llmds::KeyError);
+}
+
 TEST(Scheduler, PrefillRespectsMaxSequencesAndAZeroBudget) {
   ManualClock clock;
   Scheduler s(config(32, 50), clock.function());
