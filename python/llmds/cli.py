@@ -5,6 +5,8 @@
                                               a Mooncake trace through the prefix cache
     python -m llmds replay azure TRACE [--loads X ...] [--max-wait-ms MS ...]
                                               an Azure LLM trace through admission and batching
+    python -m llmds generate --prompt "Once upon a time"
+                                              stream a story from the stories260K model
     python -m llmds version
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 import llmds
 from llmds.cmsketch import CountMinSketch
 from llmds.data import data_dir, read_idx_images, read_idx_labels, read_ivecs
+from llmds.engine import STORIES_MODEL, STORIES_TOKENIZER, Engine, Request, SamplingParams
 from llmds.hnsw import HNSW
 from llmds.indexed_heap import IndexedHeap
 from llmds.inverted_index import InvertedIndex
@@ -172,6 +175,45 @@ def _demo_scheduling(dir_: Path) -> None:
         f"with admission at 8 req/s: {limited.rejected:,} of {limited.requests:,} turned away "
         f"('qps_limit'), p95 queue wait {limited.queue_wait_ms['p95']:,.0f} ms "
         f"(replayed in {t.elapsed:.1f} s)"
+    )
+
+
+def _demo_engine(dir_: Path) -> None:
+    _section("Engine: stories260K, paged attention over the KV cache, continuous batching")
+    model, tokenizer = dir_ / STORIES_MODEL, dir_ / STORIES_TOKENIZER
+    if not model.exists() or not tokenizer.exists():
+        print(f"{model} not found (set LLMDS_DATA_DIR); skipping the engine")
+        return
+    engine = Engine(model, tokenizer)
+    c = engine.config
+    print(
+        f"model: {c['parameters']:,} parameters, {c['n_layers']} layers, dim {c['dim']}, {c['n_heads']} heads "
+        f"({c['n_kv_heads']} KV heads), context {c['seq_len']}; KV pages of {c['page_size']} tokens"
+    )
+    request = Request("Once upon a time", max_tokens=120, sampling=SamplingParams(temperature=0.8, top_p=0.9, seed=7))
+    print("Once upon a time", end="", flush=True)
+    stream = engine.stream(request)
+    for _, text in stream:
+        print(text, end="", flush=True)
+    r = stream.response()
+    print(f"\n[{r.output_tokens} tokens streamed, {r.reason}, {r.tokens_per_s:,.0f} tokens/s]")
+    # Sixteen requests sharing a long system prompt, decoded together.
+    system = (
+        "Once upon a time, there was a little girl named Lily. She loved to play outside in the park "
+        "with her friends. One day, she saw a big red ball."
+    )
+    with Timer() as t:
+        handles = [
+            engine.generate_async(Request(system, max_tokens=60, sampling=SamplingParams(temperature=1.0, seed=i)))
+            for i in range(16)
+        ]
+        results = [h.result() for h in handles]
+    tokens = sum(x.output_tokens for x in results)
+    saved = sum(x.cached_prompt_tokens for x in results)
+    prompt = sum(x.prompt_tokens for x in results)
+    print(
+        f"16 requests with a {results[0].prompt_tokens}-token shared prompt: {tokens:,} tokens in {t.elapsed:.3f} s "
+        f"({tokens / t.elapsed:,.0f} tokens/s together); {saved:,} of {prompt:,} prompt tokens came from the cache"
     )
 
 
@@ -396,6 +438,31 @@ def replay_azure_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def generate(args: argparse.Namespace) -> int:
+    folder = Path(args.data_dir) if args.data_dir else data_dir()
+    model = Path(args.model) if args.model else folder / STORIES_MODEL
+    tokenizer = Path(args.tokenizer) if args.tokenizer else folder / STORIES_TOKENIZER
+    try:
+        engine = Engine(model, tokenizer)
+        sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+        request = Request(args.prompt, max_tokens=args.max_tokens, sampling=sampling)
+        print(args.prompt, end="", flush=True)
+        stream = engine.stream(request)
+        for _, text in stream:
+            print(text, end="", flush=True)
+        r = stream.response()
+    except (ValueError, OSError) as e:
+        print(f"llmds generate: {e}", file=sys.stderr)
+        return 2
+    print()
+    print(
+        f"[{r.output_tokens} tokens, {r.reason}; first token after {r.time_to_first_token_s * 1e3:.2f} ms, "
+        f"{r.tokens_per_s:,.0f} tokens/s]",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     print(f"llmds {llmds.__version__} demo")
     dir_ = Path(args.data_dir) if args.data_dir else data_dir()
@@ -413,6 +480,7 @@ def demo(args: argparse.Namespace) -> int:
     _demo_scheduling(dir_)
     _demo_hnsw(dir_)
     _demo_retrieval(dir_)
+    _demo_engine(dir_)
     return 0
 
 
@@ -457,6 +525,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_azure.add_argument("--decode-step-ms", type=float, default=model.decode_step_ms)
     p_azure.add_argument("--decode-ms-per-sequence", type=float, default=model.decode_ms_per_sequence)
     p_azure.set_defaults(run=replay_azure_command)
+    p_gen = sub.add_parser("generate", help="stream text from a llama2.c model (default: stories260K)")
+    p_gen.add_argument("--prompt", default="", help="the prompt (default: empty, a story from scratch)")
+    p_gen.add_argument("--max-tokens", type=int, default=256)
+    p_gen.add_argument("--temperature", type=float, default=1.0, help="0 for greedy (default 1.0)")
+    p_gen.add_argument("--top-k", type=int, default=0, help="0 for off")
+    p_gen.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (default 0.9; 1 for off)")
+    p_gen.add_argument("--seed", type=int, help="random seed (default: from the system)")
+    p_gen.add_argument("--model", help="a llama2.c v0 checkpoint (default: the shared data's stories260K.bin)")
+    p_gen.add_argument("--tokenizer", help="its llama2.c tokenizer (default: the shared data's tok512.bin)")
+    p_gen.add_argument("--data-dir", help="the shared data folder (default: $LLMDS_DATA_DIR or ../shared/data)")
+    p_gen.set_defaults(run=generate)
     p_version = sub.add_parser("version", help="print the version")
     p_version.set_defaults(run=lambda _: print(llmds.__version__) or 0)
     args = parser.parse_args(argv)

@@ -34,7 +34,7 @@ STORIES_TOKENIZER = "models/tok512.bin"
 def load_stories260k(data: str | Path | None = None, **config: Any) -> Engine:
     """An Engine on the stories260K model and its 512-token vocabulary from the shared data folder
     ($LLMDS_DATA_DIR or ../shared/data unless `data` is given). `config` goes to Engine
-    (page_size, max_pages, max_batch_tokens, max_sequences, enable_prefix_caching)."""
+    (page_size, max_pages, max_batch_tokens, max_sequences, enable_prefix_caching, num_threads)."""
     folder = Path(data) if data is not None else data_dir()
     model, tokenizer = folder / STORIES_MODEL, folder / STORIES_TOKENIZER
     for path in (model, tokenizer):

@@ -104,7 +104,7 @@ void bind_request(py::module_& m) {
       .def(py::init([](const std::string& prompt, std::optional<std::vector<TokenId>> prompt_tokens, int max_tokens,
                        std::optional<SamplingParams> sampling, int priority, std::optional<double> slo_ms,
                        std::vector<TokenId> stop_token_ids, std::vector<std::string> stop_strings, bool reuse_cache,
-                       bool free_cache_on_finish, std::string cache_salt, const py::object& on_token) {
+                       bool free_cache_on_finish, std::string cache_salt, const py::object& on_token, int top_logits, bool ignore_eos) {
              PyRequest r;
              r.request.prompt = prompt;
              if (prompt_tokens) r.request.prompt_tokens = std::move(*prompt_tokens);
@@ -119,13 +119,16 @@ void bind_request(py::module_& m) {
              r.request.cache_salt = std::move(cache_salt);
              r.request.on_token = python_callback(on_token);
              r.on_token = on_token;
+             r.request.top_logits = top_logits;
+             r.request.ignore_eos = ignore_eos;
              return r;
            }),
            py::arg("prompt") = "", py::kw_only(), py::arg("prompt_tokens") = py::none(), py::arg("max_tokens") = 256,
            py::arg("sampling") = py::none(), py::arg("priority") = 0, py::arg("slo_ms") = py::none(),
            py::arg("stop_token_ids") = std::vector<TokenId>{}, py::arg("stop_strings") = std::vector<std::string>{},
            py::arg("reuse_cache") = true, py::arg("free_cache_on_finish") = true, py::arg("cache_salt") = "",
-           py::arg("on_token") = py::none())
+           py::arg("on_token") = py::none(), py::arg("top_logits") = 0,
+           py::arg("ignore_eos") = false)
       .def_property_readonly("prompt", [](const PyRequest& r) { return r.request.prompt; })
       .def_property_readonly("prompt_tokens", [](const PyRequest& r) { return r.request.prompt_tokens; })
       .def_property_readonly("max_tokens", [](const PyRequest& r) { return r.request.max_tokens; })
@@ -138,6 +141,8 @@ void bind_request(py::module_& m) {
       .def_property_readonly("free_cache_on_finish", [](const PyRequest& r) { return r.request.free_cache_on_finish; })
       .def_property_readonly("cache_salt", [](const PyRequest& r) { return r.request.cache_salt; })
       .def_property_readonly("on_token", [](const PyRequest& r) { return r.on_token; })
+      .def_property_readonly("top_logits", [](const PyRequest& r) { return r.request.top_logits; })
+      .def_property_readonly("ignore_eos", [](const PyRequest& r) { return r.request.ignore_eos; })
       .def("__repr__", [](const PyRequest& r) {
         return fmt::format("Request(prompt={}, max_tokens={})", quoted(r.request.prompt), r.request.max_tokens);
       });
@@ -150,6 +155,16 @@ void bind_response(py::module_& m) {
       .def_property_readonly("text", [](const Response& r) { return text_of(r.text); })
       .def_property_readonly("reason", [](const Response& r) { return std::string(llmds::finish_reason_name(r.reason)); })
       .def_readonly("error", &Response::error)
+      .def_property_readonly("top_logits",
+                             [](const Response& r) {
+                               py::list steps;
+                               for (const auto& step : r.top_logits) {
+                                 py::list row;
+                                 for (const auto& t : step) row.append(py::make_tuple(t.token, t.logit));
+                                 steps.append(row);
+                               }
+                               return steps;
+                             })
       .def_readonly("prompt_tokens", &Response::prompt_tokens)
       .def_readonly("output_tokens", &Response::output_tokens)
       .def_readonly("cached_prompt_tokens", &Response::cached_prompt_tokens)
@@ -234,7 +249,7 @@ void bind_engine_class(py::module_& m) {
       "preemption, streaming and cancellation.")
       .def(py::init([](const std::filesystem::path& model, const std::filesystem::path& tokenizer, std::int64_t page_size,
                        std::int64_t max_pages, std::int64_t max_batch_tokens, std::int64_t max_sequences,
-                       bool enable_prefix_caching) {
+                       bool enable_prefix_caching, std::int64_t num_threads) {
              auto non_negative = [](std::int64_t v, const char* name) {
                if (v < 1) throw py::value_error(fmt::format("{} must be at least 1, got {}", name, v));
                return static_cast<std::size_t>(v);
@@ -245,12 +260,14 @@ void bind_engine_class(py::module_& m) {
              c.max_batch_tokens = non_negative(max_batch_tokens, "max_batch_tokens");
              c.max_sequences = non_negative(max_sequences, "max_sequences");
              c.enable_prefix_caching = enable_prefix_caching;
+             if (num_threads < 0) throw py::value_error(fmt::format("num_threads must be >= 0, got {}", num_threads));
+             c.num_threads = static_cast<std::size_t>(num_threads);
              py::gil_scoped_release release;
              return std::unique_ptr<Engine, ReleasingDelete>(Engine::load(model, tokenizer, c).release());
            }),
            py::arg("model_path"), py::arg("tokenizer_path"), py::kw_only(), py::arg("page_size") = 16,
            py::arg("max_pages") = 2048, py::arg("max_batch_tokens") = 256, py::arg("max_sequences") = 64,
-           py::arg("enable_prefix_caching") = true)
+           py::arg("enable_prefix_caching") = true, py::arg("num_threads") = 0)
       .def(
           "generate",
           [](Engine& e, const PyRequest& r) {
@@ -328,6 +345,7 @@ void bind_engine_class(py::module_& m) {
                                d["max_pages"] = e.config().max_pages;
                                d["max_batch_tokens"] = e.config().max_batch_tokens;
                                d["max_sequences"] = e.config().max_sequences;
+                               d["num_threads"] = e.config().num_threads;
                                return d;
                              })
       .def("__repr__", [](const Engine& e) {

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "llmds/core/errors.hpp"
+#include "llmds/detail/parallel.hpp"
 
 namespace llmds {
 
@@ -107,6 +108,7 @@ std::unique_ptr<Engine> Engine::load(const std::filesystem::path& model, const s
 
 GenerationHandle Engine::generate_async(Request request) {
   request.sampling.validate();
+  if (request.top_logits < 0) throw std::invalid_argument(fmt::format("Request.top_logits must be >= 0, got {}", request.top_logits));
   if (request.max_tokens < 1) throw std::invalid_argument(fmt::format("Request.max_tokens must be at least 1, got {}", request.max_tokens));
   std::vector<TokenId> prompt =
       request.prompt_tokens.empty() ? tokenizer_->encode(request.prompt) : request.prompt_tokens;
@@ -257,7 +259,7 @@ void Engine::finish(Active& a, FinishReason reason, std::string error) {
 void Engine::accept_token(Active& a, TokenId token) {
   const Request& q = a.request;
   if (a.generated() == 0) a.first_token = Clock::now();
-  if (token == Tokenizer::kBos || token == Tokenizer::kEos) return finish(a, FinishReason::eos);
+  if (!q.ignore_eos && (token == Tokenizer::kBos || token == Tokenizer::kEos)) return finish(a, FinishReason::eos);
   if (std::find(q.stop_token_ids.begin(), q.stop_token_ids.end(), token) != q.stop_token_ids.end()) {
     return finish(a, FinishReason::stop_token);
   }
@@ -292,6 +294,16 @@ void Engine::accept_token(Active& a, TokenId token) {
       a.context.size() >= static_cast<std::size_t>(model_->config().seq_len)) {
     return finish(a, FinishReason::max_tokens);
   }
+}
+
+void Engine::record_top_logits(Active& a, std::span<const float> logits) {
+  const std::size_t n = std::min(static_cast<std::size_t>(a.request.top_logits), logits.size());
+  std::vector<TokenId> order(logits.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<TokenId>(i);
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(),
+                    [&](TokenId x, TokenId y) { return logits[x] > logits[y] || (logits[x] == logits[y] && x < y); });
+  auto& step = a.response.top_logits.emplace_back();
+  for (std::size_t i = 0; i < n; ++i) step.push_back({order[i], logits[order[i]]});
 }
 
 void Engine::preempt(Active& a) {
@@ -398,6 +410,46 @@ void Engine::attach(Active& a) {
   stats_.cached_prompt_tokens += cached;
 }
 
+// One forward pass over the step's chunks, split over threads in contiguous groups of about
+// equal attention work (a chunk's work grows with its tokens times its context).
+void Engine::forward(std::span<const ForwardChunk> chunks) {
+  const std::size_t threads = detail::thread_count(config_.num_threads, chunks.size());
+  std::vector<double> work(chunks.size());
+  double total_work = 0;
+  for (std::size_t i = 0; i < chunks.size(); ++i) {
+    const auto n = static_cast<double>(chunks[i].tokens.size());
+    work[i] = n * (static_cast<double>(chunks[i].start) + n) + 64.0 * n;  // attention + weights
+    total_work += work[i];
+  }
+  // Group boundaries: chunk indexes where the running work passes each share.
+  std::vector<std::size_t> bounds = {0};
+  double running = 0;
+  for (std::size_t i = 0; i < chunks.size() && bounds.size() < threads; ++i) {
+    running += work[i];
+    if (running >= total_work * static_cast<double>(bounds.size()) / static_cast<double>(threads)) bounds.push_back(i + 1);
+  }
+  if (bounds.back() != chunks.size()) bounds.push_back(chunks.size());
+  const std::size_t groups = bounds.size() - 1;
+  if (scratch_.size() < groups) scratch_.resize(groups);
+  const std::size_t width = model_->config().kv_entry_width();
+  const auto vocab = static_cast<std::size_t>(model_->config().vocab_size);
+  // Where each group's rows start in kv_out_ and logits_.
+  std::vector<std::size_t> kv_at(groups + 1, 0), logits_at(groups + 1, 0);
+  for (std::size_t g = 0; g < groups; ++g) {
+    kv_at[g + 1] = kv_at[g];
+    logits_at[g + 1] = logits_at[g];
+    for (std::size_t i = bounds[g]; i < bounds[g + 1]; ++i) {
+      kv_at[g + 1] += chunks[i].tokens.size() * width;
+      logits_at[g + 1] += chunks[i].want_logits ? vocab : 0;
+    }
+  }
+  detail::parallel_for(groups, groups, [&](std::size_t g) {
+    model_->forward(cache_, chunks.subspan(bounds[g], bounds[g + 1] - bounds[g]),
+                    std::span(kv_out_).subspan(kv_at[g], kv_at[g + 1] - kv_at[g]),
+                    std::span(logits_).subspan(logits_at[g], logits_at[g + 1] - logits_at[g]), scratch_[g]);
+  });
+}
+
 void Engine::run_batch(const std::vector<Active*>& batch, const std::vector<std::size_t>& counts) {
   std::vector<ForwardChunk> chunks;
   std::size_t total = 0, sampled = 0;
@@ -414,7 +466,7 @@ void Engine::run_batch(const std::vector<Active*>& batch, const std::vector<std:
   kv_out_.resize(total * width);
   logits_.resize(sampled * vocab);
   try {
-    model_->forward(cache_, chunks, kv_out_, logits_, scratch_);
+    forward(chunks);
   } catch (const std::exception& e) {
     for (Active* a : batch) finish(*a, FinishReason::error, fmt::format("forward pass failed: {}", e.what()));
     return;
@@ -435,6 +487,7 @@ void Engine::run_batch(const std::vector<Active*>& batch, const std::vector<std:
     std::span<float> logits(logits_.data() + logit_row * vocab, vocab);
     ++logit_row;
     a.sampled_last = true;
+    if (a.request.top_logits > 0) record_top_logits(a, logits);
     accept_token(a, a.sampler.sample(logits));
   }
   std::lock_guard lock(mutex_);

@@ -211,59 +211,120 @@ void rotate(float* v, int width, int head_size, const float* rope_row) {
 
 }  // namespace
 
+namespace {
+
+template <int HS>
+inline float dot(const float* a, const float* b, int hs) {
+  const int n = HS > 0 ? HS : hs;  // a compile-time size when the head size is a common one
+  float acc = 0.0f;
+  for (int e = 0; e < n; ++e) acc += a[e] * b[e];
+  return acc;
+}
+
+// out = sum over positions p of weights[p] * scale * V[p]. A fixed head size accumulates in
+// registers (no stores through `out` that the compiler must assume alias V).
+template <int HS>
+inline void weighted_sum(const float* weights, float scale, std::span<const KVRun> runs, float* out, int hs) {
+  if constexpr (HS > 0) {
+    float acc[HS] = {};
+    std::size_t p = 0;
+    for (const KVRun& run : runs) {
+      for (std::size_t r = 0; r < run.count; ++r, ++p) {
+        const float* v = run.v + r * run.stride;
+        const float w = weights[p] * scale;
+        for (int e = 0; e < HS; ++e) acc[e] += w * v[e];
+      }
+    }
+    std::copy(acc, acc + HS, out);
+  } else {
+    std::fill(out, out + hs, 0.0f);
+    std::size_t p = 0;
+    for (const KVRun& run : runs) {
+      for (std::size_t r = 0; r < run.count; ++r, ++p) {
+        const float* v = run.v + r * run.stride;
+        const float w = weights[p] * scale;
+        for (int e = 0; e < hs; ++e) out[e] += w * v[e];
+      }
+    }
+  }
+}
+
+// Attention of the `group` query heads that share one KV head, for one query position, over the
+// positions listed by `runs` (n in all): scores, softmax, weighted sum of V into `out`.
+template <int HS>
+void attend(const float* q, float* out, int group, int hs, std::span<const KVRun> runs, std::size_t n, float scale,
+            float* scores, float* group_tmp) {
+  float* max_score = group_tmp;
+  float* inv_sum = group_tmp + group;
+  for (int g = 0; g < group; ++g) max_score[g] = -std::numeric_limits<float>::infinity();
+  std::size_t p = 0;
+  for (const KVRun& run : runs) {
+    for (std::size_t r = 0; r < run.count; ++r, ++p) {
+      const float* k = run.k + r * run.stride;
+      for (int g = 0; g < group; ++g) {
+        const float sc = dot<HS>(q + g * hs, k, hs) * scale;
+        scores[static_cast<std::size_t>(g) * n + p] = sc;
+        max_score[g] = std::max(max_score[g], sc);
+      }
+    }
+  }
+  for (int g = 0; g < group; ++g) {
+    Eigen::Map<Eigen::ArrayXf> row(scores + static_cast<std::size_t>(g) * n, static_cast<Eigen::Index>(n));
+    row = (row - max_score[g]).exp();  // vectorised exp
+    inv_sum[g] = 1.0f / row.sum();
+  }
+  for (int g = 0; g < group; ++g) {
+    weighted_sum<HS>(scores + static_cast<std::size_t>(g) * n, inv_sum[g], runs, out + g * hs, hs);
+  }
+}
+
+using AttendFn = void (*)(const float*, float*, int, int, std::span<const KVRun>, std::size_t, float, float*, float*);
+
+AttendFn attend_for(int hs) {
+  switch (hs) {
+    case 8: return &attend<8>;
+    case 16: return &attend<16>;
+    case 32: return &attend<32>;
+    case 64: return &attend<64>;
+    case 128: return &attend<128>;
+    default: return &attend<0>;
+  }
+}
+
+}  // namespace
+
 void LlamaModel::attention(const KVStore& cache, const ForwardChunk& chunk, std::size_t row0, int layer,
                            ForwardScratch& s) const {
   const int hs = config_.head_size(), kv_dim = config_.kv_dim(), group = config_.n_heads / config_.n_kv_heads;
   const std::size_t width = config_.kv_entry_width();
   const std::size_t k_off = static_cast<std::size_t>(layer) * 2 * static_cast<std::size_t>(kv_dim);
-  const std::size_t v_off = k_off + static_cast<std::size_t>(kv_dim);
   const std::size_t page_size = cache.config().page_size;
   const float* arena = cache.arena().data();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   const std::size_t m = chunk.tokens.size();
   const std::size_t context = chunk.start + m;
-  if (s.scores.size() < context) s.scores.resize(context);
-  float* scores = s.scores.data();
+  if (s.scores.size() < static_cast<std::size_t>(group) * context) s.scores.resize(static_cast<std::size_t>(group) * context);
+  s.group_tmp.resize(2 * static_cast<std::size_t>(group));
+  const AttendFn fn = attend_for(hs);
 
-  // The K or V row of position p: from a page for p < start, from this step's rows otherwise.
-  auto key_at = [&](std::size_t p, int kvh) -> const float* {
-    if (p >= chunk.start) return s.k.row(static_cast<Eigen::Index>(row0 + p - chunk.start)).data() + kvh * hs;
-    const std::size_t page = static_cast<std::size_t>(chunk.table[p / page_size]);
-    return arena + (page * page_size + p % page_size) * width + k_off + static_cast<std::size_t>(kvh * hs);
-  };
-  auto value_at = [&](std::size_t p, int kvh) -> const float* {
-    if (p >= chunk.start) return s.v.row(static_cast<Eigen::Index>(row0 + p - chunk.start)).data() + kvh * hs;
-    const std::size_t page = static_cast<std::size_t>(chunk.table[p / page_size]);
-    return arena + (page * page_size + p % page_size) * width + v_off + static_cast<std::size_t>(kvh * hs);
-  };
-
-  for (std::size_t i = 0; i < m; ++i) {
-    const std::size_t pos = chunk.start + i;
-    const auto row = static_cast<Eigen::Index>(row0 + i);
-    for (int h = 0; h < config_.n_heads; ++h) {
-      const int kvh = h / group;
-      const float* q = s.q.row(row).data() + h * hs;
-      float max_score = -std::numeric_limits<float>::infinity();
-      for (std::size_t p = 0; p <= pos; ++p) {
-        const float* k = key_at(p, kvh);
-        float dot = 0.0f;
-        for (int e = 0; e < hs; ++e) dot += q[e] * k[e];
-        scores[p] = dot * scale;
-        max_score = std::max(max_score, scores[p]);
-      }
-      float sum = 0.0f;
-      for (std::size_t p = 0; p <= pos; ++p) {
-        scores[p] = std::exp(scores[p] - max_score);
-        sum += scores[p];
-      }
-      float* out = s.attn.row(row).data() + h * hs;
-      std::fill(out, out + hs, 0.0f);
-      const float inv = 1.0f / sum;
-      for (std::size_t p = 0; p <= pos; ++p) {
-        const float a = scores[p] * inv;
-        const float* v = value_at(p, kvh);
-        for (int e = 0; e < hs; ++e) out[e] += a * v[e];
-      }
+  for (int kvh = 0; kvh < config_.n_kv_heads; ++kvh) {
+    // Earlier positions, page by page through the block table; then this step's rows.
+    s.runs.clear();
+    for (std::size_t p = 0; p < chunk.start; p += page_size) {
+      const auto page = static_cast<std::size_t>(chunk.table[p / page_size]);
+      const float* base = arena + page * page_size * width + k_off + static_cast<std::size_t>(kvh * hs);
+      s.runs.push_back({base, base + kv_dim, width, std::min(page_size, chunk.start - p)});
+    }
+    const std::size_t earlier = s.runs.size();
+    for (std::size_t i = 0; i < m; ++i) {
+      const auto row = static_cast<Eigen::Index>(row0 + i);
+      // Row i of the chunk sees the chunk's rows 0..i.
+      s.runs.resize(earlier);
+      s.runs.push_back({s.k.row(static_cast<Eigen::Index>(row0)).data() + kvh * hs,
+                        s.v.row(static_cast<Eigen::Index>(row0)).data() + kvh * hs, static_cast<std::size_t>(kv_dim),
+                        i + 1});
+      fn(s.q.row(row).data() + kvh * group * hs, s.attn.row(row).data() + kvh * group * hs, group, hs, s.runs,
+         chunk.start + i + 1, scale, s.scores.data(), s.group_tmp.data());
     }
   }
 }

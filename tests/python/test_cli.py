@@ -36,6 +36,8 @@ def test_demo_runs_on_the_real_traces(demo):
     assert "19,366 requests over 3,502 s at 2x their real rate" in result.stdout
     assert "llmds wait=50ms" in result.stdout and "seed 003 claim: load x2" in result.stdout
     assert "turned away ('qps_limit')" in result.stdout
+    assert "model: 260,032 parameters" in result.stdout
+    assert "tokens streamed" in result.stdout and "prompt tokens came from the cache" in result.stdout
 
 
 def test_demo_without_data_says_so_and_still_runs(tmp_path):
@@ -76,3 +78,20 @@ def test_demo_shows_vector_search_bm25_and_hybrid_search(demo):
     cranfield = next(line for line in out.splitlines() if line.strip().startswith("cranfield"))
     assert "(0.294)" in cranfield and "(0.373)" in cranfield
     assert "reciprocal rank fusion" in out and "answered from the cache" in out
+
+
+def test_generate_streams_a_story(shared_data):
+    result = run("generate", "--prompt", "Once upon a time", "--max-tokens", "60", "--temperature", "0",
+                 "--data-dir", str(shared_data))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Once upon a time, there was a little girl named Lily.")
+    assert "60 tokens, max_tokens" in result.stderr
+    seeded = [run("generate", "--max-tokens", "40", "--seed", "5", "--data-dir", str(shared_data)).stdout
+              for _ in range(2)]
+    assert seeded[0] == seeded[1]
+
+
+def test_generate_with_a_missing_model_is_a_clear_error(tmp_path):
+    result = run("generate", "--model", str(tmp_path / "none.bin"), "--tokenizer", str(tmp_path / "t.bin"))
+    assert result.returncode == 2
+    assert "none.bin" in result.stderr

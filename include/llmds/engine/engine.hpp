@@ -8,7 +8,9 @@
 //   - One background thread runs steps. Each step decodes every running sequence (one token
 //     each, build_decode_batch) and fills the rest of max_batch_tokens with prefill chunks of
 //     waiting prompts (build_prefill_batch: prompts in progress first, long prompts split). All
-//     of it is one LlamaModel::forward call, so the weights are read once per step.
+//     of it is one LlamaModel::forward call, so the weights are read once per step; with
+//     num_threads > 1 the step's sequences are split into that many groups of about equal
+//     attention work, one forward call each, run side by side.
 //   - K and V live in KVCache pages; attention reads them through each sequence's block table.
 //     A new prompt first takes the longest cached run of its full pages (chained SHA-256 block
 //     hashes, so equal prefixes share pages; `cache_salt` keeps tenants apart); only the rest is
@@ -44,6 +46,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -79,12 +82,24 @@ struct Request {
   bool free_cache_on_finish = true;   // false: pages stay held until Engine::release(id)
   std::string cache_salt;             // prefixes are shared only between equal salts
   TokenCallback on_token;             // streaming
+  int top_logits = 0;                 // record the n largest logits of every sampled step
+  bool ignore_eos = false;            // keep generating past the model's end of text (benchmarks)
+};
+
+/// One of the largest raw logits (before temperature) at a sampled step.
+struct TokenLogit {
+  TokenId token;
+  float logit;
+  friend bool operator==(const TokenLogit&, const TokenLogit&) = default;
 };
 
 struct Response {
   std::uint64_t id = 0;
   std::vector<TokenId> tokens;  // generated, without end or stop tokens
   std::string text;
+  /// With Request::top_logits = n: per sampled step (end and stop tokens included), the n
+  /// largest logits, largest first.
+  std::vector<std::vector<TokenLogit>> top_logits;
   FinishReason reason = FinishReason::error;
   std::string error;  // what went wrong, for reason error
   std::size_t prompt_tokens = 0;
@@ -102,6 +117,8 @@ struct EngineConfig {
   std::size_t max_batch_tokens = 256; // tokens per step (decodes + prefill chunks)
   std::size_t max_sequences = 64;     // sequences per step
   bool enable_prefix_caching = true;
+  /// Threads a step's sequences are split over (0: every core). One sequence never splits.
+  std::size_t num_threads = 0;
 
   void validate() const;
 };
@@ -174,10 +191,12 @@ class Engine {
   void step();
   void attach(Active& a);
   void run_batch(const std::vector<Active*>& batch, const std::vector<std::size_t>& counts);
+  void forward(std::span<const ForwardChunk> chunks);
   bool make_room(std::vector<Active*>& batch, std::vector<std::size_t>& counts);
   void preempt(Active& a);
   void finish(Active& a, FinishReason reason, std::string error = {});
   void accept_token(Active& a, TokenId token);
+  void record_top_logits(Active& a, std::span<const float> logits);
 
   std::shared_ptr<const LlamaModel> model_;
   std::shared_ptr<const Tokenizer> tokenizer_;
@@ -198,7 +217,7 @@ class Engine {
   KVStore cache_;
   Scheduler scheduler_;
   std::unordered_map<RequestId, std::unique_ptr<Active>> active_;  // by scheduler id
-  ForwardScratch scratch_;
+  std::vector<ForwardScratch> scratch_;  // one per thread
   std::vector<float> kv_out_, logits_;
   std::thread thread_;
 };

@@ -101,10 +101,20 @@ struct ForwardChunk {
   bool want_logits = true;  // logits of the chunk's last token
 };
 
+/// Consecutive positions whose K and V rows sit `stride` floats apart: the rows of one KV page,
+/// or the rows the current step computed (attention walks a list of these).
+struct KVRun {
+  const float* k;
+  const float* v;
+  std::size_t stride;
+  std::size_t count;
+};
+
 /// Working memory of forward(), kept between steps so that a step allocates nothing once warm.
 struct ForwardScratch {
   RowMatrix x, xb, q, k, v, attn, h1, h3, logits_rows;
-  std::vector<float> scores;
+  std::vector<float> scores, group_tmp;
+  std::vector<KVRun> runs;
 };
 
 class LlamaModel {

@@ -1,0 +1,145 @@
+// The reference engine on stories260K: single-sequence decode speed with K/V read from KVCache
+// pages (the model alone, and through the Engine), aggregate speed with 16 concurrent requests,
+// and time to first token with and without prefix reuse.
+//   LLMDS_DATA_DIR=../shared/data build/cpp/bench/bench_engine
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "llmds/engine/engine.hpp"
+
+namespace {
+
+std::filesystem::path models_dir() {
+  for (const char* var : {"LLMDS_DATA_DIR", "LLMDS_DATA_DIR_DEFAULT"}) {
+    if (const char* dir = std::getenv(var); dir != nullptr && *dir != '\0') return std::filesystem::path(dir) / "models";
+  }
+  return std::filesystem::path("../shared/data/models");
+}
+
+struct Stories {
+  std::shared_ptr<const llmds::LlamaModel> model;
+  std::shared_ptr<const llmds::Tokenizer> tokenizer;
+};
+
+const Stories* stories() {
+  static const Stories* s = []() -> const Stories* {
+    const auto dir = models_dir();
+    if (!std::filesystem::exists(dir / "stories260K.bin")) return nullptr;
+    auto m = std::make_shared<const llmds::LlamaModel>(llmds::LlamaModel::load(dir / "stories260K.bin"));
+    auto t = std::make_shared<const llmds::Tokenizer>(llmds::Tokenizer::load(dir / "tok512.bin", 512));
+    return new Stories{m, t};
+  }();
+  return s;
+}
+
+#define NEED_STORIES(state)                                                       \
+  const Stories* S = stories();                                                   \
+  if (S == nullptr) {                                                             \
+    (state).SkipWithError("stories260K.bin not found: set LLMDS_DATA_DIR");       \
+    return;                                                                       \
+  }
+
+llmds::Request greedy(std::string prompt, int max_tokens) {
+  llmds::Request r;
+  r.prompt = std::move(prompt);
+  r.max_tokens = max_tokens;
+  r.sampling.temperature = 0.0f;
+  r.ignore_eos = true;  // exactly max_tokens tokens, as run.c's -n
+  return r;
+}
+
+// Greedy decode of `steps` tokens from BOS by the model alone: one forward call per token, K/V
+// appended to a KVCache and read back through the block table, argmax sampling.
+void BM_ModelDecode(benchmark::State& state) {
+  NEED_STORIES(state);
+  const auto steps = static_cast<std::size_t>(state.range(0));
+  const auto& model = *S->model;
+  const std::size_t width = model.config().kv_entry_width();
+  llmds::ForwardScratch scratch;
+  std::vector<float> kv(width), logits(512);
+  for (auto _ : state) {
+    llmds::KVStore cache(model.cache_config(16, (steps + 15) / 16 + 1));
+    cache.attach(1, std::span<const float>{});
+    llmds::TokenId token = llmds::Tokenizer::kBos;
+    for (std::size_t pos = 0; pos < steps; ++pos) {
+      llmds::ForwardChunk chunk{cache.block_table(1), pos, std::span(&token, 1), true};
+      model.forward(cache, std::span(&chunk, 1), kv, logits, scratch);
+      cache.append(1, kv);
+      token = llmds::Sampler::argmax(logits);
+    }
+    benchmark::DoNotOptimize(token);
+  }
+  state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(state.iterations() * steps), benchmark::Counter::kIsRate);
+}
+
+// The same through the Engine: one request, BOS prompt, steps - 1 generated tokens.
+void BM_EngineDecode(benchmark::State& state) {
+  NEED_STORIES(state);
+  const auto steps = static_cast<int>(state.range(0));
+  llmds::Engine engine(S->model, S->tokenizer);
+  std::size_t tokens = 0;
+  for (auto _ : state) tokens += engine.generate(greedy("", steps - 1)).output_tokens;
+  state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
+}
+
+// n concurrent requests, each generating `steps` tokens from its own prompt, sampled.
+void BM_EngineConcurrent(benchmark::State& state) {
+  NEED_STORIES(state);
+  const auto n = static_cast<int>(state.range(0));
+  const auto steps = static_cast<int>(state.range(1));
+  llmds::Engine engine(S->model, S->tokenizer, {.page_size = 16, .max_pages = 4096, .max_batch_tokens = 512, .max_sequences = 64});
+  std::size_t tokens = 0;
+  for (auto _ : state) {
+    std::vector<llmds::GenerationHandle> handles;
+    for (int i = 0; i < n; ++i) {
+      llmds::Request r;
+      r.prompt_tokens = {llmds::Tokenizer::kBos};
+      r.max_tokens = steps;
+      r.sampling = {.temperature = 1.0f, .top_k = 0, .top_p = 0.9f, .seed = static_cast<std::uint64_t>(i + 1)};
+      r.ignore_eos = true;
+      handles.push_back(engine.generate_async(r));
+    }
+    for (auto& h : handles) tokens += h.get().output_tokens;
+  }
+  state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
+}
+
+// Time to first token of a request whose long prompt another request has already computed,
+// with prefix reuse (arg 1) or without (arg 0).
+void BM_PrefixReuseTTFT(benchmark::State& state) {
+  NEED_STORIES(state);
+  const bool reuse = state.range(0) == 1;
+  llmds::Engine engine(S->model, S->tokenizer);
+  std::string system = "Once upon a time, there was a little girl named Lily.";
+  while (S->tokenizer->encode(system).size() < 400) system += " She loved to play outside in the park with her friends.";
+  (void)engine.generate(greedy(system, 1));  // computes and caches the prompt's pages
+  double ttft = 0;
+  std::size_t saved = 0, prompt = 0;
+  for (auto _ : state) {
+    llmds::Request r = greedy(system + " One day", 1);
+    r.reuse_cache = reuse;
+    const auto resp = engine.generate(r);
+    ttft += resp.time_to_first_token_s;
+    saved += resp.cached_prompt_tokens;
+    prompt += resp.prompt_tokens;
+  }
+  const auto it = static_cast<double>(state.iterations());
+  state.counters["ttft_us"] = ttft / it * 1e6;
+  state.counters["prompt_tokens"] = static_cast<double>(prompt) / it;
+  state.counters["prefill_saved"] = static_cast<double>(saved) / it;
+}
+
+}  // namespace
+
+BENCHMARK(BM_ModelDecode)->Arg(64)->Arg(512)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_EngineDecode)->Arg(64)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_EngineConcurrent)->Args({1, 256})->Args({16, 256})->Args({16, 511})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_PrefixReuseTTFT)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK_MAIN();

@@ -1,0 +1,159 @@
+"""llmds.engine: parity with the llama2.c reference outputs, batching, streaming, cancellation,
+callbacks and errors, through the Python API."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmds.engine import Engine, Request, SamplingParams, load_stories260k
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def reference(shared_data: Path) -> dict[str, Any]:
+    with (shared_data / "models" / "reference_outputs.json").open() as f:
+        return json.load(f)
+
+
+@pytest.fixture()
+def engine(shared_data: Path) -> Engine:
+    return load_stories260k(shared_data)
+
+
+def test_greedy_64_step_runs_match_token_for_token(engine: Engine, reference: dict[str, Any]) -> None:
+    for run, prompt in (("stories260K_greedy_once_n64", "Once upon a time"), ("stories260K_greedy_empty_n64", "")):
+        ref = reference["runs"][run]
+        assert engine.encode(prompt) == ref["prompt_token_ids"]
+        r = engine.generate(Request(prompt, max_tokens=64 - len(ref["prompt_token_ids"]) + 1, sampling=GREEDY))
+        assert r.tokens == ref["generated_token_ids"]
+        assert r.reason == "max_tokens"
+        # run.c echoes the prompt and ends with a newline.
+        assert prompt + r.text + "\n" == ref["stdout_text"]
+
+
+def test_greedy_256_steps_top_logits_within_tolerance(engine: Engine, reference: dict[str, Any]) -> None:
+    ref = reference["runs"]["stories260K_greedy_once_n256"]
+    r = engine.generate(Request("Once upon a time", max_tokens=252, sampling=GREEDY, top_logits=2))
+    assert r.tokens == ref["generated_token_ids"]
+    sampled = [s for s in ref["per_step"] if not s["forced"]]
+    assert len(sampled) == len(r.top_logits) == 252
+    worst = 0.0
+    for step, ours in zip(sampled, r.top_logits):
+        assert ours[0][0] == step["top1"]
+        worst = max(worst, abs(ours[0][1] - step["top1_logit"]))
+        if ours[1][0] == step["top2"]:
+            worst = max(worst, abs(ours[1][1] - step["top2_logit"]))
+    assert worst < 1e-3, f"largest logit difference from run.c: {worst}"
+
+
+def test_seeded_sampling_matches_the_reference_rng(engine: Engine, reference: dict[str, Any]) -> None:
+    ref = reference["runs"]["stories260K_sampled_t0.8_p0.9_s42_once_n64"]
+    req = Request("Once upon a time", max_tokens=60, sampling=SamplingParams(temperature=0.8, top_p=0.9, seed=42))
+    first = engine.generate(req)
+    assert first.tokens == ref["generated_token_ids"]
+    assert engine.generate(req).tokens == first.tokens
+    story = reference["runs"]["stories260K_sampled_t1_p0.9_s133742_default_steps"]
+    long = engine.generate(Request("", max_tokens=256, sampling=SamplingParams(temperature=1.0, top_p=0.9, seed=133742)))
+    assert long.tokens == story["generated_token_ids"]
+
+
+def test_batched_requests_give_the_tokens_they_give_alone(engine: Engine) -> None:
+    prompts = ["Once upon a time", "Tom had a red ball", "Once upon a time, there was a cat", "The sun"]
+    alone = [engine.generate(Request(p, max_tokens=50, sampling=GREEDY)).tokens for p in prompts]
+    handles = [engine.generate_async(Request(p, max_tokens=50, sampling=GREEDY)) for p in prompts]
+    assert [h.result(timeout=60).tokens for h in handles] == alone
+
+
+def test_stream_yields_the_pieces_of_the_text(engine: Engine) -> None:
+    stream = engine.stream(Request("Once upon a time", max_tokens=30, sampling=GREEDY))
+    pieces = list(stream)
+    r = stream.response()
+    assert [t for t, _ in pieces] == r.tokens
+    assert "".join(text for _, text in pieces) == r.text
+
+
+def test_on_token_callback_and_cancellation(engine: Engine) -> None:
+    seen: list[int] = []
+    handle_box: list[Any] = []
+
+    def on_token(token: int, text: str) -> None:
+        seen.append(token)
+        if len(seen) == 5:
+            handle_box[0].cancel()
+
+    handle = engine.generate_async(Request("Once upon a time", max_tokens=400, sampling=GREEDY, on_token=on_token))
+    handle_box.append(handle)
+    r = handle.result(timeout=60)
+    assert r.reason == "cancelled"
+    assert 5 <= r.output_tokens < 400
+    assert r.tokens == seen[: r.output_tokens]
+    assert not engine.cancel(handle.id)
+
+
+def test_a_callback_that_raises_ends_its_request_with_an_error(engine: Engine) -> None:
+    def boom(token: int, text: str) -> None:
+        raise RuntimeError("disk full")
+
+    bad = engine.generate_async(Request("Once upon a time", max_tokens=50, on_token=boom))
+    good = engine.generate_async(Request("Tom had a red ball", max_tokens=20, sampling=GREEDY))
+    r = bad.result(timeout=60)
+    assert r.reason == "error" and "disk full" in r.error
+    assert good.result(timeout=60).reason == "max_tokens"
+
+
+def test_prefix_reuse_and_stop_conditions(engine: Engine) -> None:
+    system = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
+    first = engine.generate(Request(system + " One day", max_tokens=20, sampling=GREEDY))
+    second = engine.generate(Request(system + " One day", max_tokens=20, sampling=GREEDY))
+    assert first.cached_prompt_tokens == 0 and second.cached_prompt_tokens >= 16
+    assert second.tokens == first.tokens
+    stopped = engine.generate(Request("Once upon a time", max_tokens=60, sampling=GREEDY, stop_strings=["Lily"]))
+    assert stopped.reason == "stop_string" and stopped.text == ", there was a little girl named "
+    st = engine.stats()
+    assert st["cached_prompt_tokens"] >= 16 and st["requests_finished"] == 3
+
+
+def test_bad_requests_raise_value_error(engine: Engine, shared_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        engine.generate(Request("x", max_tokens=0))
+    with pytest.raises(ValueError):
+        engine.generate(Request(prompt_tokens=[1, 9999]))
+    with pytest.raises(ValueError):
+        SamplingParams(temperature=-1)
+    with pytest.raises(ValueError):
+        SamplingParams(top_p=1.5)
+    with pytest.raises(TypeError):
+        Request("x", on_token=5)
+    with pytest.raises(IndexError):
+        engine.decode([600])
+    with pytest.raises(ValueError):
+        Engine(shared_data / "models" / "stories260K.bin", shared_data / "models" / "tok512.bin", page_size=0)
+    truncated = tmp_path / "model.bin"
+    truncated.write_bytes((shared_data / "models" / "stories260K.bin").read_bytes()[:5000])
+    with pytest.raises((OSError, ValueError), match="model.bin"):
+        Engine(truncated, shared_data / "models" / "tok512.bin")
+    with pytest.raises(FileNotFoundError):
+        load_stories260k(tmp_path)
+
+
+def test_generate_releases_the_gil(engine: Engine) -> None:
+    ticks = 0
+    stop = threading.Event()
+
+    def count() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+
+    t = threading.Thread(target=count)
+    t.start()
+    engine.generate(Request("Once upon a time", max_tokens=300, sampling=GREEDY))
+    stop.set()
+    t.join()
+    assert ticks > 100
