@@ -15,6 +15,11 @@
 #include "llmds/core/timer.hpp"
 #include "llmds/core/token_lru.hpp"
 
+#include "llmds/engine/engine.hpp"
+#include "llmds/engine/llama.hpp"
+#include "llmds/engine/sampler.hpp"
+#include "llmds/engine/tokenizer.hpp"
+
 #include "llmds/kv/block_hash.hpp"
 #include "llmds/kv/block_pool.hpp"
 #include "llmds/kv/kv_cache.hpp"

@@ -2,6 +2,7 @@
 #include <llmds/llmds.hpp>
 
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,41 @@ int main() {
   } else {
     return 6;
   }
+
+  // The engine (Eigen, threads) on a tiny model made here: three greedy tokens come back.
+  llmds::LlamaConfig config;
+  config.dim = 8;
+  config.hidden_dim = 16;
+  config.n_layers = 1;
+  config.n_heads = 2;
+  config.n_kv_heads = 1;
+  config.vocab_size = 8;
+  config.seq_len = 32;
+  llmds::LlamaWeights w;
+  w.embedding = llmds::RowMatrix::Random(8, 8);
+  w.layers.resize(1);
+  auto& layer = w.layers[0];
+  layer.attention_norm = llmds::Vector::Ones(8);
+  layer.ffn_norm = llmds::Vector::Ones(8);
+  layer.wq = llmds::RowMatrix::Random(8, 8);
+  layer.wk = llmds::RowMatrix::Random(4, 8);
+  layer.wv = llmds::RowMatrix::Random(4, 8);
+  layer.wo = llmds::RowMatrix::Random(8, 8);
+  layer.w1 = llmds::RowMatrix::Random(16, 8);
+  layer.w2 = llmds::RowMatrix::Random(8, 16);
+  layer.w3 = llmds::RowMatrix::Random(16, 8);
+  w.final_norm = llmds::Vector::Ones(8);
+  auto model = std::make_shared<const llmds::LlamaModel>(config, std::move(w));
+  auto tokenizer = std::make_shared<const llmds::Tokenizer>(
+      std::vector<std::string>{"<unk>", "\n<s>\n", "\n</s>\n", " ", "a", "b", "c", "d"},
+      std::vector<float>(8, 0.0f));
+  llmds::Engine engine(model, tokenizer);
+  llmds::Request request;
+  request.prompt_tokens = {1, 4};
+  request.max_tokens = 3;
+  request.sampling.temperature = 0.0f;
+  request.ignore_eos = true;
+  if (engine.generate(request).tokens.size() != 3) return 7;
 
   std::printf("llmds %d.%d.%d consumer: ok\n", llmds::version_major, llmds::version_minor,
               llmds::version_patch);
