@@ -88,12 +88,15 @@ void BM_EngineDecode(benchmark::State& state) {
   state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
 }
 
-// n concurrent requests, each generating `steps` tokens from its own prompt, sampled.
+// n concurrent requests, each generating `steps` tokens from BOS, sampled with its own seed, on
+// 1 thread or every core.
 void BM_EngineConcurrent(benchmark::State& state) {
   NEED_STORIES(state);
   const auto n = static_cast<int>(state.range(0));
   const auto steps = static_cast<int>(state.range(1));
-  llmds::Engine engine(S->model, S->tokenizer, {.page_size = 16, .max_pages = 4096, .max_batch_tokens = 512, .max_sequences = 64});
+  llmds::Engine engine(S->model, S->tokenizer,
+                       {.page_size = 16, .max_pages = 4096, .max_batch_tokens = 512, .max_sequences = 64,
+                        .enable_prefix_caching = true, .num_threads = static_cast<std::size_t>(state.range(2))});
   std::size_t tokens = 0;
   for (auto _ : state) {
     std::vector<llmds::GenerationHandle> handles;
@@ -135,11 +138,48 @@ void BM_PrefixReuseTTFT(benchmark::State& state) {
   state.counters["prefill_saved"] = static_cast<double>(saved) / it;
 }
 
+// 16 requests that share a ~400-token system prompt (a different question each) arrive at once,
+// after one earlier request computed the system prompt: mean time to first token and the prompt
+// tokens the model had to run, with prefix reuse (arg 1) or without (arg 0).
+void BM_SharedPromptBurst(benchmark::State& state) {
+  NEED_STORIES(state);
+  const bool reuse = state.range(0) == 1;
+  std::string system = "Once upon a time, there was a little girl named Lily.";
+  while (S->tokenizer->encode(system).size() < 400) system += " She loved to play outside in the park with her friends.";
+  const std::vector<std::string> questions = {"One day", "Then", "Lily saw a dog", "The sun was hot", "Her mom said",
+                                              "A bird sang", "They ran home", "It was late", "Tom came", "She smiled",
+                                              "The ball was red", "It rained", "Max barked", "A cat sat", "They ate",
+                                              "The end"};
+  double ttft = 0;
+  std::uint64_t computed = 0, requests = 0;
+  for (auto _ : state) {
+    llmds::Engine engine(S->model, S->tokenizer, {.page_size = 16, .max_pages = 4096, .max_batch_tokens = 512, .max_sequences = 64});
+    (void)engine.generate(greedy(system, 1));
+    const auto before = engine.stats().prefill_tokens;
+    std::vector<llmds::GenerationHandle> handles;
+    for (const auto& q : questions) {
+      llmds::Request r = greedy(system + " " + q, 16);
+      r.reuse_cache = reuse;
+      handles.push_back(engine.generate_async(r));
+    }
+    for (auto& h : handles) ttft += h.get().time_to_first_token_s;
+    computed += engine.stats().prefill_tokens - before;
+    requests += questions.size();
+  }
+  state.counters["mean_ttft_ms"] = ttft / static_cast<double>(requests) * 1e3;
+  state.counters["prefill_tokens_run"] = static_cast<double>(computed) / static_cast<double>(state.iterations());
+}
+
 }  // namespace
 
 BENCHMARK(BM_ModelDecode)->Arg(64)->Arg(512)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_EngineDecode)->Arg(64)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_EngineConcurrent)->Args({1, 256})->Args({16, 256})->Args({16, 511})->Unit(benchmark::kMillisecond)->UseRealTime();
+// Args: requests, tokens each, threads (0: every core).
+BENCHMARK(BM_EngineConcurrent)
+    ->ArgsProduct({{1, 16}, {64, 256, 511}, {1, 0}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_PrefixReuseTTFT)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_SharedPromptBurst)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

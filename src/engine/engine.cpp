@@ -2,6 +2,7 @@
 #include "llmds/engine/engine.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <span>
 #include <stdexcept>
 #include <utility>
@@ -80,6 +81,7 @@ Engine::Engine(std::shared_ptr<const LlamaModel> model, std::shared_ptr<const To
     : model_(std::move(model)),
       tokenizer_(std::move(tokenizer)),
       config_((config.validate(), config)),
+      threads_(detail::thread_count(config_.num_threads, std::numeric_limits<std::size_t>::max())),
       cache_(model_->cache_config(config_.page_size, config_.max_pages, config_.enable_prefix_caching)),
       scheduler_(scheduler_config(config_)) {
   if (!model_ || !tokenizer_) throw std::invalid_argument("Engine: a model and a tokenizer are needed");
@@ -193,7 +195,8 @@ void Engine::run() {
     lock.lock();
     stats_.waiting = scheduler_.queued();
     stats_.running = scheduler_.in_flight();
-    stats_.cache = cache_.stats();
+    // KVCache::stats() scans every page: refresh the copy when idle and every 64 steps only.
+    if (active_.empty() || stats_.steps % 64 == 0) stats_.cache = cache_.stats();
   }
   // Shutting down: whatever is left ends as cancelled.
   lock.unlock();
@@ -413,7 +416,7 @@ void Engine::attach(Active& a) {
 // One forward pass over the step's chunks, split over threads in contiguous groups of about
 // equal attention work (a chunk's work grows with its tokens times its context).
 void Engine::forward(std::span<const ForwardChunk> chunks) {
-  const std::size_t threads = detail::thread_count(config_.num_threads, chunks.size());
+  const std::size_t threads = std::min(threads_, chunks.size());
   std::vector<double> work(chunks.size());
   double total_work = 0;
   for (std::size_t i = 0; i < chunks.size(); ++i) {

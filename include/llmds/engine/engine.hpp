@@ -132,7 +132,7 @@ struct EngineStats {
   std::uint64_t preemptions = 0;
   std::size_t waiting = 0;
   std::size_t running = 0;
-  KVCacheStats cache;
+  KVCacheStats cache;  // refreshed every 64 steps and whenever the engine is idle
 };
 
 /// A request in flight: its id, its result, and a thread-safe cancel.
@@ -214,6 +214,7 @@ class Engine {
   std::unordered_map<std::uint64_t, KVStore::SeqId> kept_;  // finished requests that kept pages
 
   // Engine thread only.
+  std::size_t threads_;  // num_threads resolved once (asking the OS for the core count costs a syscall)
   KVStore cache_;
   Scheduler scheduler_;
   std::unordered_map<RequestId, std::unique_ptr<Active>> active_;  // by scheduler id

@@ -52,7 +52,12 @@ class Sampler {
  public:
   explicit Sampler(SamplingParams params) : params_(params) {
     params_.validate();
-    state_ = params_.seed ? *params_.seed : (static_cast<std::uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+    if (params_.seed) {
+      state_ = *params_.seed;
+    } else if (params_.temperature > 0.0f) {  // greedy never draws, so never pays for the device
+      std::random_device device;
+      state_ = (static_cast<std::uint64_t>(device()) << 32) ^ device();
+    }
     if (state_ == 0) state_ = 0x9E3779B97F4A7C15ull;  // xorshift never leaves 0
   }
 
