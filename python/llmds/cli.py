@@ -32,7 +32,9 @@ from llmds.inverted_index import InvertedIndex
 from llmds.ir import IRCollection, evaluate, load_collection
 from llmds.kv_cache import KVCache
 from llmds import replay as replay_module
+from llmds.progress import Progress, track
 from llmds.replay import (
+    POLICIES,
     ServiceModel,
     check_seed_claim,
     compare_policies,
@@ -167,7 +169,10 @@ def _demo_scheduling(dir_: Path) -> None:
         "static batches of up to 32 (service model: python -m llmds replay azure --help)"
     )
     with Timer() as t:
-        results = compare_policies(trace, loads=(2.0,), waits_ms=(50.0,), replicas=8)
+        results = [
+            replay_azure(trace, policy, load=2.0, max_wait_ms=50.0, replicas=8)
+            for policy in track(POLICIES, "  replaying")
+        ]
     print("\n".join(format_results(results)[1:]))
     print("seed 003 claim: " + check_seed_claim(results)[0])
     limited = replay_azure(trace, "llmds", load=2.0, replicas=8, qps_limit=8.0)
@@ -221,7 +226,7 @@ def _print_replay(path: Path, capacities: Sequence[int], block_size: int = BLOCK
     trace = load_mooncake_trace(path)
     print(f"{path.name}: {len(trace):,} requests, {trace.total_input_tokens:,} prompt tokens")
     print("  capacity (blocks)   hit rate   blocks from cache   blocks written   evictions   us/request")
-    for capacity in capacities:
+    for capacity in track(capacities, "  replaying"):
         r = replay_prefix_cache(trace, capacity, block_size)
         print(
             f"  {capacity:>17,}   {r.hit_rate:>7.2%}   {r.hit_blocks:>17,}   {r.allocated_blocks:>14,}"
@@ -272,8 +277,11 @@ def _demo_hnsw(dir_: Path) -> None:
     queries = read_idx_images(folder / "t10k-images-idx3-ubyte.gz", 1_000).astype("float32")
     kth = read_ivecs(folder / "fashion-mnist-10k_groundtruth_l2sq.ivecs")[:, 9:10]
     index = HNSW(784, seed=1)
-    with Timer() as t:
-        index.add_batch(base, list(range(len(base))), num_threads=2)
+    with Timer() as t, Progress(len(base), "  building") as bar:
+        for start in range(0, len(base), 1_000):  # in chunks, so the bar can move
+            chunk = base[start : start + 1_000]
+            index.add_batch(chunk, list(range(start, start + len(chunk))), num_threads=2)
+            bar.update(len(chunk))
     print(f"built M=16, ef_construction=200 on 2 threads in {t.elapsed:.1f} s ({index.stats()['memory_bytes'] / 2**20:.0f} MiB)")
     print("  ef   recall@10   queries/s (1 thread)")
     for ef in (16, 50, 200):
