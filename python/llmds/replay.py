@@ -50,6 +50,7 @@ import numpy as np
 
 from llmds.admissions import AdmissionController
 from llmds.scheduler import ManualClock, Scheduler
+from llmds.utils import calculate_statistics
 
 POLICIES = ("fcfs", "max_batch", "llmds")
 
@@ -170,8 +171,8 @@ class ReplayResult:
 def _percentiles(values: np.ndarray) -> dict[str, float]:
     if len(values) == 0:
         return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "mean": 0.0}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(values.mean())}
+    s = calculate_statistics(values)
+    return {"p50": s["p50"], "p95": s["p95"], "p99": s["p99"], "mean": s["mean"]}
 
 
 def replay_azure(

@@ -268,10 +268,6 @@ void Engine::accept_token(Active& a, TokenId token) {
   }
   const TokenId previous = a.context.back();
   a.context.push_back(token);
-  {
-    std::lock_guard lock(mutex_);
-    ++stats_.generated_tokens;
-  }
   const std::string_view piece = tokenizer_->piece(previous, token);
   const std::size_t before = a.response.text.size();
   a.response.text += piece;
@@ -475,7 +471,7 @@ void Engine::run_batch(const std::vector<Active*>& batch, const std::vector<std:
     return;
   }
   std::size_t row = 0, logit_row = 0;
-  std::uint64_t prefilled = 0;
+  std::uint64_t prefilled = 0, generated = 0;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     Active& a = *batch[i];
     const std::size_t n = counts[i], before = a.computed;
@@ -491,11 +487,14 @@ void Engine::run_batch(const std::vector<Active*>& batch, const std::vector<std:
     ++logit_row;
     a.sampled_last = true;
     if (a.request.top_logits > 0) record_top_logits(a, logits);
+    const std::size_t length = a.context.size();
     accept_token(a, a.sampler.sample(logits));
+    generated += a.context.size() - length;  // end and stop tokens are not kept
   }
   std::lock_guard lock(mutex_);
   ++stats_.steps;
   stats_.prefill_tokens += prefilled;
+  stats_.generated_tokens += generated;
 }
 
 }  // namespace llmds

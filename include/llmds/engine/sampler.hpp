@@ -128,6 +128,17 @@ class Sampler {
     std::stable_sort(order_.begin(), order_.end(), [&](std::uint32_t a, std::uint32_t b) { return probs[a] > probs[b]; });
   }
 
+  // How many of the first `keep` candidates make the shortest prefix whose mass exceeds
+  // `threshold` (all `keep` if none does).
+  std::size_t nucleus(std::span<const float> probs, std::size_t keep, float threshold) const {
+    float cum = 0.0f;
+    for (std::size_t i = 0; i < keep; ++i) {
+      cum += probs[order_[i]];
+      if (cum > threshold) return i + 1;
+    }
+    return keep;
+  }
+
   TokenId sample_top_k(std::span<float> probs, float coin) {
     sort_candidates(probs, 0.0f);
     std::size_t keep = static_cast<std::size_t>(params_.top_k);
@@ -135,14 +146,7 @@ class Sampler {
       // Nucleus inside the top k: the shortest prefix whose mass exceeds p of the k's mass.
       float total = 0.0f;
       for (std::size_t i = 0; i < keep; ++i) total += probs[order_[i]];
-      float cum = 0.0f;
-      for (std::size_t i = 0; i < keep; ++i) {
-        cum += probs[order_[i]];
-        if (cum > params_.top_p * total) {
-          keep = i + 1;
-          break;
-        }
-      }
+      keep = nucleus(probs, keep, params_.top_p * total);
     }
     return sample_prefix(probs, keep, coin);
   }
@@ -151,16 +155,7 @@ class Sampler {
     // run.c: tokens below (1 - p) / (n - 1) cannot be in the nucleus; leave them out of the sort.
     const float cutoff = (1.0f - p) / static_cast<float>(probs.size() - 1);
     sort_candidates(probs, cutoff);
-    std::size_t keep = order_.size();
-    float cum = 0.0f;
-    for (std::size_t i = 0; i < order_.size(); ++i) {
-      cum += probs[order_[i]];
-      if (cum > p) {
-        keep = i + 1;
-        break;
-      }
-    }
-    return sample_prefix(probs, keep, coin);
+    return sample_prefix(probs, nucleus(probs, order_.size(), p), coin);
   }
 
   SamplingParams params_;

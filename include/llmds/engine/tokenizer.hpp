@@ -6,8 +6,8 @@
 //   point becomes its vocabulary entry, or one byte-fallback token (byte + 3) per byte; then
 //   the adjacent pair whose concatenation is the entry with the highest score (leftmost on ties)
 //   is merged, again and again, until no pair merges; EOS if asked.
-//   decode: a token's text, with the leading space dropped right after BOS, and "<0xXX>"
-//   tokens standing for that byte.
+//   decode: a token's text, with the leading space dropped right after BOS; a byte-fallback
+//   token (spelled "<0x41>" for byte 0x41, and so on) stands for its one byte.
 // Merging rescans the sequence after each merge, O(n^2) for n code points: prompts are short and
 // this is the reference's order, which a cleverer merge queue would have to reproduce exactly.
 //
@@ -56,7 +56,7 @@ class Tokenizer {
 
   std::vector<std::string> pieces_;
   std::vector<float> scores_;
-  std::vector<std::string> byte_pieces_;  // "<0xXX>" tokens decoded to their one byte
+  std::vector<std::string> byte_pieces_;  // per token: its byte if it is a byte-fallback token, else empty
   std::unordered_map<std::string, TokenId, detail::TransparentStringHash, std::equal_to<>> ids_;
 };
 

@@ -234,9 +234,7 @@ class KVCache {
   [[nodiscard]] std::size_t pages_to_append(SeqId seq, std::size_t m) const {
     const Sequence& s = find(seq, "pages_to_append");
     if (m == 0) return 0;
-    const std::size_t offset = s.num_tokens % config_.page_size;
-    const bool copy_last = offset != 0 && pool_.refcount(s.table.back()) > 1;
-    return pages_for(s.num_tokens + m) - s.table.size() + (copy_last ? 1 : 0);
+    return pages_for(s.num_tokens + m) - s.table.size() + (last_page_shared(s) ? 1 : 0);
   }
 
   /// Appends entries to a sequence (decode steps). A shared partial last page is copied
@@ -247,7 +245,7 @@ class KVCache {
     const std::size_t m = entries_in(kv, "append");
     if (m == 0) return;
     const std::size_t offset = s.num_tokens % config_.page_size;
-    const bool copy_last = offset != 0 && pool_.refcount(s.table.back()) > 1;
+    const bool copy_last = last_page_shared(s);
     const std::size_t grow = pages_for(s.num_tokens + m) - s.table.size();
     const std::size_t needed = grow + (copy_last ? 1 : 0);
     if (needed > pool_.available()) throw out_of_pages("append", needed);
@@ -400,6 +398,11 @@ class KVCache {
     auto* p = static_cast<Scalar*>(std::calloc(elems, sizeof(Scalar)));
     if (p == nullptr) throw std::bad_alloc();
     return Arena(p);
+  }
+
+  // A partial last page that another sequence also holds: append() must copy it first.
+  [[nodiscard]] bool last_page_shared(const Sequence& s) const {
+    return s.num_tokens % config_.page_size != 0 && pool_.refcount(s.table.back()) > 1;
   }
 
   [[nodiscard]] std::size_t pages_for(std::size_t tokens) const noexcept {

@@ -120,7 +120,7 @@ class AdmissionController {
   AdmissionDecision should_admit(std::int64_t estimated_tokens = 0, std::string_view tenant = {}) {
     check_tokens(estimated_tokens, "should_admit");
     const double now = clock_();
-    const AdmissionDecision d = decide(state_of(tenant), estimated_tokens, now);
+    const AdmissionDecision d = decide(state_of(tenant, now), estimated_tokens, now);
     count(d);
     return d;
   }
@@ -128,7 +128,8 @@ class AdmissionController {
   /// Charges one admitted request using `tokens` (>= 0) to the tenant's limits. O(1) amortised.
   void record_request(std::int64_t tokens, std::string_view tenant = {}) {
     check_tokens(tokens, "record_request");
-    charge(state_of(tenant), tokens, clock_());
+    const double now = clock_();
+    charge(state_of(tenant, now), tokens, now);
     ++stats_.recorded;
   }
 
@@ -137,7 +138,7 @@ class AdmissionController {
   AdmissionDecision try_admit(std::int64_t estimated_tokens = 0, std::string_view tenant = {}) {
     check_tokens(estimated_tokens, "try_admit");
     const double now = clock_();
-    TenantState& s = state_of(tenant);
+    TenantState& s = state_of(tenant, now);
     const AdmissionDecision d = decide(s, estimated_tokens, now);
     count(d);
     if (d.admitted) {
@@ -187,13 +188,13 @@ class AdmissionController {
     if (tokens < 0) throw std::invalid_argument(fmt::format("{}: token count must be non-negative, got {}", op, tokens));
   }
 
-  TenantState& state_of(std::string_view tenant) {
+  TenantState& state_of(std::string_view tenant, double now) {
     auto it = tenants_.find(tenant);
     if (it != tenants_.end()) return it->second;
     TenantState s;
     s.request_tokens = config_.request_capacity();  // buckets start full, as Envoy's do
     s.llm_tokens = config_.token_capacity();
-    s.refilled_at = clock_();
+    s.refilled_at = now;
     return tenants_.emplace(std::string(tenant), s).first->second;
   }
 

@@ -396,12 +396,12 @@ class Scheduler {
     if (tokens < 0) throw std::invalid_argument(fmt::format("{}: token count must be non-negative, got {}", op, tokens));
   }
 
-  Request& find(RequestId id, const char* op) {
+  const Request& find(RequestId id, const char* op) const {
     auto it = requests_.find(id);
     if (it == requests_.end()) throw KeyError(fmt::format("{}: unknown request id {}", op, id));
     return it->second;
   }
-  const Request& find(RequestId id, const char* op) const { return const_cast<Scheduler*>(this)->find(id, op); }
+  Request& find(RequestId id, const char* op) { return const_cast<Request&>(std::as_const(*this).find(id, op)); }
 
   // Puts r (already in requests_) in the queue. Strong guarantee: heaps are restored on failure.
   void enqueue(RequestId id, Request& r, double now) {
@@ -511,21 +511,9 @@ class Scheduler {
   }
 
   static MetricSummary summarize(const std::vector<double>& values) {
-    MetricSummary m;
-    if (values.empty()) return m;
-    const Percentiles p = compute_percentiles(values);
-    m.count = values.size();
-    double sum = 0, max = values.front();
-    for (const double v : values) {
-      sum += v;
-      max = std::max(max, v);
-    }
-    m.mean = sum / static_cast<double>(values.size());
-    m.p50 = p.p50;
-    m.p95 = p.p95;
-    m.p99 = p.p99;
-    m.max = max;
-    return m;
+    if (values.empty()) return {};
+    const Statistics st = calculate_statistics(values);
+    return {st.count, st.mean, st.p50, st.p95, st.p99, st.max};
   }
 
   SchedulerConfig config_;
