@@ -15,8 +15,9 @@ PYTHON=${PYTHON:-python3}
 JOBS=${LLMDS_JOBS:-2}
 read -r -a EXTRA_CMAKE_ARGS <<< "${LLMDS_CMAKE_ARGS:-}"
 
-DEBIAN_PACKAGES=(g++ libeigen3-dev libssl-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev ccache)
-PYPI_PACKAGES=("cmake>=3.24" "ninja" "pybind11>=2.11" "scikit-build-core>=0.10" "numpy>=1.23" "pytest>=7" "scipy>=1.9" "nltk>=3.8")
+# dataset-fashion-mnist: the demo's vector data set when the shared data folder is absent.
+DEBIAN_PACKAGES=(g++ libeigen3-dev libssl-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev ccache dataset-fashion-mnist)
+PYPI_PACKAGES=("cmake>=3.24" "ninja" "pybind11>=2.11" "scikit-build-core>=0.10" "numpy>=1.23" "pytest>=7" "scipy>=1.9" "nltk>=3.8" "matplotlib>=3.6")
 
 log() { printf '\n--- %s\n' "$*"; }
 
@@ -102,8 +103,8 @@ run_sanitized_tests() {
 
 run_demo() {
   install_python_package
-  log "python -m llmds demo"
-  $PYTHON -m llmds demo
+  log "python -m llmds demo --out build/demo"
+  $PYTHON -m llmds demo --out build/demo
 }
 
 mkdir -p build

@@ -571,6 +571,9 @@ class PrefixCacheReplayResult:
 def load_mooncake_trace(path: str | os.PathLike[str]) -> MooncakeTrace:
     """Parse a Mooncake trace file; OSError if unreadable, ValueError naming a malformed line."""
 
+def parse_mooncake_trace(text: str) -> MooncakeTrace:
+    """Parse the text of a Mooncake trace; ValueError naming a malformed line."""
+
 def replay_prefix_cache(trace: MooncakeTrace, capacity_blocks: int, block_size: int = 512) -> PrefixCacheReplayResult:
     """Replay a trace through an LRU prefix cache of capacity_blocks blocks."""
 

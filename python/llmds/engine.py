@@ -2,7 +2,7 @@
 
     from llmds.engine import Engine, Request, SamplingParams, load_stories260k
 
-    engine = load_stories260k()                       # the shared data's stories260K model
+    engine = load_stories260k()                       # the stories260K model (shipped with llmds)
     r = engine.generate(Request("Once upon a time", max_tokens=60, sampling=SamplingParams(temperature=0)))
     r.text, r.reason, r.tokens_per_s
     for token, text in engine.stream(Request("Once upon a time", max_tokens=40)):
@@ -25,21 +25,24 @@ from llmds._core import Request as Request
 from llmds._core import Response as Response
 from llmds._core import SamplingParams as SamplingParams
 from llmds._core import TokenStream as TokenStream
-from llmds.data import data_dir
+from llmds.data import locate
 
 STORIES_MODEL = "models/stories260K.bin"
 STORIES_TOKENIZER = "models/tok512.bin"
 
 
 def load_stories260k(data: str | Path | None = None, **config: Any) -> Engine:
-    """An Engine on the stories260K model and its 512-token vocabulary from the shared data folder
-    ($LLMDS_DATA_DIR or ../shared/data unless `data` is given). `config` goes to Engine
+    """An Engine on the stories260K model and its 512-token vocabulary. From the folder `data` when
+    it is given; otherwise from the data folder ($LLMDS_DATA_DIR or ../shared/data) if it has them,
+    else from the copy inside the package (``llmds.data.locate``). `config` goes to Engine
     (page_size, max_pages, max_batch_tokens, max_sequences, enable_prefix_caching, num_threads)."""
-    folder = Path(data) if data is not None else data_dir()
-    model, tokenizer = folder / STORIES_MODEL, folder / STORIES_TOKENIZER
-    for path in (model, tokenizer):
-        if not path.exists():
-            raise FileNotFoundError(f"{path} not found; set LLMDS_DATA_DIR to the shared data folder")
+    if data is None:
+        model, tokenizer = locate(STORIES_MODEL), locate(STORIES_TOKENIZER)
+    else:
+        model, tokenizer = Path(data) / STORIES_MODEL, Path(data) / STORIES_TOKENIZER
+        for path in (model, tokenizer):
+            if not path.exists():
+                raise FileNotFoundError(f"{path} not found")
     return Engine(str(model), str(tokenizer), **config)
 
 

@@ -2,7 +2,8 @@
 
 Pure Python, no compiled code and no numpy: importing this module needs nothing from
 ``llmds._core``. The collections are read from the shared data folder (``<data>/ir``, see its
-``README.md``)::
+``README.md``); on a machine without it, ``load_debian_packages`` gives a real collection without
+judgments (the descriptions of the Debian archive's packages)::
 
     from llmds.ir import evaluate, load_collection
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,7 @@ __all__ = [
     "load_cisi",
     "load_collection",
     "load_cranfield",
+    "load_debian_packages",
     "ndcg_at",
     "precision_at",
     "recall_at",
@@ -213,6 +216,49 @@ def load_collection(name: str, root: Path | None = None) -> IRCollection:
     if key == "cisi":
         return load_cisi(root)
     raise ValueError(f"unknown IR collection {name!r}; expected one of {', '.join(COLLECTIONS)}")
+
+
+def _debian_stanzas(text: str) -> dict[str, str]:
+    """Package name -> "name: summary" + the long description, from Debian control stanzas (the
+    first stanza of a name wins; continuation lines start with a space, " ." is a blank line)."""
+    packages: dict[str, str] = {}
+    for stanza in text.split("\n\n"):
+        name, description, in_description = None, [], False
+        for line in stanza.splitlines():
+            if line.startswith("Package:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("Description:"):
+                description, in_description = [line.split(":", 1)[1].strip()], True
+            elif in_description and line.startswith(" "):
+                description.append("" if line.strip() == "." else line.strip())
+            else:
+                in_description = False
+        if name and description and name not in packages:
+            packages[name] = f"{name}: " + "\n".join(description)
+    return packages
+
+
+def load_debian_packages(status_file: Path = Path("/var/lib/dpkg/status")) -> tuple[IRCollection, list[str]]:
+    """A real text collection every Debian machine has: the descriptions of the packages its
+    archive offers (``apt-cache dumpavail``; if that lists nothing, the installed packages of
+    `status_file`). Returns the collection, with no queries or judgments, and the package names
+    by document id. FileNotFoundError if neither source exists.
+    """
+    text = ""
+    try:
+        text = subprocess.run(
+            ["apt-cache", "dumpavail"], capture_output=True, text=True, check=True, timeout=120
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        pass
+    packages = _debian_stanzas(text)
+    if not packages:
+        if not status_file.exists():
+            raise FileNotFoundError(f"no Debian package descriptions: apt-cache dumpavail gave none and {status_file} is absent")
+        packages = _debian_stanzas(status_file.read_text(encoding="utf-8", errors="replace"))
+    names = sorted(packages)
+    documents = {i: packages[name] for i, name in enumerate(names)}
+    return IRCollection(name="debian-packages", documents=documents, queries={}, qrels={}), names
 
 
 # --------------------------------------------------------------------------- metrics

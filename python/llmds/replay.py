@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from llmds.admissions import AdmissionController
+from llmds.data import open_text
 from llmds.scheduler import ManualClock, Scheduler
 from llmds.utils import calculate_statistics
 
@@ -80,7 +81,8 @@ def _parse_timestamp(text: str) -> float:
 
 
 def load_azure_trace(path: str | Path) -> AzureTrace:
-    """Reads an Azure LLM inference trace CSV (``TIMESTAMP,ContextTokens,GeneratedTokens``).
+    """Reads an Azure LLM inference trace CSV (``TIMESTAMP,ContextTokens,GeneratedTokens``), plain or
+    gzipped (``.gz``).
 
     ValueError names the line of a malformed row; rows out of time order are an error too.
     """
@@ -88,7 +90,7 @@ def load_azure_trace(path: str | Path) -> AzureTrace:
     times: list[float] = []
     prompts: list[int] = []
     outputs: list[int] = []
-    with path.open(newline="") as f:
+    with open_text(path) as f:
         reader = csv.DictReader(f)
         expected = {"TIMESTAMP", "ContextTokens", "GeneratedTokens"}
         if reader.fieldnames is None or not expected <= set(reader.fieldnames):

@@ -512,6 +512,12 @@ cached until the room is needed. Running out of pages raises MemoryError and cha
         py::arg("path"),
         "Parse a Mooncake trace file. OSError if it cannot be read, ValueError naming the line "
         "if it is malformed.");
+  m.def("parse_mooncake_trace",
+        [](std::string_view text) {
+          py::gil_scoped_release release;
+          return MooncakeTrace{llmds::parse_mooncake_trace(text)};
+        },
+        py::arg("text"), "Parse the text of a Mooncake trace. ValueError naming the line if it is malformed.");
 
   py::class_<llmds::PrefixCacheReplayResult>(m, "PrefixCacheReplayResult",
                                              "What a prefix-cache replay of a trace measured.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,28 +23,54 @@ def test_version():
 
 
 @pytest.fixture(scope="module")
-def demo(shared_data) -> subprocess.CompletedProcess[str]:
+def demo(shared_data, tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
     """One run of the demo on the real data, shared by the tests that read its output."""
-    return run("demo", "--data-dir", str(shared_data))
+    out = tmp_path_factory.mktemp("demo")
+    return run("demo", "--data-dir", str(shared_data), "--out", str(out)), out
 
 
 def test_demo_runs_on_the_real_traces(demo):
-    result = demo
+    result, _ = demo
     assert result.returncode == 0, result.stderr
-    assert "(12,031 requests)" in result.stdout
+    assert "12,031 requests, 144,793,823 prompt tokens" in result.stdout
     assert "8,819 requests of the Azure LLM code trace" in result.stdout
     assert "heavy hitters of the wider sketch" in result.stdout
     assert "19,366 requests over 3,502 s at 2x their real rate" in result.stdout
     assert "llmds wait=50ms" in result.stdout and "seed 003 claim: load x2" in result.stdout
     assert "turned away ('qps_limit')" in result.stdout
+    assert "cranfield    1400       225   0.305 (0.294)" in result.stdout  # judged: MAP beside Xapian's
     assert "model: 260,032 parameters" in result.stdout
     assert "tokens streamed" in result.stdout and "prompt tokens came from the cache" in result.stdout
 
 
-def test_demo_without_data_says_so_and_still_runs(tmp_path):
-    result = run("demo", "--data-dir", str(tmp_path))
+def test_demo_writes_a_report_with_plots(demo):
+    result, out = demo
+    report = out / "report.md"
+    assert f"report: {report.resolve()}" in result.stdout
+    text = report.read_text()
+    # Every section is in the report, with what it printed, and names the data it used.
+    for title in ("CountMinSketch", "TokenLRU", "KVCache", "Prefix-cache replay", "IndexedHeap", "Scheduler",
+                  "HNSW", "InvertedIndex", "RetrievalPipeline", "Engine"):
+        assert f"## {title}" in text
+    assert "tokens streamed" in text and "- Machine:" in text and "- Data: Fashion-MNIST:" in text
+    for plot in ("kv_cache_hit_rate", "scheduler_latency", "hnsw_recall_qps"):
+        png = out / f"{plot}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({plot}.png)" in text
+
+
+def test_demo_without_the_data_folder_runs_on_what_the_package_and_machine_have(tmp_path):
+    out = tmp_path / "report"
+    result = run("demo", "--data-dir", str(tmp_path / "absent"), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "not found" in result.stdout and "synthetic" in result.stdout
+    bundled = str(Path(llmds.__file__).parent / "datasets")
+    assert f"data: Mooncake trace: {bundled}" in result.stdout
+    assert f"data: stories260K model: {bundled}" in result.stdout
+    assert "data: Fashion-MNIST: /usr/share/datasets/fashion-mnist" in result.stdout
+    assert "Debian package descriptions" in result.stdout
+    assert "12,031 requests, 144,793,823 prompt tokens" in result.stdout  # the same trace, gzipped
+    assert "the package described is in the top 10" in result.stdout
+    assert (out / "report.md").exists()
 
 
 def test_unknown_command_is_a_usage_error():
@@ -66,14 +93,14 @@ def test_replay_of_a_missing_trace_is_a_clear_error(tmp_path):
 
 
 def test_demo_shows_the_kv_cache_and_a_replay(demo):
-    result = demo
+    result, _ = demo
     assert result.returncode == 0, result.stderr
     assert "copy-on-write" in result.stdout
     assert "mooncake_fast25_conversation_trace.jsonl: 12,031 requests" in result.stdout
 
 
 def test_demo_shows_vector_search_bm25_and_hybrid_search(demo):
-    out = demo.stdout
+    out = demo[0].stdout
     assert "HNSW: Fashion-MNIST" in out and "filtered to the query's class" in out
     cranfield = next(line for line in out.splitlines() if line.strip().startswith("cranfield"))
     assert "(0.294)" in cranfield and "(0.373)" in cranfield
