@@ -108,7 +108,7 @@ struct Response {
   std::size_t preemptions = 0;
   double time_to_first_token_s = 0;
   double latency_s = 0;
-  double tokens_per_s = 0;  // output tokens / (latency - time to first token)
+  double tokens_per_s = 0;  // decode rate: (output tokens - 1) / (latency - time to first token); 0 below 2 tokens
 };
 
 struct EngineConfig {

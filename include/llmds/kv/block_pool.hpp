@@ -129,8 +129,8 @@ class BlockPool {
   }
 
   /// Takes one more reference to each block (a block may be listed more than once): a cached
-  /// block comes back into use and can no longer be evicted. Throws std::invalid_argument,
-  /// changing nothing, if a block is free or out of range.
+  /// block comes back into use and can no longer be evicted. Throws, changing nothing,
+  /// std::out_of_range if a block id is out of range and std::invalid_argument if a block is free.
   void touch(std::span<const BlockId> blocks) {
     for (const BlockId b : blocks) {
       check_range(b, "touch");

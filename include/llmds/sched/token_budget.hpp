@@ -201,8 +201,9 @@ class TokenBudget {
     return it->second;
   }
 
-  // The first resource for which moving a holding from `current` to `wanted` would break a
-  // limit, checked in the order kv_cache, prompt, context.
+  // The first limit that moving a holding from `current` to `wanted` would break: the
+  // per-request context window first (counted as a "context" refusal), then the pools in the
+  // order kv_cache, prompt, context.
   [[nodiscard]] std::optional<BudgetRefusal> refusal_for(const TokenAmounts& wanted, const TokenAmounts& current) const {
     if (config_.context_window && wanted.context > *config_.context_window) {
       return BudgetRefusal{BudgetResource::context, wanted.context, *config_.context_window, true};
