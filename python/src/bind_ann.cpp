@@ -46,6 +46,17 @@ struct PyHNSW {
   mutable std::shared_mutex lock;
 };
 
+// Takes the index lock with the GIL released. A thread must never wait for the lock while it holds
+// the GIL: a search with a Python filter holds the shared lock and then needs the GIL, so a writer
+// that waited for the exclusive lock with the GIL held would deadlock with it.
+template <class Lock>
+Lock lock_without_gil(std::shared_mutex& mutex) {
+  py::gil_scoped_release release;
+  return Lock(mutex);
+}
+using ReadLock = std::shared_lock<std::shared_mutex>;
+using WriteLock = std::unique_lock<std::shared_mutex>;
+
 // filter: None, a collection of allowed ids, or a callable id -> bool (called with the GIL held).
 struct Filter {
   std::unordered_set<std::int64_t> allowed;
@@ -141,7 +152,7 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
       .def("add",
            [](PyHNSW& self, const py::object& vec, std::int64_t vec_id, bool replace_deleted) {
              const auto v = vector(vec, self.index->config().dim, "vec");
-             std::unique_lock g(self.lock);
+             const auto g = lock_without_gil<WriteLock>(self.lock);
              self.index->add({v.data(), static_cast<std::size_t>(v.size())}, vec_id, replace_deleted);
            },
            py::arg("vec"), py::arg("vec_id"), py::arg("replace_deleted") = false,
@@ -170,7 +181,7 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
              const auto e = optional_ef(ef);
              Filter f;
              make_filter(filter, f);
-             std::shared_lock g(self.lock);
+             const auto g = lock_without_gil<ReadLock>(self.lock);
              std::vector<HNSW::Result> results;
              if (f.predicate) {  // a Python predicate needs the GIL
                results = self.index->search({q.data(), static_cast<std::size_t>(q.size())}, kk, e, &*f.function);
@@ -217,13 +228,13 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
            "and inf where fewer than k are found.")
       .def("mark_deleted",
            [](PyHNSW& self, std::int64_t id) {
-             std::unique_lock g(self.lock);
+             const auto g = lock_without_gil<WriteLock>(self.lock);
              self.index->mark_deleted(id);
            },
            py::arg("vec_id"), "Exclude an id from results (KeyError if unknown).")
       .def("unmark_deleted",
            [](PyHNSW& self, std::int64_t id) {
-             std::unique_lock g(self.lock);
+             const auto g = lock_without_gil<WriteLock>(self.lock);
              self.index->unmark_deleted(id);
            },
            py::arg("vec_id"))
@@ -238,7 +249,7 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
       .def("stats", [](const PyHNSW& self) { return stats_dict(*self.index); })
       .def("save",
            [](const PyHNSW& self, const std::filesystem::path& path) {
-             std::shared_lock g(self.lock);
+             const auto g = lock_without_gil<ReadLock>(self.lock);
              self.index->save(path);
            },
            py::arg("path"))
@@ -251,7 +262,7 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
                   py::arg("path"), "An index saved by save(); ValueError if the file is damaged.")
       .def(py::pickle(
           [](const PyHNSW& self) {
-            std::shared_lock g(self.lock);
+            const auto g = lock_without_gil<ReadLock>(self.lock);
             return py::bytes(self.index->to_bytes());
           },
           [](const py::bytes& b) {
@@ -261,7 +272,7 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
           }))
       .def_property("ef_search", [](const PyHNSW& self) { return self.index->ef_search(); },
                     [](PyHNSW& self, std::int64_t ef) {
-                      std::unique_lock g(self.lock);
+                      const auto g = lock_without_gil<WriteLock>(self.lock);
                       self.index->set_ef_search(positive(ef, "ef_search"));
                     })
       .def_property_readonly("dim", [](const PyHNSW& self) { return self.index->config().dim; })

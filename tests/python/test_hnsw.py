@@ -140,6 +140,46 @@ def test_save_load_and_damage(tmp_path):
         HNSW.load(tmp_path / "missing")
 
 
+def test_writers_and_filtered_searches_in_other_threads_do_not_deadlock():
+    # A search with a Python filter holds the index's read lock and needs the GIL; a writer must
+    # not wait for the write lock while holding the GIL, or the two wait for each other forever.
+    rng = np.random.default_rng(5)
+    h = HNSW(8, seed=1)
+    h.add_batch(rng.random((200, 8), dtype=np.float32), list(range(200)))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def search() -> None:
+        try:
+            while not stop.is_set():
+                h.search(rng.random(8, dtype=np.float32), 5, filter=lambda i: i % 2 == 0)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    def write() -> None:
+        try:
+            for i in range(200, 1200):
+                h.add(np.full(8, i / 1200, dtype=np.float32), i)
+                if i % 100 == 0:
+                    h.mark_deleted(i)
+                    h.ef_search = 40 + i % 7
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    # Daemon threads: if the bug came back, the test fails instead of hanging the run.
+    searchers = [threading.Thread(target=search, daemon=True) for _ in range(2)]
+    writer = threading.Thread(target=write, daemon=True)
+    for t in (*searchers, writer):
+        t.start()
+    writer.join(timeout=60)
+    stop.set()
+    for t in searchers:
+        t.join(timeout=60)
+    assert not writer.is_alive() and not any(t.is_alive() for t in searchers), "deadlock"
+    assert errors == []
+    assert len(h) == 1200 - 10  # ten were marked deleted
+
+
 def test_searches_run_from_several_threads():
     data = random_data(2000)
     h = HNSW(16, seed=1)
