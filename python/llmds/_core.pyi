@@ -13,6 +13,7 @@ import numpy
 from numpy.typing import ArrayLike, NDArray
 
 __version__: str
+"""The version of the compiled library, "major.minor.patch" (include/llmds/version.hpp)."""
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -96,23 +97,31 @@ class HNSW:
         """Search each row; (ids (n, k), distances (n, k)), padded with -1 and inf."""
     def mark_deleted(self, vec_id: int) -> None:
         """Exclude an id from results (KeyError if unknown)."""
-    def unmark_deleted(self, vec_id: int) -> None: ...
-    def is_deleted(self, vec_id: int) -> bool: ...
+    def unmark_deleted(self, vec_id: int) -> None:
+        """Make a deleted id searchable again; KeyError if unknown, ValueError if it is not deleted."""
+    def is_deleted(self, vec_id: int) -> bool:
+        """Whether vec_id is marked deleted; KeyError if the index has no such id."""
     def get_vector(self, vec_id: int) -> NDArray[numpy.float32]:
         """The stored vector (normalised under cosine)."""
-    def stats(self) -> HNSWStats: ...
-    def save(self, path: str | os.PathLike[str]) -> None: ...
+    def stats(self) -> HNSWStats:
+        """Vector, deleted, layer and edge counts, capacity, entry point, memory in bytes, the parameters
+        and the SIMD distance kernels in use."""
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the index to path (replaced whole or not at all); OSError if it cannot be written."""
     @staticmethod
     def load(path: str | os.PathLike[str]) -> HNSW:
         """An index saved by save(); ValueError if the file is damaged."""
     @property
-    def ef_search(self) -> int: ...
+    def ef_search(self) -> int:
+        """Candidate list size of a search without ef (default 50; at least k is used); settable, >= 1."""
     @ef_search.setter
     def ef_search(self, value: int) -> None: ...
     @property
-    def dim(self) -> int: ...
+    def dim(self) -> int:
+        """Dimension of the vectors."""
     @property
-    def metric(self) -> str: ...
+    def metric(self) -> str:
+        """'l2' (squared Euclidean), 'ip' (1 - dot) or 'cosine' (1 - cosine similarity)."""
     def __len__(self) -> int: ...
     def __contains__(self, vec_id: int, /) -> bool: ...
 
@@ -197,23 +206,31 @@ class InvertedIndex:
         """The terms this index makes of text, in order, repeats included."""
     def compact(self) -> None:
         """Drops the postings of removed documents now (it also happens by itself)."""
-    def stats(self) -> InvertedIndexStats: ...
-    def save(self, path: str | os.PathLike[str]) -> None: ...
+    def stats(self) -> InvertedIndexStats:
+        """Document, term and posting counts, avgdl, compressed sizes in bytes and bits per posting,
+        memory in bytes, k1 and b."""
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the index to path (replaced whole or not at all); OSError if it cannot be written."""
     @staticmethod
     def load(path: str | os.PathLike[str]) -> InvertedIndex:
         """An index saved by save(); ValueError if the file is damaged."""
     @property
-    def k1(self) -> float: ...
+    def k1(self) -> float:
+        """BM25's term-frequency saturation k1, >= 0 (default 1.2)."""
     @property
-    def b(self) -> float: ...
+    def b(self) -> float:
+        """BM25's document-length normalisation b, in [0, 1] (default 0.75)."""
     @property
-    def stem(self) -> bool: ...
+    def stem(self) -> bool:
+        """Whether terms are Porter-stemmed."""
     @property
-    def stop_words(self) -> list[str]: ...
+    def stop_words(self) -> list[str]:
+        """The stop words dropped from documents and queries; empty when none."""
     def __len__(self) -> int: ...
     def __contains__(self, doc_id: int, /) -> bool: ...
 
 ENGLISH_STOP_WORDS: tuple[str, ...]
+"""Lucene's 33 English stop words, lower case: what InvertedIndex(stop_words=True) drops."""
 
 def porter_stem(word: str) -> str:
     """The original Porter (1980) stem of a lower-case ASCII word, as Porter's reference C code gives it."""
@@ -271,9 +288,12 @@ class RetrievalPipeline:
         """The top_k (doc_id, score) pairs, best first."""
     def clear_cache(self) -> None:
         """Empties the hot-query cache (the query counts stay)."""
-    def stats(self) -> RetrievalPipelineStats: ...
+    def stats(self) -> RetrievalPipelineStats:
+        """Document counts; searches; hot-query cache hits, misses, rate, queries, entries and
+        invalidations; dense and sparse searches; hot_query_threshold, fusion and dim."""
     @property
-    def dim(self) -> int: ...
+    def dim(self) -> int:
+        """Dimension of the embeddings."""
     def __len__(self) -> int: ...
     def __contains__(self, doc_id: int, /) -> bool: ...
 
@@ -393,11 +413,14 @@ class PageStats:
     """Allocation statistics of a PagedAllocator."""
 
     @property
-    def total_pages(self) -> int: ...
+    def total_pages(self) -> int:
+        """Pages the allocator manages (its max_pages)."""
     @property
-    def used_pages(self) -> int: ...
+    def used_pages(self) -> int:
+        """Pages allocated now: total_pages - free_pages."""
     @property
-    def free_pages(self) -> int: ...
+    def free_pages(self) -> int:
+        """Pages free now."""
     @property
     def utilization(self) -> float:
         """used / total"""
@@ -405,9 +428,11 @@ class PageStats:
     def fragmentation(self) -> float:
         """Holes below the highest used page id, as a share of that range."""
     @property
-    def alloc_count(self) -> int: ...
+    def alloc_count(self) -> int:
+        """Pages handed out over the allocator's life."""
     @property
-    def free_count(self) -> int: ...
+    def free_count(self) -> int:
+        """Pages returned over the allocator's life."""
 
 class PagedAllocator:
     """Fixed-size pages of a KV arena, handed out by id from a free list: O(1) per page."""
@@ -424,9 +449,11 @@ class PagedAllocator:
     def is_allocated(self, page_id: int) -> bool:
         """Whether page_id is currently handed out."""
     @property
-    def page_size(self) -> int: ...
+    def page_size(self) -> int:
+        """Tokens per page (default 512); the allocator hands out ids and stores no data."""
     @property
-    def max_pages(self) -> int: ...
+    def max_pages(self) -> int:
+        """Pages it manages, ids 0 to max_pages - 1 (default 10000)."""
 
 class BlockPoolStats(TypedDict):
     num_blocks: int
@@ -454,16 +481,22 @@ class BlockPool:
         """Take one more reference to each block (a cached block comes back into use)."""
     def release(self, block_ids: Sequence[int]) -> None:
         """Drop one reference to each block, in order; at 0 a registered block is cached, any other freed."""
-    def refcount(self, block_id: int) -> int: ...
-    def is_cached(self, block_id: int) -> bool: ...
-    def is_free(self, block_id: int) -> bool: ...
+    def refcount(self, block_id: int) -> int:
+        """References held on the block (0 if free or cached); IndexError if out of range."""
+    def is_cached(self, block_id: int) -> bool:
+        """Whether the block is cached (refcount 0, registered, evictable); IndexError if out of range."""
+    def is_free(self, block_id: int) -> bool:
+        """Whether the block is free (no reference, no hash); IndexError if out of range."""
     def eviction_order(self) -> list[int]:
         """Cached blocks, the next to be evicted first."""
     def defragment(self) -> dict[int, int]:
         """Pack used and cached blocks at the lowest ids; return {old_id: new_id}."""
-    def stats(self) -> BlockPoolStats: ...
+    def stats(self) -> BlockPoolStats:
+        """Blocks free, cached, in use, shared (refcount >= 2) and registered; the sum of refcounts;
+        evictions over the pool's life."""
     @property
-    def num_blocks(self) -> int: ...
+    def num_blocks(self) -> int:
+        """Blocks in the pool, ids 0 to num_blocks - 1."""
 
 class KVCacheStats(TypedDict):
     sequences: int
@@ -512,7 +545,8 @@ class KVCache:
         """Release a sequence's pages, tail first; hashed pages stay cached."""
     def get(self, seq_id: int) -> list[float] | NDArray[Any] | None:
         """A deep copy of the entries: a list when entry_width is 1, else (n_tokens, entry_width)."""
-    def num_tokens(self, seq_id: int) -> int: ...
+    def num_tokens(self, seq_id: int) -> int:
+        """Tokens stored for seq_id; KeyError if it is not attached."""
     def block_table(self, seq_id: int) -> NDArray[numpy.int32]:
         """The sequence's page ids as an int32 array (a copy)."""
     def page(self, page_id: int) -> NDArray[Any]:
@@ -529,30 +563,38 @@ class KVCache:
     def __contains__(self, seq_id: int, /) -> bool: ...
     def __len__(self) -> int: ...
     @property
-    def page_size(self) -> int: ...
+    def page_size(self) -> int:
+        """Tokens per page (default 512)."""
     @property
-    def max_pages(self) -> int: ...
+    def max_pages(self) -> int:
+        """Pages in the arena (default 10000)."""
     @property
-    def entry_width(self) -> int: ...
+    def entry_width(self) -> int:
+        """Scalars per token's KV entry (default 1)."""
     @property
-    def enable_prefix_sharing(self) -> bool: ...
+    def enable_prefix_sharing(self) -> bool:
+        """Whether attach() shares cached full pages of equal prefixes and registers its own (default True)."""
     @property
-    def dtype(self) -> str: ...
+    def dtype(self) -> str:
+        """'float32' or 'float16': the scalar type of the entries."""
 
 class MooncakeTrace:
     """A parsed Mooncake trace (JSON Lines), held in C++."""
 
     def __len__(self) -> int: ...
     @property
-    def total_input_tokens(self) -> int: ...
+    def total_input_tokens(self) -> int:
+        """Prompt tokens of all requests: the sum of their input_length."""
 
 class PrefixCacheReplayResult:
     """What a prefix-cache replay of a trace measured."""
 
     @property
-    def requests(self) -> int: ...
+    def requests(self) -> int:
+        """Requests replayed: every request of the trace."""
     @property
-    def capacity_blocks(self) -> int: ...
+    def capacity_blocks(self) -> int:
+        """Blocks the replayed cache held (the capacity_blocks argument)."""
     @property
     def lookup_blocks(self) -> int: ...
     @property
@@ -560,13 +602,16 @@ class PrefixCacheReplayResult:
     @property
     def allocated_blocks(self) -> int: ...
     @property
-    def evictions(self) -> int: ...
+    def evictions(self) -> int:
+        """Cached blocks evicted to make room."""
     @property
     def seconds(self) -> float: ...
     @property
-    def hit_rate(self) -> float: ...
+    def hit_rate(self) -> float:
+        """hit_blocks / lookup_blocks (0.0 when nothing was looked up)."""
     @property
-    def microseconds_per_request(self) -> float: ...
+    def microseconds_per_request(self) -> float:
+        """Replay time per request in microseconds: seconds * 1e6 / requests (0.0 without requests)."""
 
 def load_mooncake_trace(path: str | os.PathLike[str]) -> MooncakeTrace:
     """Parse a Mooncake trace file; OSError if unreadable, ValueError naming a malformed line."""
@@ -679,7 +724,8 @@ class Scheduler:
         """The next batch if one is due (or forced and something is queued), else None."""
     def complete_batch(self, request_ids: Sequence[int]) -> None:
         """KeyError for an unknown id, ValueError for one never dispatched; all or nothing."""
-    def complete(self, request_id: int) -> None: ...
+    def complete(self, request_id: int) -> None:
+        """complete_batch([request_id]): KeyError for an unknown id, ValueError if it is still queued."""
     def update_priority(self, request_id: int, new_tokens: int) -> None:
         """Sets the remaining tokens (KeyError unknown id, ValueError negative)."""
     def cancel(self, request_id: int) -> None: ...
@@ -690,22 +736,32 @@ class Scheduler:
     def time_until_due(self) -> float | None: ...
     def state(self, request_id: int) -> str:
         """'queued' or 'in_flight'; KeyError for an unknown id."""
-    def remaining_tokens(self, request_id: int) -> int: ...
+    def remaining_tokens(self, request_id: int) -> int:
+        """The request's remaining tokens, its ordering key; KeyError for an unknown id."""
     def __contains__(self, arg0: int, /) -> bool: ...
     def queued(self) -> int: ...
     def in_flight(self) -> int: ...
-    def queued_tokens(self) -> int: ...
+    def queued_tokens(self) -> int:
+        """The sum of the remaining tokens of the queued requests."""
     def __len__(self) -> int: ...
-    def reset_metrics(self) -> None: ...
-    def stats(self) -> SchedulerStats: ...
+    def reset_metrics(self) -> None:
+        """Forget the recorded waits, latencies, batch sizes and counters (after a warm-up, say);
+        queued and in-flight requests stay."""
+    def stats(self) -> SchedulerStats:
+        """Request counters, queue-wait and latency (ms) and batch-size summaries, SLO attainment and
+        throughput in requests and tokens per second."""
     @property
-    def max_batch_size(self) -> int: ...
+    def max_batch_size(self) -> int:
+        """Most requests in a get_batch batch, and the default max_sequences (default 32)."""
     @property
-    def max_wait_ms(self) -> float: ...
+    def max_wait_ms(self) -> float:
+        """A batch is due once the oldest queued request has waited this many ms (default 50.0)."""
     @property
-    def max_batch_tokens(self) -> int | None: ...
+    def max_batch_tokens(self) -> int | None:
+        """Cap on the remaining tokens of a get_batch batch (whose first request is always taken), or None."""
     @property
-    def slo_risk_ms(self) -> float: ...
+    def slo_risk_ms(self) -> float:
+        """A request with an SLO is at risk this many ms before its deadline; max_wait_ms unless given."""
 
 class AdmissionStats(TypedDict):
     admitted: int
@@ -735,15 +791,21 @@ class AdmissionController:
     def record_request(self, tokens: int, tenant: str | None = None) -> None: ...
     def try_admit(self, estimated_tokens: int = 0, tenant: str | None = None) -> tuple[bool, str]: ...
     def tenant_rates(self, tenant: str) -> tuple[float, float]: ...
-    def stats(self) -> AdmissionStats: ...
+    def stats(self) -> AdmissionStats:
+        """Answers counted (admitted, rejected by reason), requests recorded, the current request and
+        token rates summed over tenants, and the number of tenants."""
     @property
-    def qps_limit(self) -> float | None: ...
+    def qps_limit(self) -> float | None:
+        """Requests per second each tenant may make, or None (unlimited)."""
     @property
-    def token_rate_limit(self) -> float | None: ...
+    def token_rate_limit(self) -> float | None:
+        """Tokens per second each tenant may use, or None (unlimited)."""
     @property
-    def window_s(self) -> float: ...
+    def window_s(self) -> float:
+        """The moving window in seconds (default 1.0); it also sets token_bucket's default bursts."""
     @property
-    def mode(self) -> str: ...
+    def mode(self) -> str:
+        """'moving_window' (the default) or 'token_bucket': how the rates are measured."""
 
 class ResourceStats(TypedDict):
     limit: int | None
@@ -768,12 +830,17 @@ class TokenBudget:
     def try_reserve(self, key: int, kv_cache: int = 0, prompt: int = 0, context: int = 0) -> tuple[bool, str]: ...
     def commit(self, key: int, kv_cache: int | None = None, prompt: int | None = None, context: int | None = None) -> None: ...
     def release(self, key: int) -> dict[str, int]: ...
-    def holding(self, key: int) -> dict[str, int]: ...
-    def is_committed(self, key: int) -> bool: ...
+    def holding(self, key: int) -> dict[str, int]:
+        """What key holds, reserved or committed, as {'kv_cache': n, 'prompt': n, 'context': n};
+        KeyError for an unknown key."""
+    def is_committed(self, key: int) -> bool:
+        """Whether key's holding is committed, not only reserved; KeyError for an unknown key."""
     def available(self, resource: str) -> int | None: ...
     def __contains__(self, arg0: int, /) -> bool: ...
     def __len__(self) -> int: ...
-    def stats(self) -> dict[str, Any]: ...
+    def stats(self) -> dict[str, Any]:
+        """Per resource ('kv_cache', 'prompt', 'context'): limit, reserved, committed, available, peak
+        and refusals; also reservations and committed_reservations."""
 
 # --- engine: llmds.engine ----------------------------------------------------------------------
 
@@ -782,13 +849,17 @@ class SamplingParams:
 
     def __init__(self, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> None: ...
     @property
-    def temperature(self) -> float: ...
+    def temperature(self) -> float:
+        """Divides the logits before the softmax; 0 samples greedily, the argmax (default 1.0)."""
     @property
-    def top_k(self) -> int: ...
+    def top_k(self) -> int:
+        """Sample among the k most probable tokens only; 0 is off (the default)."""
     @property
-    def top_p(self) -> float: ...
+    def top_p(self) -> float:
+        """Keep the shortest most-probable prefix whose mass exceeds top_p; 1 (or 0) is off (default 1.0)."""
     @property
-    def seed(self) -> int | None: ...
+    def seed(self) -> int | None:
+        """Seed of the request's random generator (run.c's xorshift*), or None for a random one."""
 
 class Request:
     """What to generate: a prompt (text or token ids), limits, sampling and stops."""
@@ -812,70 +883,101 @@ class Request:
         ignore_eos: bool = False,
     ) -> None: ...
     @property
-    def prompt(self) -> str: ...
+    def prompt(self) -> str:
+        """The prompt text, encoded with BOS unless prompt_tokens is given."""
     @property
-    def prompt_tokens(self) -> list[int]: ...
+    def prompt_tokens(self) -> list[int]:
+        """The prompt's token ids, used as they are when not empty (prompt is then ignored)."""
     @property
-    def max_tokens(self) -> int: ...
+    def max_tokens(self) -> int:
+        """Most tokens to generate, >= 1 (default 256); the model's context length also ends generation."""
     @property
-    def sampling(self) -> SamplingParams: ...
+    def sampling(self) -> SamplingParams:
+        """How tokens are sampled; default SamplingParams(): temperature 1.0, no top-k or top-p, no seed."""
     @property
-    def priority(self) -> int: ...
+    def priority(self) -> int:
+        """Preemption order (default 0): when KV pages run out, the lowest-priority running request
+        is preempted first."""
     @property
-    def slo_ms(self) -> float | None: ...
+    def slo_ms(self) -> float | None:
+        """Latency SLO in ms, or None; a request past its deadline is scheduled before the others,
+        earliest deadline first."""
     @property
-    def stop_token_ids(self) -> list[int]: ...
+    def stop_token_ids(self) -> list[int]:
+        """Token ids that end generation (reason 'stop_token'); they are not part of the output."""
     @property
-    def stop_strings(self) -> list[str]: ...
+    def stop_strings(self) -> list[str]:
+        """Strings that end generation (reason 'stop_string'); Response.text stops before the match."""
     @property
-    def reuse_cache(self) -> bool: ...
+    def reuse_cache(self) -> bool:
+        """Whether to reuse cached prefix pages and register the request's own full pages (default True)."""
     @property
-    def free_cache_on_finish(self) -> bool: ...
+    def free_cache_on_finish(self) -> bool:
+        """Whether its KV pages are freed when it ends (default True); False keeps them until
+        Engine.release(id), unless it was cancelled or failed."""
     @property
-    def cache_salt(self) -> str: ...
+    def cache_salt(self) -> str:
+        """Prefix pages are shared only between requests with equal salts (default '')."""
     @property
-    def on_token(self) -> Callable[[int, str], object] | None: ...
+    def on_token(self) -> Callable[[int, str], object] | None:
+        """Called on the engine thread with (token_id, text piece) for each generated token, or None."""
     @property
-    def top_logits(self) -> int: ...
+    def top_logits(self) -> int:
+        """How many of the largest raw logits to record per sampled step in Response.top_logits (default 0)."""
     @property
-    def ignore_eos(self) -> bool: ...
+    def ignore_eos(self) -> bool:
+        """Whether to keep generating past the model's end of text, BOS or EOS (default False)."""
 
 class Response:
     """A finished request. reason: 'eos', 'max_tokens', 'stop_token', 'stop_string', 'cancelled' or 'error'."""
 
     @property
-    def id(self) -> int: ...
+    def id(self) -> int:
+        """The request's id, as GenerationHandle.id; an engine numbers its requests from 1."""
     @property
-    def tokens(self) -> list[int]: ...
+    def tokens(self) -> list[int]:
+        """The generated token ids; the end-of-text or stop token that ended the request is not among them."""
     @property
-    def text(self) -> str: ...
+    def text(self) -> str:
+        """The generated text (bad UTF-8 replaced), cut before a stop string."""
     @property
-    def reason(self) -> str: ...
+    def reason(self) -> str:
+        """Why it ended: 'eos', 'max_tokens', 'stop_token', 'stop_string', 'cancelled' or 'error'."""
     @property
-    def error(self) -> str: ...
+    def error(self) -> str:
+        """What went wrong when reason is 'error'; '' otherwise."""
     @property
     def top_logits(self) -> list[list[tuple[int, float]]]:
         """Per sampled step, the Request.top_logits largest raw logits as (token, logit)."""
     @property
-    def prompt_tokens(self) -> int: ...
+    def prompt_tokens(self) -> int:
+        """Tokens in the prompt (prompt_tokens, or prompt as encoded)."""
     @property
-    def output_tokens(self) -> int: ...
+    def output_tokens(self) -> int:
+        """Generated tokens: len(tokens)."""
     @property
-    def cached_prompt_tokens(self) -> int: ...
+    def cached_prompt_tokens(self) -> int:
+        """Prompt tokens served from the prefix cache rather than computed (as found before any preemption)."""
     @property
-    def preemptions(self) -> int: ...
+    def preemptions(self) -> int:
+        """Times the request was preempted: its KV pages freed and its context computed again later."""
     @property
-    def time_to_first_token_s(self) -> float: ...
+    def time_to_first_token_s(self) -> float:
+        """Seconds from submission to the first sampled token; 0.0 if no token was generated."""
     @property
-    def latency_s(self) -> float: ...
+    def latency_s(self) -> float:
+        """Seconds from submission to the end of the request."""
     @property
-    def tokens_per_s(self) -> float: ...
+    def tokens_per_s(self) -> float:
+        """Decode rate: (output_tokens - 1) / (latency_s - time_to_first_token_s); 0.0 below 2 tokens."""
 
 class GenerationHandle:
     @property
-    def id(self) -> int: ...
+    def id(self) -> int:
+        """The request's id (Response.id; Engine.cancel takes it)."""
     def cancel(self) -> None: ...
-    def done(self) -> bool: ...
+    def done(self) -> bool:
+        """Whether the request has finished: result() would return at once."""
     def result(self, timeout: float | None = None) -> Response:
         """Waits for the Response; ValueError after `timeout` seconds."""
 
@@ -884,10 +986,13 @@ class TokenStream:
 
     def __iter__(self) -> TokenStream: ...
     def __next__(self) -> tuple[int, str]: ...
-    def cancel(self) -> None: ...
+    def cancel(self) -> None:
+        """End the request at its next step with reason 'cancelled'; iteration stops after what arrived."""
     @property
-    def id(self) -> int: ...
-    def response(self, timeout: float | None = None) -> Response: ...
+    def id(self) -> int:
+        """The request's id (Response.id; Engine.cancel takes it)."""
+    def response(self, timeout: float | None = None) -> Response:
+        """Waits for the Response (the GIL is released); ValueError after `timeout` seconds."""
 
 class EngineStats(TypedDict):
     steps: int
@@ -921,10 +1026,18 @@ class Engine:
     def generate(self, request: Request) -> Response: ...
     def generate_async(self, request: Request) -> GenerationHandle: ...
     def stream(self, request: Request) -> TokenStream: ...
-    def cancel(self, request_id: int) -> bool: ...
+    def cancel(self, request_id: int) -> bool:
+        """Cancel a queued or running request (it ends with reason 'cancelled'); False if there is none."""
     def release(self, request_id: int) -> bool: ...
-    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]: ...
-    def decode(self, tokens: Sequence[int]) -> str: ...
-    def stats(self) -> EngineStats: ...
+    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
+        """Token ids of text as llama2.c's run.c encodes it: BOS first if bos, EOS last if eos."""
+    def decode(self, tokens: Sequence[int]) -> str:
+        """The text of token ids (BOS and EOS add none, bad UTF-8 is replaced); IndexError for an id
+        outside the vocabulary."""
+    def stats(self) -> EngineStats:
+        """Steps, request and token counters, preemptions, waiting and running requests, and KV pages and
+        prefix hit rate (those refreshed every 64 steps and when idle)."""
     @property
-    def config(self) -> dict[str, int]: ...
+    def config(self) -> dict[str, int]:
+        """The model's dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len and parameters,
+        and the engine's page_size, max_pages, max_batch_tokens, max_sequences and num_threads."""

@@ -70,6 +70,7 @@ class AzureTrace:
 
     @property
     def duration_s(self) -> float:
+        """Seconds from the first arrival to the last."""
         return float(self.arrival_s[-1]) if len(self) else 0.0
 
 
@@ -167,6 +168,7 @@ class ReplayResult:
 
     @property
     def label(self) -> str:
+        """The policy, with its max_wait_ms when it has one: ``"llmds wait=50ms"``."""
         return self.policy if self.max_wait_ms is None else f"{self.policy} wait={self.max_wait_ms:g}ms"
 
 
