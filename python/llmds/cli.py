@@ -1,6 +1,7 @@
 """The ``llmds`` command line.
 
     python -m llmds demo [--out DIR]          every family at work on real data, a report with plots
+    python -m llmds bench [--quick]           llmds beside its peers: docs/benchmarks.md and its plots
     python -m llmds replay mooncake TRACE --capacity-blocks N [N ...]
                                               a Mooncake trace through the prefix cache
     python -m llmds replay azure TRACE [--loads X ...] [--max-wait-ms MS ...]
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import llmds
+from llmds import benchmarks
 from llmds import demo as demo_module
 from llmds import replay as replay_module
 from llmds.data import data_dir, locate
@@ -130,6 +132,17 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench(args: argparse.Namespace) -> int:
+    try:
+        path = benchmarks.run(Path(args.out), data=Path(args.data_dir) if args.data_dir else None,
+                              gbench=Path(args.gbench), quick=args.quick, sections=args.sections)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"llmds bench: {e}", file=sys.stderr)
+        return 2
+    print(f"\nreport: {path.resolve()}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmds", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +152,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "what it lacks comes from the package and the machine)")
     p_demo.add_argument("--out", default="llmds-demo", help="output folder of report.md and its plots (default llmds-demo)")
     p_demo.set_defaults(run=demo)
+    p_bench = sub.add_parser("bench", help="llmds beside its peers (pip install .[bench]); writes docs/benchmarks.md",
+                             description=benchmarks.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p_bench.add_argument("--out", default="docs/benchmarks.md", help="the report (default docs/benchmarks.md; "
+                         "plots in docs/benchmarks/)")
+    p_bench.add_argument("--data-dir", help="the data folder (default: $LLMDS_DATA_DIR or ../shared/data)")
+    p_bench.add_argument("--gbench", default="build/cpp/bench-results",
+                         help="Google Benchmark JSON folder (default build/cpp/bench-results)")
+    p_bench.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke run")
+    p_bench.add_argument("--sections", nargs="+", default=list(benchmarks.SECTIONS), choices=benchmarks.SECTIONS,
+                         metavar="NAME", help=f"which comparisons (default all: {' '.join(benchmarks.SECTIONS)})")
+    p_bench.set_defaults(run=bench)
     p_replay = sub.add_parser("replay", help="replay a request trace (prefix cache or scheduling)")
     replay_sub = p_replay.add_subparsers(dest="format", required=True)
     p_mooncake = replay_sub.add_parser(

@@ -308,7 +308,7 @@ def _lsa_embeddings(index: InvertedIndex, texts: Sequence[str], dim: int, seed: 
     """Latent semantic analysis: TF-IDF rows over the `max_terms` most frequent terms, reduced to
     `dim` dimensions by a randomised SVD. Returns the document embeddings and a function that
     folds a query text into the same space."""
-    rows = [Counter(index.analyze(text)) for text in texts]
+    rows = [Counter(index.analyze(text)) for text in track(texts, "  analysing")]
     df = Counter(term for row in rows for term in row)
     vocabulary = {term: i for i, (term, _) in enumerate(df.most_common(max_terms))}
     idf = np.log(len(rows) / np.array([df[term] for term in vocabulary], dtype=np.float64))
@@ -320,7 +320,7 @@ def _lsa_embeddings(index: InvertedIndex, texts: Sequence[str], dim: int, seed: 
                 v[vocabulary[term]] = (1 + np.log(tf)) * idf[vocabulary[term]]
         return v
 
-    matrix = np.stack([tfidf(row) for row in rows])
+    matrix = np.stack([tfidf(row) for row in track(rows, "  weighting")])
     sketch = matrix @ np.random.default_rng(seed).normal(size=(len(vocabulary), dim + 20)).astype(np.float32)
     q_basis, _ = np.linalg.qr(sketch)
     _, _, vt = np.linalg.svd(q_basis.T @ matrix, full_matrices=False)

@@ -44,12 +44,14 @@ Reported per collection and setting:
 4. Retrieval quality of llmds (MAP, nDCG@10, P@10, R@100 via llmds.ir.evaluate over top-1000 runs).
 
     pip install bm25s rank_bm25 tantivy numba
-    python bench/python/compare_bm25.py                       # both collections, 5 repeats
-    nice -n 10 python bench/python/compare_bm25.py --collections cranfield --repeats 3
-    python bench/python/compare_bm25.py --libraries llmds,bm25s,tantivy
+    python -m llmds.benchmarks.bm25                       # both collections, 5 repeats
+    nice -n 10 python -m llmds.benchmarks.bm25 --collections cranfield --repeats 3
+    python -m llmds.benchmarks.bm25 --libraries llmds,bm25s,tantivy
 """
 
 from __future__ import annotations
+
+__all__ = ["main"]
 
 import argparse
 import importlib.metadata
@@ -402,13 +404,16 @@ def ratio(ours: float, theirs: float) -> str:
     return f"{ours / theirs:.2f}x" if math.isfinite(ours) and math.isfinite(theirs) and theirs > 0 else "-"
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs the comparison, prints its Markdown and returns the single-query QPS per (collection,
+    analyzer) and library."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--collections", default="cranfield,cisi", help="comma-separated: cranfield, cisi")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds; the best counts")
+    parser.add_argument("--ir-root", type=Path, default=None, help="folder of cranfield/ and cisi/ (default: data_dir() / 'ir')")
     parser.add_argument("--libraries", default=",".join(ALL_LIBRARIES),
                         help=f"comma-separated subset of {','.join(ALL_LIBRARIES)} (llmds is always run)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     wanted = [name.strip() for name in args.libraries.split(",") if name.strip()]
@@ -443,8 +448,9 @@ def main() -> None:
     for note in notes:
         print(f"note: {note}")
 
-    collections = [load_collection(name) for name in args.collections.split(",") if name.strip()]
+    collections = [load_collection(name, args.ir_root) for name in args.collections.split(",") if name.strip()]
     build_rows, size_rows, single_rows, batch_rows, agree_rows, quality_rows = [], [], [], [], [], []
+    single_qps: dict[tuple[str, str], dict[str, float]] = {}
     duplicate_notes: list[str] = []
     agree_notes: list[str] = []
     for collection in collections:
@@ -512,6 +518,7 @@ def main() -> None:
             single_runs["llmds exhaustive"] = lambda: [exhaustive(text, TOP_K) for text in queries]
             single = best_of(args.repeats, single_runs)
             n = len(queries)
+            single_qps[collection.name, setting] = {name: n / seconds for name, seconds in single.items()}
             single_rows.append([
                 collection.name, setting, qps(n, single["llmds"]), qps(n, single["llmds exhaustive"]),
                 *(qps(n, single[name]) if name in single else "-" for name in PEERS),
@@ -631,6 +638,7 @@ def main() -> None:
         print(f"- {note}")
     print("\n## 4. llmds retrieval quality (top-1000 runs, llmds.ir.evaluate)\n")
     print(markdown(["collection", "analyzer", "judged queries", "MAP", "nDCG@10", "P@10", "R@100"], quality_rows))
+    return {"single_qps": single_qps}
 
 
 if __name__ == "__main__":

@@ -6,27 +6,26 @@ entry point add_many; DataSketches has no batch update), mean and max overestima
 distinct items, and false hot items (estimate >= threshold while the true count is below it).
 
     pip install datasketches
-    python bench/python/compare_cmsketch.py            # 10^6 updates, 10^5 items, s = 1.1
+    python -m llmds.benchmarks.cmsketch            # 10^6 updates, 10^5 items, s = 1.1
 """
 
 from __future__ import annotations
+
+__all__ = ["main"]
 
 import argparse
 import importlib.metadata
 import platform
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 import llmds
 from llmds.cmsketch import CountMinSketch
 
-try:
-    import datasketches
-except ImportError as error:  # pragma: no cover - a benchmark prerequisite
-    raise SystemExit("this comparison needs Apache DataSketches: pip install datasketches") from error
 
 
 def zipf_stream(n: int, distinct: int, s: float, seed: int) -> list[str]:
@@ -55,7 +54,8 @@ def error_report(estimate: Callable[[str], float], truth: Counter[str], threshol
             "false_hot": false_hot}
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs the comparison, prints it and returns the update rates and error reports."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--updates", type=int, default=1_000_000)
     parser.add_argument("--distinct", type=int, default=100_000)
@@ -65,7 +65,11 @@ def main() -> None:
     parser.add_argument("--threshold", type=int, default=1000, help="hot-item threshold (count)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    try:
+        import datasketches
+    except ImportError as error:
+        raise SystemExit("this comparison needs Apache DataSketches: pip install datasketches") from error
 
     stream = zipf_stream(args.updates, args.distinct, args.s, args.seed)
     truth = Counter(stream)
@@ -86,7 +90,7 @@ def main() -> None:
         for item in stream:
             add(item)
 
-    def ds_loop() -> datasketches.count_min_sketch:
+    def ds_loop() -> Any:
         sketch = datasketches.count_min_sketch(args.depth, args.width)
         update = sketch.update
         for item in stream:
@@ -118,6 +122,7 @@ def main() -> None:
     ratio = reports["llmds conservative"]["mean"] / reports["datasketches"]["mean"]
     print(f"\nllmds add_many: {rates['llmds add_many'] / ds_rate:.2f}x the update rate of datasketches; "
           f"mean overestimate {ratio:.2f}x theirs")
+    return {"rates": rates, "errors": reports}
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Data: Fashion-MNIST as in ann-benchmarks' fashion-mnist-784-euclidean: 60,000 x 784 base vectors
 (train images), 10,000 queries (test images), uint8 pixels cast to float32 without scaling, metric
-squared L2. The folder is found through llmds.data.data_dir() ($LLMDS_DATA_DIR, else ../shared/data
-from the working directory; run from the project root) unless --data is given.
+squared L2. The folder is found by llmds.data.locate ($LLMDS_DATA_DIR, else ../shared/data from the
+working directory, else Debian's dataset-fashion-mnist) unless --data is given.
 
 Every library gets M = 16 and ef_construction = 200 (USearch: connectivity=16, expansion_add=200;
 FAISS: IndexHNSWFlat(d, 16), hnsw.efConstruction=200). In all four, layer 0 keeps up to 2M = 32 links
@@ -30,12 +30,14 @@ Without --subset the ground truth is the shipped exact top-100 (fashion-mnist_gr
 with --subset N (the first N base vectors) it is recomputed by numpy brute force.
 
     pip install hnswlib usearch faiss-cpu
-    python bench/python/compare_hnsw.py                                   # full 60k x 10k run
-    nice -n 19 python bench/python/compare_hnsw.py --subset 5000 --queries 500 --repeats 2   # quick check
-    python bench/python/compare_hnsw.py --libraries llmds,hnswlib --efs 10,16,32,64,128
+    python -m llmds.benchmarks.hnsw                                   # full 60k x 10k run
+    nice -n 19 python -m llmds.benchmarks.hnsw --subset 5000 --queries 500 --repeats 2   # quick check
+    python -m llmds.benchmarks.hnsw --libraries llmds,hnswlib --efs 10,16,32,64,128
 """
 
 from __future__ import annotations
+
+__all__ = ["main"]
 
 import argparse
 import ctypes
@@ -47,7 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,7 @@ from typing import Any
 import numpy as np
 
 import llmds
-from llmds.data import data_dir, read_idx_images, read_ivecs
+from llmds.data import locate, read_idx_images, read_ivecs
 from llmds.hnsw import HNSW
 
 M = 16
@@ -306,10 +308,12 @@ def int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs the comparison, prints its Markdown and returns the build times and the recall/QPS
+    curves of each library."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None,
-                        help="Fashion-MNIST folder (default: data_dir()/ann/fashion-mnist)")
+                        help="Fashion-MNIST folder (default: llmds.data.locate('ann/fashion-mnist'))")
     parser.add_argument("--subset", type=int, default=None, help="use the first N base vectors (exact "
                         "ground truth recomputed by numpy); default all 60,000")
     parser.add_argument("--queries", type=int, default=None, help="use the first Q queries; default all 10,000")
@@ -322,12 +326,13 @@ def main() -> None:
     parser.add_argument("--build-repeats", type=int, default=1, help="builds per (library, thread count); "
                         "best time kept")
     parser.add_argument("--seed", type=int, default=100, help="level seed for llmds and hnswlib")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     t_start = time.perf_counter()
 
-    folder = args.data or data_dir() / "ann" / "fashion-mnist"
-    if not folder.is_dir():
-        raise SystemExit(f"no Fashion-MNIST folder at {folder} (set LLMDS_DATA_DIR or pass --data)")
+    try:
+        folder = args.data or locate("ann/fashion-mnist")
+    except FileNotFoundError as error:
+        raise SystemExit(f"{error} (or pass --data)") from None
     efs = sorted(set(int_list(args.efs)))
     build_threads = int_list(args.threads_build)
     if not efs or not build_threads:
@@ -357,15 +362,16 @@ def main() -> None:
     query_u8 = np.ascontiguousarray(query_u8[:q])
     base = base_u8.astype(np.float32)
     queries = query_u8.astype(np.float32)
-    if n == n_full and args.k <= 100:
-        kth = read_ivecs(folder / "fashion-mnist_groundtruth_l2sq.ivecs")[:q, args.k - 1].astype(np.int64)
+    shipped_truth = folder / "fashion-mnist_groundtruth_l2sq.ivecs"
+    if n == n_full and args.k <= 100 and shipped_truth.exists():
+        kth = read_ivecs(shipped_truth)[:q, args.k - 1].astype(np.int64)
         check = np.random.default_rng(args.seed).choice(q, size=min(q, 20), replace=False)
         if not np.array_equal(brute_force_kth(base_u8, query_u8[check], args.k), kth[check]):
             raise SystemExit("shipped ground truth disagrees with brute force: wrong data files?")
         truth_source = "shipped exact top-100 (_l2sq.ivecs; 20 queries re-checked by brute force)"
     else:
         kth = brute_force_kth(base_u8, query_u8, args.k)
-        truth_source = "numpy brute force over the subset"
+        truth_source = "numpy brute force"
 
     # ------------------------------------------------------------------------------ header
     cpu = platform.processor() or platform.machine()
@@ -439,8 +445,8 @@ def main() -> None:
                 f"{lib.ram_measure}; {lib.serialized_measure}"]
         rows.append(row)
     table(header, rows, text_columns=(0, len(header) - 1))
-    print(f"\nCPU/wall: process CPU seconds over wall seconds of that build; well below the thread count means "
-          f"the cores were busy with something else (or the library does not spread the work).")
+    print("\nCPU/wall: process CPU seconds over wall seconds of that build; well below the thread count means "
+          "the cores were busy with something else (or the library does not spread the work).")
     print(f"Raw float32 vectors alone: {fmt_mib(base.nbytes)} MiB. RSS growth = resident set after the first "
           f"{build_threads[0]}-thread build minus before it (both after gc + malloc_trim); peak: highest RSS "
           f"sampled every 5 ms during that build, minus before.")
@@ -536,6 +542,7 @@ def main() -> None:
     if hasattr(os, "getloadavg"):
         print("\nload average at end: " + " / ".join(f"{x:.2f}" for x in os.getloadavg())
               + f" (1 / 5 / 15 min); total run {time.perf_counter() - t_start:.0f} s")
+    return {"curves": curves, "build_time": build_time, "libraries": [lib.name for lib in libraries]}
 
 
 if __name__ == "__main__":

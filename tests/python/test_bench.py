@@ -1,0 +1,73 @@
+"""`python -m llmds bench`: a quick pass of every comparison writes a report with its tables,
+whichever peers are installed (a missing one is named, not fatal)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmds import benchmarks
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "llmds", "bench", *args], capture_output=True, text=True,
+                          timeout=900, check=False)
+
+
+@pytest.fixture(scope="module")
+def quick_report(shared_data, tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    folder = tmp_path_factory.mktemp("bench")
+    gbench = folder / "gbench"
+    gbench.mkdir()
+    (gbench / "bench_toy.json").write_text(json.dumps({
+        "context": {"date": "today", "num_cpus": 2, "mhz_per_cpu": 3000, "library_build_type": "release"},
+        "benchmarks": [
+            {"name": "BM_Push/1000", "run_type": "iteration", "real_time": 17.5, "cpu_time": 17.4,
+             "time_unit": "us", "items_per_second": 5.7e7, "tokens_per_s": 1234.0},
+            {"name": "BM_Push/1000_mean", "run_type": "aggregate", "real_time": 1, "cpu_time": 1, "time_unit": "us"},
+        ],
+    }))
+    (gbench / "bench_cut.json").write_text('{"context": {')  # an interrupted run
+    out = folder / "benchmarks.md"
+    result = run("--quick", "--out", str(out), "--data-dir", str(shared_data), "--gbench", str(gbench))
+    return result, out
+
+
+def test_quick_bench_writes_every_section(quick_report):
+    result, out = quick_report
+    assert result.returncode == 0, result.stderr
+    assert f"report: {out.resolve()}" in result.stdout
+    text = out.read_text()
+    assert text.startswith("# Benchmarks\n") and "QUICK MODE" in text and "- Versions: llmds" in text
+    for title in ("## HNSW against hnswlib", "## BM25 against bm25s", "## Count-min sketch", "## KV cache",
+                  "## Scheduler", "## Engine", "## Google Benchmark suites"):
+        assert title in text
+    # The comparisons' own headings sit under the report's sections.
+    assert "\n### HNSW on Fashion-MNIST" in text and "\n#### Recall@10 vs ef_search" in text
+    assert "| conversation | 1,000 | 4.70% | 4.70% |" in text  # llmds matches the reference hit rate
+    assert "| 16 |" in text and "vs run.c" in text
+
+
+def test_quick_bench_reads_the_google_benchmark_json(quick_report):
+    text = quick_report[1].read_text()
+    assert "| BM_Push/1000 | 17.5 us | 17.4 us | 57.00 Mitems/s; tokens_per_s 1,234 |" in text
+    assert "BM_Push/1000_mean" not in text  # aggregates are left out
+    assert "bench_cut.json: not read" in text
+
+
+def test_quick_bench_plots(quick_report):
+    pytest.importorskip("matplotlib")
+    out = quick_report[1]
+    for name in ("hnsw_recall_qps", "bm25_qps", "kv_cache_hit_rate", "scheduler_latency_p95"):
+        assert (out.with_suffix("") / f"{name}.png").exists()
+        assert f"](benchmarks/{name}.png)" in out.read_text()
+
+
+def test_unknown_sections_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown sections"):
+        benchmarks.run(tmp_path / "b.md", sections=["nope"])
+    assert run("--sections", "nope").returncode == 2
