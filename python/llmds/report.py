@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["Report", "machine_summary"]
+__all__ = ["Report", "cpu_model", "machine_summary"]
 
 
 class _Tee(io.TextIOBase):
@@ -124,7 +124,8 @@ class Report:
         return self.path
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo), else what the platform module knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -161,7 +162,7 @@ def machine_summary(packages: tuple[str, ...] = ()) -> list[str]:
             versions.append(f"{name} not installed")
     return [
         f"- Date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
-        f"- Machine: {_cpu_model()}, {os.cpu_count()} cores"
+        f"- Machine: {cpu_model()}, {os.cpu_count()} cores"
         + (f", {memory:.0f} GiB" if memory else "")
         + f"; {platform.system()} {platform.release()}",
         f"- Versions: {', '.join(versions)}",

@@ -59,6 +59,7 @@ import numpy as np
 import llmds
 from llmds.data import locate, read_idx_images, read_ivecs
 from llmds.hnsw import HNSW
+from llmds.report import cpu_model
 
 M = 16
 EF_CONSTRUCTION = 200
@@ -374,12 +375,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         truth_source = "numpy brute force"
 
     # ------------------------------------------------------------------------------ header
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     print(f"# HNSW on Fashion-MNIST: {', '.join(lib.name for lib in libraries)}\n")
     print(", ".join(f"{lib.name} {lib.version} ({lib.simd})" for lib in libraries)
           + f"; numpy {np.__version__}; Python {platform.python_version()} on {platform.machine()}, "
