@@ -10,7 +10,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -23,6 +22,7 @@
 #include "llmds/ann/hnsw.hpp"
 
 #include "arguments.hpp"
+#include "index_lock.hpp"
 
 namespace py = pybind11;
 
@@ -31,31 +31,24 @@ namespace {
 using llmds::HNSW;
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
+using llmds::python::IndexLock;
 using llmds::python::non_negative;
 using llmds::python::positive;
+using llmds::python::read_lock;
+using llmds::python::write_lock;
 
 std::optional<std::size_t> optional_ef(const std::optional<std::int64_t>& ef) {
   if (!ef) return std::nullopt;
   return positive(*ef, "ef");
 }
 
-// The index plus a reader-writer lock: searches share it (and run with the GIL released, so
-// Python threads search in parallel); adds and deletions take it alone.
+// The index plus its lock (index_lock.hpp): searches share it (and run with the GIL released, so
+// Python threads search in parallel); adds and deletions take it alone. Every read of the index
+// takes it, even a small one: an add may move the vectors and links a read would look at.
 struct PyHNSW {
   std::unique_ptr<HNSW> index;
-  mutable std::shared_mutex lock;
+  mutable IndexLock lock;
 };
-
-// Takes the index lock with the GIL released. A thread must never wait for the lock while it holds
-// the GIL: a search with a Python filter holds the shared lock and then needs the GIL, so a writer
-// that waited for the exclusive lock with the GIL held would deadlock with it.
-template <class Lock>
-Lock lock_without_gil(std::shared_mutex& mutex) {
-  py::gil_scoped_release release;
-  return Lock(mutex);
-}
-using ReadLock = std::shared_lock<std::shared_mutex>;
-using WriteLock = std::unique_lock<std::shared_mutex>;
 
 // filter: None, a collection of allowed ids, or a callable id -> bool (called with the GIL held).
 struct Filter {
@@ -152,7 +145,7 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
       .def("add",
            [](PyHNSW& self, const py::object& vec, std::int64_t vec_id, bool replace_deleted) {
              const auto v = vector(vec, self.index->config().dim, "vec");
-             const auto g = lock_without_gil<WriteLock>(self.lock);
+             const auto g = write_lock(self.lock);
              self.index->add({v.data(), static_cast<std::size_t>(v.size())}, vec_id, replace_deleted);
            },
            py::arg("vec"), py::arg("vec_id"), py::arg("replace_deleted") = false,
@@ -181,7 +174,7 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
              const auto e = optional_ef(ef);
              Filter f;
              make_filter(filter, f);
-             const auto g = lock_without_gil<ReadLock>(self.lock);
+             const auto g = read_lock(self.lock);
              std::vector<HNSW::Result> results;
              if (f.predicate) {  // a Python predicate needs the GIL
                results = self.index->search({q.data(), static_cast<std::size_t>(q.size())}, kk, e, &*f.function);
@@ -228,28 +221,37 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
            "and inf where fewer than k are found.")
       .def("mark_deleted",
            [](PyHNSW& self, std::int64_t id) {
-             const auto g = lock_without_gil<WriteLock>(self.lock);
+             const auto g = write_lock(self.lock);
              self.index->mark_deleted(id);
            },
            py::arg("vec_id"), "Exclude an id from results (KeyError if unknown).")
       .def("unmark_deleted",
            [](PyHNSW& self, std::int64_t id) {
-             const auto g = lock_without_gil<WriteLock>(self.lock);
+             const auto g = write_lock(self.lock);
              self.index->unmark_deleted(id);
            },
            py::arg("vec_id"))
-      .def("is_deleted", [](const PyHNSW& self, std::int64_t id) { return self.index->is_deleted(id); },
+      .def("is_deleted",
+           [](const PyHNSW& self, std::int64_t id) {
+             const auto g = read_lock(self.lock);
+             return self.index->is_deleted(id);
+           },
            py::arg("vec_id"))
       .def("get_vector",
            [](const PyHNSW& self, std::int64_t id) {
+             const auto g = read_lock(self.lock);
              const auto v = self.index->get_vector(id);
              return py::array_t<float>(static_cast<py::ssize_t>(v.size()), v.data());
            },
            py::arg("vec_id"), "The stored vector (normalised under cosine).")
-      .def("stats", [](const PyHNSW& self) { return stats_dict(*self.index); })
+      .def("stats",
+           [](const PyHNSW& self) {
+             const auto g = read_lock(self.lock);
+             return stats_dict(*self.index);
+           })
       .def("save",
            [](const PyHNSW& self, const std::filesystem::path& path) {
-             const auto g = lock_without_gil<ReadLock>(self.lock);
+             const auto g = read_lock(self.lock);
              self.index->save(path);
            },
            py::arg("path"))
@@ -262,7 +264,7 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
                   py::arg("path"), "An index saved by save(); ValueError if the file is damaged.")
       .def(py::pickle(
           [](const PyHNSW& self) {
-            const auto g = lock_without_gil<ReadLock>(self.lock);
+            const auto g = read_lock(self.lock);
             return py::bytes(self.index->to_bytes());
           },
           [](const py::bytes& b) {
@@ -270,18 +272,29 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
             p->index = HNSW::from_bytes(std::string_view(b));
             return p;
           }))
-      .def_property("ef_search", [](const PyHNSW& self) { return self.index->ef_search(); },
+      .def_property("ef_search",
+                    [](const PyHNSW& self) {
+                      const auto g = read_lock(self.lock);
+                      return self.index->ef_search();
+                    },
                     [](PyHNSW& self, std::int64_t ef) {
-                      const auto g = lock_without_gil<WriteLock>(self.lock);
+                      const auto g = write_lock(self.lock);
                       self.index->set_ef_search(positive(ef, "ef_search"));
                     })
       .def_property_readonly("dim", [](const PyHNSW& self) { return self.index->config().dim; })
       .def_property_readonly("metric", [](const PyHNSW& self) { return llmds::metric_name(self.index->config().metric); })
-      .def("__len__", [](const PyHNSW& self) { return self.index->size(); })
-      .def("__contains__", [](const PyHNSW& self, std::int64_t id) {
-        return self.index->contains(id) && !self.index->is_deleted(id);
-      })
+      .def("__len__",
+           [](const PyHNSW& self) {
+             const auto g = read_lock(self.lock);
+             return self.index->size();
+           })
+      .def("__contains__",
+           [](const PyHNSW& self, std::int64_t id) {
+             const auto g = read_lock(self.lock);
+             return self.index->contains(id) && !self.index->is_deleted(id);
+           })
       .def("__repr__", [](const PyHNSW& self) {
+        const auto g = read_lock(self.lock);
         const auto& c = self.index->config();
         return fmt::format("HNSW(dim={}, M={}, ef_construction={}, ef_search={}, metric='{}', size={})",
                            c.dim, c.M, c.ef_construction, c.ef_search, llmds::metric_name(c.metric),

@@ -23,21 +23,25 @@
 #include "llmds/text/porter_stemmer.hpp"
 
 #include "arguments.hpp"
+#include "index_lock.hpp"
 
 namespace py = pybind11;
 
 namespace {
 
 using llmds::InvertedIndex;
+using llmds::python::IndexLock;
 using llmds::python::non_negative;
 using llmds::python::positive;
+using llmds::python::read_lock;
+using llmds::python::write_lock;
 
-// The index plus a reader-writer lock: searches share it and run with the GIL released; changes
-// take it alone.
+// The index plus its lock (index_lock.hpp): searches share it and run with the GIL released;
+// changes take it alone.
 struct PyInvertedIndex {
   explicit PyInvertedIndex(InvertedIndex i) : index(std::move(i)) {}
   InvertedIndex index;
-  mutable std::shared_mutex lock;
+  mutable IndexLock lock;
 };
 
 // stop_words: False/None (none), True (English), or an iterable of words. A bare str is refused:
@@ -156,7 +160,7 @@ earlier added document.
            "Indexes many documents in one call; all or nothing for repeated ids.")
       .def("remove_document",
            [](PyInvertedIndex& self, std::int64_t doc_id) {
-             std::unique_lock g(self.lock);
+             const auto g = write_lock(self.lock);
              self.index.remove_document(doc_id);
            },
            py::arg("doc_id"), "Removes a document; KeyError if it is not indexed.")
@@ -206,33 +210,33 @@ earlier added document.
            "search() for each query on num_threads threads (0: every core).")
       .def("score",
            [](const PyInvertedIndex& self, std::string_view query, std::int64_t doc_id) {
-             std::shared_lock g(self.lock);
+             const auto g = read_lock(self.lock);
              return self.index.score(query, doc_id);
            },
            py::arg("query"), py::arg("doc_id"),
            "The BM25 score of one document (0.0 if it shares no term); KeyError if unknown.")
       .def("get_term_frequency",
            [](const PyInvertedIndex& self, std::string_view term, std::int64_t doc_id) {
-             std::shared_lock g(self.lock);
+             const auto g = read_lock(self.lock);
              return self.index.term_frequency(term, doc_id);
            },
            py::arg("term"), py::arg("doc_id"),
            "Occurrences of term (analysed like a query: one term) in the document.")
       .def("get_document_frequency",
            [](const PyInvertedIndex& self, std::string_view term) {
-             std::shared_lock g(self.lock);
+             const auto g = read_lock(self.lock);
              return self.index.document_frequency(term);
            },
            py::arg("term"), "Number of documents that contain term (analysed like a query).")
       .def("document_length",
            [](const PyInvertedIndex& self, std::int64_t doc_id) {
-             std::shared_lock g(self.lock);
+             const auto g = read_lock(self.lock);
              return self.index.document_length(doc_id);
            },
            py::arg("doc_id"), "Number of indexed terms of the document (BM25's dl).")
       .def("document_ids",
            [](const PyInvertedIndex& self) {
-             std::shared_lock g(self.lock);
+             const auto g = read_lock(self.lock);
              return self.index.document_ids();
            },
            "The indexed document ids in the order they were added.")
@@ -248,12 +252,12 @@ earlier added document.
            "Drops the postings of removed documents now (it also happens by itself).")
       .def("stats",
            [](const PyInvertedIndex& self) {
-             std::shared_lock g(self.lock);
+             const auto g = read_lock(self.lock);
              return stats_dict(self.index);
            })
       .def("save",
            [](const PyInvertedIndex& self, const std::filesystem::path& path) {
-             std::shared_lock g(self.lock);
+             const auto g = read_lock(self.lock);
              self.index.save(path);
            },
            py::arg("path"))
@@ -264,7 +268,7 @@ earlier added document.
                   py::arg("path"), "An index saved by save(); ValueError if the file is damaged.")
       .def(py::pickle(
           [](const PyInvertedIndex& self) {
-            std::shared_lock g(self.lock);
+            const auto g = read_lock(self.lock);
             return py::bytes(self.index.to_bytes());
           },
           [](const py::bytes& b) { return from_bytes(std::string_view(b)); }))

@@ -141,8 +141,10 @@ def test_save_load_and_damage(tmp_path):
 
 
 def test_writers_and_filtered_searches_in_other_threads_do_not_deadlock():
-    # A search with a Python filter holds the index's read lock and needs the GIL; a writer must
-    # not wait for the write lock while holding the GIL, or the two wait for each other forever.
+    # A search with a Python filter holds the index's read lock and needs the GIL. A writer must
+    # not wait for the write lock while holding the GIL, or the two wait for each other forever;
+    # and two searchers in a loop, each holding the read lock while it waits for the GIL, must not
+    # keep the writer out for ever (a lock that lets readers pass a waiting writer does).
     rng = np.random.default_rng(5)
     h = HNSW(8, seed=1)
     h.add_batch(rng.random((200, 8), dtype=np.float32), list(range(200)))
@@ -178,6 +180,31 @@ def test_writers_and_filtered_searches_in_other_threads_do_not_deadlock():
     assert not writer.is_alive() and not any(t.is_alive() for t in searchers), "deadlock"
     assert errors == []
     assert len(h) == 1200 - 10  # ten were marked deleted
+
+
+def test_a_filter_may_read_the_index_but_not_change_it():
+    rng = np.random.default_rng(6)
+    h = HNSW(4, seed=1)
+    h.add_batch(rng.random((50, 4), dtype=np.float32), list(range(50)))
+    h.mark_deleted(2)
+    query = rng.random(4, dtype=np.float32)
+
+    def even_and_live(i: int) -> bool:  # reads the index from inside its own search
+        assert h.get_vector(i).shape == (4,) and len(h) == 49
+        return i in h and not h.is_deleted(i) and i % 2 == 0
+
+    found = h.search(query, 5, filter=even_and_live)
+    assert len(found) == 5 and all(i % 2 == 0 and i != 2 for i, _ in found)
+
+    def adds(i: int) -> bool:
+        h.add(np.zeros(4, dtype=np.float32), 1000 + i)
+        return True
+
+    with pytest.raises(RuntimeError, match="inside one of its own searches"):
+        h.search(query, 5, filter=adds)
+    assert len(h) == 49 and h.stats()["num_deleted"] == 1 and 1000 not in h  # nothing was added
+    h.add(np.zeros(4, dtype=np.float32), 1000)  # and the lock was let go
+    assert 1000 in h
 
 
 def test_searches_run_from_several_threads():

@@ -192,3 +192,41 @@ def test_batch_search_and_threads_agree_with_single_calls(shared_data):
     stats = index.stats()
     assert stats["num_documents"] == 1400 and stats["scored_documents"] == 1398
     assert 4 < stats["bits_per_posting"] < 24
+
+
+def test_changes_get_their_turn_between_searches_from_other_threads():
+    index = InvertedIndex()
+    index.add_documents(list(range(300)), [f"common word{i % 37} text{i}" for i in range(300)])
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def search() -> None:
+        try:
+            while not stop.is_set():
+                index.search("common word3", 5)
+                index.score("common", 1)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    def change() -> None:
+        try:
+            for i in range(300, 1300):
+                index.add_document(i, f"common word{i % 37} text{i}")
+                if i % 100 == 0:
+                    index.remove_document(i)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    # Daemon threads: a writer kept out for ever fails the test instead of hanging the run.
+    searchers = [threading.Thread(target=search, daemon=True) for _ in range(2)]
+    writer = threading.Thread(target=change, daemon=True)
+    for t in (*searchers, writer):
+        t.start()
+    writer.join(timeout=60)
+    stop.set()
+    for t in searchers:
+        t.join(timeout=60)
+    assert not writer.is_alive() and not any(t.is_alive() for t in searchers), "a thread never finished"
+    assert errors == []
+    assert len(index.document_ids()) == 1300 - 10
+    assert index.get_document_frequency("common") == 1290
