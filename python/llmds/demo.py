@@ -312,19 +312,26 @@ def _lsa_embeddings(index: InvertedIndex, texts: Sequence[str], dim: int, seed: 
     """Latent semantic analysis: TF-IDF rows over the `max_terms` most frequent terms, reduced to
     `dim` dimensions by a randomised SVD. Returns the document embeddings and a function that
     folds a query text into the same space."""
-    rows = [Counter(index.analyze(text)) for text in track(texts, "  analysing")]
-    df = Counter(term for row in rows for term in row)
-    vocabulary = {term: i for i, (term, _) in enumerate(df.most_common(max_terms))}
-    idf = np.log(len(rows) / np.array([df[term] for term in vocabulary], dtype=np.float64))
+    with Progress(2 * len(texts), "  embedding") as bar:  # one bar for both passes over the texts
+        rows = []
+        for text in texts:
+            rows.append(Counter(index.analyze(text)))
+            bar.update()
+        df = Counter(term for row in rows for term in row)
+        vocabulary = {term: i for i, (term, _) in enumerate(df.most_common(max_terms))}
+        idf = np.log(len(rows) / np.array([df[term] for term in vocabulary], dtype=np.float64))
 
-    def tfidf(counts: Counter[str]) -> np.ndarray:
-        v = np.zeros(len(vocabulary), dtype=np.float32)
-        for term, tf in counts.items():
-            if term in vocabulary:
-                v[vocabulary[term]] = (1 + np.log(tf)) * idf[vocabulary[term]]
-        return v
+        def tfidf(counts: Counter[str]) -> np.ndarray:
+            v = np.zeros(len(vocabulary), dtype=np.float32)
+            for term, tf in counts.items():
+                if term in vocabulary:
+                    v[vocabulary[term]] = (1 + np.log(tf)) * idf[vocabulary[term]]
+            return v
 
-    matrix = np.stack([tfidf(row) for row in track(rows, "  weighting")])
+        matrix = np.zeros((len(rows), len(vocabulary)), dtype=np.float32)
+        for i, row in enumerate(rows):
+            matrix[i] = tfidf(row)
+            bar.update()
     sketch = matrix @ np.random.default_rng(seed).normal(size=(len(vocabulary), dim + 20)).astype(np.float32)
     q_basis, _ = np.linalg.qr(sketch)
     _, _, vt = np.linalg.svd(q_basis.T @ matrix, full_matrices=False)
@@ -341,7 +348,7 @@ def _hybrid_pipeline(c: IRCollection, limit: int | None = None):
         embeddings, embed_query = _lsa_embeddings(index, texts, dim=128)
     print(f"embedded {len(texts):,} documents by latent semantic analysis (128 dimensions) in {t.elapsed:.1f} s")
     pipeline = RetrievalPipeline(128, stem=True, stop_words=True, seed=1, candidates=1000)
-    for doc_id, text, vector in zip(doc_ids, texts, embeddings):
+    for doc_id, text, vector in track(zip(doc_ids, texts, embeddings), "  indexing", total=len(doc_ids)):
         # An empty document has no direction to embed; it is indexed for BM25 only.
         pipeline.add_document(doc_id, text, vector if vector.any() else None)
     return pipeline, embed_query

@@ -36,12 +36,15 @@ Conventions, which reproduce the README's reference BM25 table (Xapian 1.4.22) e
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from llmds.progress import Progress
 
 __all__ = [
     "IRCollection",
@@ -218,23 +221,28 @@ def load_collection(name: str, root: Path | None = None) -> IRCollection:
     raise ValueError(f"unknown IR collection {name!r}; expected one of {', '.join(COLLECTIONS)}")
 
 
-def _debian_stanzas(text: str) -> dict[str, str]:
-    """Package name -> "name: summary" + the long description, from Debian control stanzas (the
-    first stanza of a name wins; continuation lines start with a space, " ." is a blank line)."""
+def _debian_stanzas(lines: Iterable[str], progress: Progress | None = None) -> dict[str, str]:
+    """Package name -> "name: summary" + the long description, from the lines of Debian control
+    stanzas (the first stanza of a name wins; continuation lines start with a space, " ." is a
+    blank line). Reads the lines as they come, counting stanzas on `progress`."""
     packages: dict[str, str] = {}
-    for stanza in text.split("\n\n"):
-        name, description, in_description = None, [], False
-        for line in stanza.splitlines():
-            if line.startswith("Package:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("Description:"):
-                description, in_description = [line.split(":", 1)[1].strip()], True
-            elif in_description and line.startswith(" "):
-                description.append("" if line.strip() == "." else line.strip())
-            else:
-                in_description = False
-        if name and description and name not in packages:
-            packages[name] = f"{name}: " + "\n".join(description)
+    name, description, in_description = None, [], False
+    for line in itertools.chain(lines, [""]):  # an empty line ends the last stanza too
+        line = line.rstrip("\n")
+        if not line:
+            if name and description and name not in packages:
+                packages[name] = f"{name}: " + "\n".join(description)
+            if name and progress is not None:
+                progress.update()
+            name, description, in_description = None, [], False
+        elif line.startswith("Package:"):
+            name = line.split(":", 1)[1].strip()
+        elif line.startswith("Description:"):
+            description, in_description = [line.split(":", 1)[1].strip()], True
+        elif in_description and line.startswith(" "):
+            description.append("" if line.strip() == "." else line.strip())
+        else:
+            in_description = False
     return packages
 
 
@@ -242,20 +250,26 @@ def load_debian_packages(status_file: Path = Path("/var/lib/dpkg/status")) -> tu
     """A real text collection every Debian machine has: the descriptions of the packages its
     archive offers (``apt-cache dumpavail``; if that lists nothing, the installed packages of
     `status_file`). Returns the collection, with no queries or judgments, and the package names
-    by document id. FileNotFoundError if neither source exists.
+    by document id. FileNotFoundError if neither source exists. Shows progress on a terminal: the
+    archive's listing takes a couple of seconds.
     """
-    text = ""
-    try:
-        text = subprocess.run(
-            ["apt-cache", "dumpavail"], capture_output=True, text=True, check=True, timeout=120
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        pass
-    packages = _debian_stanzas(text)
-    if not packages:
-        if not status_file.exists():
-            raise FileNotFoundError(f"no Debian package descriptions: apt-cache dumpavail gave none and {status_file} is absent")
-        packages = _debian_stanzas(status_file.read_text(encoding="utf-8", errors="replace"))
+    packages: dict[str, str] = {}
+    with Progress(None, "reading package descriptions") as bar:
+        try:
+            # Read as apt-cache writes, so that the stanzas are parsed while it still lists.
+            with subprocess.Popen(["apt-cache", "dumpavail"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  encoding="utf-8", errors="replace") as apt:
+                assert apt.stdout is not None
+                packages = _debian_stanzas(apt.stdout, bar)
+            if apt.returncode != 0:
+                packages = {}
+        except OSError:
+            pass
+        if not packages:
+            if not status_file.exists():
+                raise FileNotFoundError(f"no Debian package descriptions: apt-cache dumpavail gave none and {status_file} is absent")
+            with status_file.open(encoding="utf-8", errors="replace") as f:
+                packages = _debian_stanzas(f, bar)
     names = sorted(packages)
     documents = {i: packages[name] for i, name in enumerate(names)}
     return IRCollection(name="debian-packages", documents=documents, queries={}, qrels={}), names

@@ -93,7 +93,7 @@ Version: 2
 
 
 def test_debian_stanzas_become_documents():
-    packages = ir._debian_stanzas(STANZAS)
+    packages = ir._debian_stanzas(STANZAS.splitlines(keepends=True))
     assert packages == {"alpha": "alpha: first summary\na longer line\n\nafter a blank", "beta": "beta: second summary"}
 
 
@@ -101,7 +101,7 @@ def test_load_debian_packages_falls_back_to_the_status_file(tmp_path, monkeypatc
     def no_apt(*args, **kwargs):
         raise FileNotFoundError("apt-cache")
 
-    monkeypatch.setattr(subprocess, "run", no_apt)
+    monkeypatch.setattr(subprocess, "Popen", no_apt)
     status = tmp_path / "status"
     status.write_text(STANZAS)
     collection, names = ir.load_debian_packages(status)
@@ -110,6 +110,19 @@ def test_load_debian_packages_falls_back_to_the_status_file(tmp_path, monkeypatc
     assert collection.queries == {} and collection.qrels == {}
     with pytest.raises(FileNotFoundError, match="no Debian package descriptions"):
         ir.load_debian_packages(tmp_path / "absent")
+
+
+def test_a_failing_apt_cache_is_not_half_read(tmp_path, monkeypatch):
+    real_popen = subprocess.Popen
+
+    def failing_apt(args, **kwargs):  # lists one package, then fails
+        return real_popen(["sh", "-c", "printf 'Package: partial\\nDescription: cut off\\n\\n'; exit 3"], **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", failing_apt)
+    status = tmp_path / "status"
+    status.write_text(STANZAS)
+    _, names = ir.load_debian_packages(status)
+    assert names == ["alpha", "beta"]
 
 
 def test_load_debian_packages_reads_the_archive():
