@@ -43,8 +43,10 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llmds.progress import Progress
+if TYPE_CHECKING:
+    from llmds.progress import Progress
 
 __all__ = [
     "IRCollection",
@@ -253,6 +255,9 @@ def load_debian_packages(status_file: Path = Path("/var/lib/dpkg/status")) -> tu
     by document id. FileNotFoundError if neither source exists. Shows progress on a terminal: the
     archive's listing takes a couple of seconds.
     """
+    # Imported here: the rest of this module must load without the llmds package (see its docstring).
+    from llmds.progress import Progress
+
     packages: dict[str, str] = {}
     with Progress(None, "reading package descriptions") as bar:
         try:
