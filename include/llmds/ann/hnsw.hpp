@@ -195,7 +195,8 @@ class HNSW {
   /// Adds one vector under id. Throws std::invalid_argument, adding nothing, for a wrong
   /// dimension, a NaN or infinity, a zero vector under "cosine", or an id already present
   /// (a deleted id included; unmark_deleted it, or add under a new id). With replace_deleted,
-  /// the vector takes the slot of a deleted one if there is any.
+  /// the vector takes the slot of a deleted one if there is any. If memory runs out
+  /// (std::bad_alloc), the index is as it was.
   void add(std::span<const float> vec, Label id, bool replace_deleted = false) {
     check_row(vec, "add");
     if (slot_of_.contains(id)) {
@@ -206,7 +207,8 @@ class HNSW {
   }
 
   /// Adds n vectors (row-major, n x dim) under ids, on num_threads threads (0: all cores).
-  /// Everything is checked before anything is added: the call adds all or nothing. The rows are
+  /// Everything is checked before anything is added: the call adds all or nothing (but if memory
+  /// runs out partway, the vectors added before stay: each add is whole). The rows are
   /// read in place (each is copied once, into the index), so the call needs no memory beyond
   /// the index's own. Multi-threaded builds are not deterministic; with a seed and one thread
   /// they are.
@@ -541,6 +543,7 @@ class HNSW {
     std::vector<Candidate> relink_pool;  // ... and for a neighbour whose full list is re-selected
     std::vector<Slot> relink_kept;
     std::vector<Slot> check_order;    // select_neighbors' order of trying kept neighbours
+    std::vector<Slot> plan;           // an insert's chosen neighbours, per layer (plan_links)
     FloatBuffer query;                // the query, 64-byte aligned (normalised under "cosine")
 
     // An insert's memo of the distances from its vector to the nodes it has measured, over all
@@ -602,7 +605,11 @@ class HNSW {
     }
     ~ScratchLease() {
       std::lock_guard g(h_.scratch_pool_lock_);
-      if (scratch_->tags.size() >= h_.capacity_) h_.scratch_pool_.push_back(std::move(scratch_));
+      if (scratch_->tags.size() < h_.capacity_) return;
+      try {
+        h_.scratch_pool_.push_back(std::move(scratch_));
+      } catch (const std::bad_alloc&) {  // out of memory: the scratch is freed instead of pooled
+      }
     }
     ScratchLease(const ScratchLease&) = delete;
     ScratchLease& operator=(const ScratchLease&) = delete;
@@ -889,79 +896,133 @@ class HNSW {
     }
   }
 
+  // Inserts one vector in two phases, so that running out of memory changes nothing. The first
+  // phase does everything that may allocate and changes nothing another thread or a later call
+  // could see: it claims the id (and a deleted slot to reuse), builds the new node's upper link
+  // records, and searches every layer, writing down the neighbours chosen on each (s.plan). The
+  // second commits: it takes the slot, stores the vector and links it in, none of which
+  // allocates. Linking each layer only after every search is the same graph as linking as one
+  // goes: the links a layer gains are never read by the searches below it.
   void insert(const float* vec, Label id, bool replace_deleted, bool locked) {
-    Slot slot;
-    int level = -1;
-    bool reused = false;
+    ScratchLease lease(*this);
+    Scratch& s = *lease;
+    s.new_insert(capacity_);
+    // The query of the searches is an aligned copy, normalised under "cosine"; the commit stores
+    // it (add_batch's rows are read in place, and copied once).
+    float* const q = s.query.data();
+    std::memcpy(q, vec, config_.dim * sizeof(float));
+    if (config_.metric == Metric::cosine) normalize(q);
+
+    // Claim the id, and the deleted slot to reuse, if any; both are given back on failure.
+    Slot* claimed_slot;  // the id's entry in slot_of_ (element references survive rehashing)
+    Slot reused = kNone;
     {
-      // Slot and id are claimed together, so concurrent inserts never share a slot.
       std::unique_lock g(labels_lock_, std::defer_lock);
       if (locked) g.lock();
+      claimed_slot = &slot_of_.try_emplace(id, kNone).first->second;  // the only step that may throw here
       if (replace_deleted && !deleted_slots_.empty()) {
-        slot = deleted_slots_.back();
+        reused = deleted_slots_.back();
         deleted_slots_.pop_back();
+      }
+    }
+    auto give_back = [&] {
+      std::unique_lock g(labels_lock_, std::defer_lock);
+      if (locked) g.lock();
+      slot_of_.erase(id);
+      if (reused != kNone) deleted_slots_.push_back(reused);  // into the room it left: no allocation
+    };
+
+    int level;
+    std::vector<std::uint32_t> upper;  // a new node's upper link records, moved in on commit
+    std::unique_lock top_lock(entry_lock_, std::defer_lock);
+    int top_level;
+    Slot ep;
+    try {
+      if (reused != kNone) {
+        level = levels_[reused];  // a reused slot keeps its layers, and its link records
+      } else {
+        level = random_level();
+        upper.assign(static_cast<std::size_t>(level) * (config_.M + 1), 0);
+      }
+      if (locked) top_lock.lock();
+      top_level = max_level_;
+      ep = entry_;
+      if (ep != kNone && level <= top_level && locked) top_lock.unlock();  // kept only to raise the top level
+      if (ep != kNone) plan_links(s, q, reused, level, top_level, ep, locked);
+    } catch (...) {
+      give_back();
+      throw;
+    }
+
+    // Commit: nothing below allocates or throws.
+    Slot slot;
+    {
+      std::unique_lock g(labels_lock_, std::defer_lock);
+      if (locked) g.lock();
+      if (reused != kNone) {
+        slot = reused;
         slot_of_.erase(labels_[slot]);
         deleted_[slot] = 0;
         --num_deleted_;
-        reused = true;
-        level = levels_[slot];  // a reused slot keeps its layers, and its link records
       } else {
         LLMDS_ASSERT(size_ < capacity_, "HNSW: insert without room");
         slot = size_++;
+        levels_[slot] = level;
+        upper_[slot] = std::move(upper);
+        links0_[std::size_t{slot} * (m0_ + 1)] = 0;
       }
-      slot_of_.emplace(id, slot);
+      *claimed_slot = slot;
       labels_[slot] = id;
     }
-    if (!reused) {
-      level = random_level();
-      levels_[slot] = level;
-      upper_[slot].assign(static_cast<std::size_t>(level) * (config_.M + 1), 0);
-      links0_[std::size_t{slot} * (m0_ + 1)] = 0;
-    }
-    // The stored copy (normalised under "cosine") is the query of the searches below: the rows
-    // of add_batch are read in place, never copied twice.
-    float* v = vector_of(slot);
-    std::memcpy(v, vec, config_.dim * sizeof(float));
-    if (config_.metric == Metric::cosine) normalize(v);
-
-    std::unique_lock top_lock(entry_lock_, std::defer_lock);
-    if (locked) top_lock.lock();
-    if (entry_ == kNone) {  // the first node
+    std::memcpy(vector_of(slot), q, config_.dim * sizeof(float));
+    if (ep == kNone) {  // the first node
       entry_ = slot;
       max_level_ = level;
       return;
     }
-    const int top_level = max_level_;
-    Slot ep = entry_;
-    if (level <= top_level && locked) top_lock.unlock();  // kept only to raise the top level
-
-    ScratchLease lease(*this);
-    Scratch& s = *lease;
-    const Distance dist = distance_fn();
-    s.new_insert(capacity_);
-    float ep_d = dist(v, vector_of(ep));
-    s.remember(ep, ep_d);
-    s.new_epoch();
-    s.visit(ep);
-    for (int l = top_level; l > level; --l) greedy_closest<true>(s, v, ep, ep_d, l, locked);
+    const Slot* planned = s.plan.data();
     for (int l = std::min(level, top_level); l >= 0; --l) {
-      search_layer<true>(s, v, ep, ep_d, config_.ef_construction, l, locked, [slot](Slot n) { return n != slot; });
-      if (s.top.empty()) continue;  // a reused slot that is the only node
-      s.pool.assign(s.top.begin(), s.top.end());
-      const Candidate nearest = *std::min_element(s.pool.begin(), s.pool.end());
-      ep = nearest.slot;
-      ep_d = nearest.distance;
-      select_neighbors(s.pool, config_.M, s.kept, s.check_order);
+      const std::span<const Slot> kept(planned + 1, *planned);
+      planned += 1 + *planned;
+      if (kept.empty()) continue;  // a reused slot that is the only node
       {
         std::unique_lock g(lock_of(slot), std::defer_lock);
         if (locked) g.lock();
-        set_links(slot, l, s.kept);
+        set_links(slot, l, kept);
       }
-      for (const Slot n : s.kept) link_back(s, n, slot, l, locked);
+      for (const Slot n : kept) link_back(s, n, slot, l, locked);
     }
     if (level > top_level) {
       entry_ = slot;
       max_level_ = level;
+    }
+  }
+
+  // The search half of an insert of q at `level` (the paper's Algorithm 1): descends greedily
+  // from ep on the layers above level, then on each layer from min(level, top_level) down to 0
+  // searches with ef_construction and chooses the new node's neighbours by the heuristic. Leaves
+  // them in s.plan, each layer's list as [count, slots...], top layer first. `reused` (or kNone)
+  // is a slot being reused, which is not its own neighbour.
+  void plan_links(Scratch& s, const float* q, Slot reused, int level, int top_level, Slot ep, bool locked) {
+    const Distance dist = distance_fn();
+    s.plan.clear();
+    float ep_d = dist(q, vector_of(ep));
+    s.remember(ep, ep_d);
+    s.new_epoch();
+    s.visit(ep);
+    for (int l = top_level; l > level; --l) greedy_closest<true>(s, q, ep, ep_d, l, locked);
+    for (int l = std::min(level, top_level); l >= 0; --l) {
+      search_layer<true>(s, q, ep, ep_d, config_.ef_construction, l, locked, [reused](Slot n) { return n != reused; });
+      s.kept.clear();
+      if (!s.top.empty()) {
+        s.pool.assign(s.top.begin(), s.top.end());
+        const Candidate nearest = *std::min_element(s.pool.begin(), s.pool.end());
+        ep = nearest.slot;
+        ep_d = nearest.distance;
+        select_neighbors(s.pool, config_.M, s.kept, s.check_order);
+      }
+      s.plan.push_back(static_cast<Slot>(s.kept.size()));
+      s.plan.insert(s.plan.end(), s.kept.begin(), s.kept.end());
     }
   }
 

@@ -107,18 +107,28 @@ class BlockPool {
   /// released first (their keys leave the registry). nullopt, changing nothing, if fewer than n
   /// blocks are free or cached.
   [[nodiscard]] std::optional<std::vector<BlockId>> try_allocate(std::size_t n) {
-    if (n > available()) return std::nullopt;
+    std::vector<BlockId> blocks;
+    if (!try_allocate_into(n, blocks)) return std::nullopt;
+    return blocks;
+  }
+
+  /// As try_allocate, appending the blocks to `out`; false, changing nothing, if fewer than n
+  /// are free or cached. Growing `out` is the only allocation, and it comes first: with room
+  /// reserved in `out`, this cannot throw.
+  bool try_allocate_into(std::size_t n, std::vector<BlockId>& out) {
+    if (n > available()) return false;
+    out.reserve(out.size() + n);
+    const std::size_t first = out.size();
     const std::size_t from_free = std::min(n, allocator_.free_pages());
-    auto blocks = allocator_.try_alloc(from_free);
-    LLMDS_ASSERT(blocks.has_value(), "BlockPool: the allocator refused pages it reported free");
-    blocks->reserve(n);
-    for (std::size_t i = from_free; i < n; ++i) blocks->push_back(evict_oldest());
-    for (const BlockId b : *blocks) {
-      state_[idx(b)] = State::kInUse;
-      refcount_[idx(b)] = 1;
+    [[maybe_unused]] const bool taken = allocator_.try_alloc_into(from_free, out);
+    LLMDS_ASSERT(taken, "BlockPool: the allocator refused pages it reported free");
+    for (std::size_t i = from_free; i < n; ++i) out.push_back(evict_oldest());
+    for (std::size_t i = first; i < out.size(); ++i) {
+      state_[idx(out[i])] = State::kInUse;
+      refcount_[idx(out[i])] = 1;
     }
     in_use_ += n;
-    return blocks;
+    return true;
   }
 
   /// As try_allocate, but throws llmds::OutOfPages when the blocks are not there.

@@ -165,15 +165,25 @@ class KVCache {
     if (needed + revived > pool_.available()) throw out_of_pages("attach", needed);
     auto [it, inserted] = sequences_.try_emplace(seq);  // before any change: it may throw
 
+    // From here on nothing may throw, or the entry and the touched pages would be left behind:
+    // the new pages go straight into the table's reserved room (no allocation), and the data
+    // copy cannot fail.
     pool_.touch(s.table);
-    const auto fresh = pool_.allocate(needed);
-    s.table.insert(s.table.end(), fresh.begin(), fresh.end());
+    [[maybe_unused]] const bool allocated = pool_.try_allocate_into(needed, s.table);
+    LLMDS_ASSERT(allocated, "KVCache::attach: the pool refused pages it reported available");
     s.num_tokens = n;
     write(s.table, hits * config_.page_size, kv.subspan(hits * page_elems_));
-    for (std::size_t i = hits; i < hashes.size(); ++i) pool_.register_block(s.table[i], hashes[i]);
     lookup_pages_ += hashes.size();
     hit_pages_ += hits;
     it->second = std::move(s);
+    // Registering adds registry entries, which allocate. It comes last, once the sequence is
+    // complete: if memory runs out here, the remaining pages stay private (later requests
+    // recompute them) and the attach itself has succeeded.
+    const Sequence& stored = it->second;
+    try {
+      for (std::size_t i = hits; i < hashes.size(); ++i) pool_.register_block(stored.table[i], hashes[i]);
+    } catch (const std::bad_alloc&) {
+    }
   }
 
   /// Starts a sequence holding only the longest cached run of full pages of `prefix_tokens`

@@ -78,14 +78,25 @@ class PagedAllocator {
 
   /// num_pages pages, or nullopt (nothing allocated) if fewer are free.
   [[nodiscard]] std::optional<std::vector<PageId>> try_alloc(std::size_t num_pages) {
-    if (num_pages > free_list_.size()) return std::nullopt;
-    std::vector<PageId> pages(free_list_.end() - static_cast<std::ptrdiff_t>(num_pages),
-                              free_list_.end());
-    std::reverse(pages.begin(), pages.end());  // in the order the stack pops them
-    free_list_.resize(free_list_.size() - num_pages);
-    for (const PageId p : pages) allocated_[static_cast<std::size_t>(p)] = 1;
-    alloc_count_ += num_pages;
+    std::vector<PageId> pages;
+    if (!try_alloc_into(num_pages, pages)) return std::nullopt;
     return pages;
+  }
+
+  /// As try_alloc, appending the pages to `out`; false, changing nothing, if fewer are free.
+  /// Growing `out` is the only allocation, and it comes before any page is taken: with room
+  /// reserved in `out`, this cannot throw (KVCache relies on that midway through an attach).
+  bool try_alloc_into(std::size_t num_pages, std::vector<PageId>& out) {
+    if (num_pages > free_list_.size()) return false;
+    out.reserve(out.size() + num_pages);
+    out.insert(out.end(), free_list_.rbegin(),  // in the order the stack pops them
+               free_list_.rbegin() + static_cast<std::ptrdiff_t>(num_pages));
+    free_list_.resize(free_list_.size() - num_pages);
+    for (auto it = out.end() - static_cast<std::ptrdiff_t>(num_pages); it != out.end(); ++it) {
+      allocated_[static_cast<std::size_t>(*it)] = 1;
+    }
+    alloc_count_ += num_pages;
+    return true;
   }
 
   /// num_pages pages. Throws llmds::OutOfPages, allocating nothing, if fewer are free.

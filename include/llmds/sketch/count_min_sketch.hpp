@@ -120,21 +120,17 @@ class CountMinSketch {
       cell[row] = cell_of(h, row);
       low = std::min(low, counters_[cell[row]]);
     }
-    // No counter can pass the total, so neither low + c nor counter + c can overflow.
-    std::uint64_t estimate;
-    if (config_.conservative) {
-      estimate = low + c;
-      for (std::uint32_t row = 0; row < config_.depth; ++row) {
-        counters_[cell[row]] = std::max(counters_[cell[row]], estimate);
-      }
-    } else {
-      estimate = std::numeric_limits<std::uint64_t>::max();
-      for (std::uint32_t row = 0; row < config_.depth; ++row) {
-        estimate = std::min(estimate, counters_[cell[row]] += c);
-      }
+    // No counter can pass the total, so neither low + c nor counter + c can overflow. Either
+    // update leaves the item's estimate (its smallest counter) at low + c.
+    const std::uint64_t estimate = low + c;
+    // Tracking is the only step that allocates, so it comes first: if memory runs out there,
+    // no counter has changed yet.
+    if (config_.top_k > 0 && c > 0) track(item, h, estimate);
+    for (std::uint32_t row = 0; row < config_.depth; ++row) {
+      std::uint64_t& counter = counters_[cell[row]];
+      counter = config_.conservative ? std::max(counter, estimate) : counter + c;
     }
     total_ += c;
-    if (config_.top_k > 0 && c > 0) track(item, h, estimate);
   }
 
   /// An upper bound on the number of times `item` was added: never below the true count.
@@ -285,12 +281,17 @@ class CountMinSketch {
       hitters_.increase_key(h, estimate);  // counters never fall, so neither do estimates
       return;
     }
-    if (hitters_.size() == config_.top_k) {
-      if (estimate <= hitters_.peek()->score) return;
-      hitter_items_.erase(hitters_.pop().key);
+    if (hitters_.size() == config_.top_k && estimate <= hitters_.peek()->score) return;
+    // The newcomer goes in before the weakest leaves: both insertions allocate and may throw,
+    // while erase and pop cannot, so a failure leaves the hitters as they were.
+    const auto [it, inserted] = hitter_items_.emplace(h, std::string(item));
+    try {
+      hitters_.push(h, estimate);
+    } catch (...) {
+      hitter_items_.erase(it);
+      throw;
     }
-    hitter_items_.emplace(h, std::string(item));
-    hitters_.push(h, estimate);
+    if (hitters_.size() > config_.top_k) hitter_items_.erase(hitters_.pop().key);
   }
 
   void rebuild_hitters(std::unordered_map<std::uint64_t, std::string> candidates) {

@@ -170,13 +170,14 @@ class InvertedIndex {
     // appends, which cannot throw.
     const auto doc = static_cast<text::DocNum>(doc_ids_.size());
     const std::size_t old_terms = lists_.size();
-    std::vector<decltype(term_ids_)::iterator> added;
+    std::size_t added = 0;  // new terms entered in term_ids_, in new_terms' order
     try {
       detail::reserve_room(lists_, new_terms.size());
       detail::reserve_room(df_, new_terms.size());
       for (auto& [term, tf] : new_terms) {
         const auto id = static_cast<std::uint32_t>(lists_.size());
-        added.push_back(term_ids_.emplace(term, id).first);
+        term_ids_.emplace(term, id);
+        ++added;
         lists_.emplace_back();
         df_.push_back(0);
         counts.emplace_back(id, tf);  // ids above every existing one: counts stays sorted
@@ -185,7 +186,9 @@ class InvertedIndex {
       reserve_document(counts);
       doc_of_.emplace(doc_id, doc);  // last: nothing after it in this block can throw
     } catch (...) {
-      for (auto it : added) term_ids_.erase(it);
+      // By key: a later emplace may have rehashed, which invalidates iterators.
+      auto term = new_terms.begin();
+      for (std::size_t i = 0; i < added; ++i, ++term) term_ids_.erase(term->first);
       lists_.resize(old_terms);
       df_.resize(old_terms);
       throw;
