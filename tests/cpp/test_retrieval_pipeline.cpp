@@ -193,4 +193,17 @@ TEST(RetrievalPipeline, ARemovedIdMayReturnWithANewEmbedding) {
   EXPECT_EQ(p.stats().documents_with_embeddings, 2U);
 }
 
+TEST(RetrievalPipeline, EmbeddingsAreComparedByAngleByDefaultAsInPython) {
+  RetrievalPipelineConfig c;
+  c.hnsw.dim = 2;
+  c.hnsw.seed = 7;
+  RetrievalPipeline p(c);
+  p.add_document(1, "a", std::vector<float>{1, 0});
+  p.add_document(2, "b", std::vector<float>{5, 5});
+  // The query is nearer document 1 in Euclidean distance, but points the way document 2 does.
+  const Hits hits = p.search("", std::vector<float>{0.5f, 0.45f}, 1, 1.0);
+  ASSERT_EQ(hits.size(), 1U);
+  EXPECT_EQ(hits[0].doc_id, 2);
+}
+
 }  // namespace

@@ -140,7 +140,7 @@ struct HNSWConfig {
   std::size_t ef_construction = 200;  // hnswlib's default
   std::size_t ef_search = 50;         // seed 001's default
   double ml = 1.0 / std::log(2.0);    // seed 001's default level multiplier
-  std::optional<std::uint64_t> seed;  // none: a random seed per index
+  std::optional<std::uint64_t> seed = std::nullopt;  // none: a random seed per index
   Metric metric = Metric::l2;
   std::size_t initial_capacity = 1024;  // grows by doubling
 

@@ -67,7 +67,9 @@ inline Fusion parse_fusion(std::string_view name) {
 }
 
 struct RetrievalPipelineConfig {
-  HNSWConfig hnsw;                  // hnsw.dim is the embedding dimension
+  // hnsw.dim is the embedding dimension. Cosine, as in Python: sentence embeddings are compared
+  // by angle, and a bare HNSWConfig's l2 would rank them by length too.
+  HNSWConfig hnsw{.metric = Metric::cosine};
   InvertedIndexConfig bm25;
   Fusion fusion = Fusion::weighted;  // the seed's weighted combination
   double rrf_k = 60;                 // Cormack et al. 2009
