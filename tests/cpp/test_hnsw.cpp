@@ -174,6 +174,63 @@ TEST(HNSW, DeletedVectorsAreNeverReturnedAndTheirSlotsCanBeReused) {
   EXPECT_EQ(index.size(), n);
 }
 
+// Churn: rounds that delete a quarter of the vectors and add as many new ones into their slots,
+// each new vector in a random cluster, usually far from the one it replaces. The links other
+// nodes had to a reused slot must be chosen again (as hnswlib does), or they lead across the
+// space: without that, recall here was 0.859 against a fresh build's 0.943; with it, 0.908.
+TEST(HNSW, ReusingDeletedSlotsKeepsRecallCloseToAFreshBuild) {
+  constexpr std::size_t n = 3000, dim = 24, clusters = 30, nq = 300, k = 10, ef = 10;
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> normal;
+  std::vector<float> centers(clusters * dim);
+  for (auto& x : centers) x = 4 * normal(rng);
+  auto draw = [&](std::size_t cluster, float* out) {
+    for (std::size_t j = 0; j < dim; ++j) out[j] = centers[cluster * dim + j] + normal(rng);
+  };
+  std::vector<float> live(n * dim);  // position p holds the vector of ids[p]
+  std::vector<std::int64_t> ids(n);
+  HNSWConfig c = config(dim, Metric::l2, 3);
+  c.M = 8;
+  c.ef_construction = 64;
+  HNSW churned(c);
+  for (std::size_t p = 0; p < n; ++p) {
+    draw(p % clusters, &live[p * dim]);
+    ids[p] = static_cast<std::int64_t>(p);
+    churned.add(row(live, p, dim), ids[p]);
+  }
+  const std::size_t capacity = churned.capacity();
+  std::int64_t next_id = n;
+  for (int round = 0; round < 4; ++round) {
+    std::vector<std::size_t> victims(n);
+    std::iota(victims.begin(), victims.end(), std::size_t{0});
+    std::shuffle(victims.begin(), victims.end(), rng);
+    victims.resize(n / 4);
+    for (const std::size_t p : victims) churned.mark_deleted(ids[p]);
+    for (const std::size_t p : victims) {
+      draw(rng() % clusters, &live[p * dim]);
+      ids[p] = next_id++;
+      churned.add(row(live, p, dim), ids[p], /*replace_deleted=*/true);
+    }
+  }
+  EXPECT_EQ(churned.capacity(), capacity);  // nothing grew: every add reused a slot
+  HNSW fresh(c);
+  for (std::size_t p = 0; p < n; ++p) fresh.add(row(live, p, dim), ids[p]);
+
+  std::vector<float> queries(nq * dim);
+  for (std::size_t q = 0; q < nq; ++q) draw(q % clusters, &queries[q * dim]);
+  auto recall = [&](const HNSW& index) {
+    std::size_t hits = 0;
+    for (std::size_t q = 0; q < nq; ++q) {
+      std::set<std::int64_t> truth;
+      for (const auto p : brute_force(live, n, dim, row(queries, q, dim), k, Metric::l2)) truth.insert(ids[p]);
+      for (const auto& r : index.search(row(queries, q, dim), k, ef)) hits += truth.count(r.id);
+    }
+    return double(hits) / double(nq * k);
+  };
+  const double churned_recall = recall(churned), fresh_recall = recall(fresh);
+  EXPECT_GT(churned_recall, fresh_recall - 0.05) << "fresh build " << fresh_recall;
+}
+
 TEST(HNSW, FilteredSearchReturnsOnlyAllowedIds) {
   constexpr std::size_t n = 3000, dim = 16, nq = 30;
   const auto data = random_rows(n, dim, 5), queries = random_rows(nq, dim, 6);

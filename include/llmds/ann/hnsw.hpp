@@ -37,8 +37,9 @@
 //   64-bit integer (Candidate); the next node's link record is requested one expansion early.
 //   None of these changes a result: the graph is the one the plain algorithm builds.
 // - Deletion marks a slot: it stays in the graph (removing it would cut paths through it) but is
-//   never returned. add(..., replace_deleted = true) reuses a deleted slot for a new vector and
-//   relinks it, so an index under churn does not grow without bound.
+//   never returned. add(..., replace_deleted = true) reuses a deleted slot for a new vector,
+//   links it, and has the slot's old neighbours choose their links again (plan_repairs), so an
+//   index under churn neither grows without bound nor keeps links that lead astray.
 // - Filtered search follows the graph through every node but only admits allowed ones into the
 //   result list, and keeps expanding until it holds ef allowed nodes; with a selective filter,
 //   raise ef (the test at 10% selectivity uses ef = 200).
@@ -544,6 +545,11 @@ class HNSW {
     std::vector<Slot> relink_kept;
     std::vector<Slot> check_order;    // select_neighbors' order of trying kept neighbours
     std::vector<Slot> plan;           // an insert's chosen neighbours, per layer (plan_links)
+    std::vector<Slot> repairs;        // new link lists for a reused slot's neighbours (plan_repairs)
+    std::vector<Slot> repair_neighbours;
+    std::vector<Slot> repair_from;    // the candidates for them: the slot's one- and two-hop nodes
+    std::vector<Candidate> repair_pool;
+    std::vector<Slot> repair_kept;
     FloatBuffer query;                // the query, 64-byte aligned (normalised under "cosine")
 
     // An insert's memo of the distances from its vector to the nodes it has measured, over all
@@ -870,19 +876,25 @@ class HNSW {
   // first does not change the outcome (a candidate goes if any kept one is closer), so they are
   // tried in `order`, where the one that rejected the last candidate moves to the front: a few
   // kept neighbours cover most directions the candidates come from. On Fashion-MNIST this tries
-  // 14% fewer pairs than the order of choice, with the same result.
+  // 14% fewer pairs than the order of choice, with the same result. `vector` gives a slot's
+  // vector (plan_repairs passes one that sees a reused slot's new vector before it is stored).
   void select_neighbors(std::vector<Candidate>& candidates, std::size_t m, std::vector<Slot>& kept,
                         std::vector<Slot>& order) const {
+    select_neighbors(candidates, m, kept, order, [this](Slot n) { return vector_of(n); });
+  }
+  template <class VectorOf>
+  void select_neighbors(std::vector<Candidate>& candidates, std::size_t m, std::vector<Slot>& kept,
+                        std::vector<Slot>& order, VectorOf&& vector) const {
     const Distance dist = distance_fn();
     std::sort(candidates.begin(), candidates.end());
     kept.clear();
     order.clear();
     for (const Candidate& c : candidates) {
       if (kept.size() >= m) break;
-      const float* v = vector_of(c.slot);
+      const float* v = vector(c.slot);
       bool diverse = true;
       for (std::size_t i = 0; i < order.size(); ++i) {
-        if (dist(v, vector_of(order[i])) < c.distance) {
+        if (dist(v, vector(order[i])) < c.distance) {
           diverse = false;
           std::rotate(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(i),
                       order.begin() + static_cast<std::ptrdiff_t>(i) + 1);
@@ -949,6 +961,7 @@ class HNSW {
       ep = entry_;
       if (ep != kNone && level <= top_level && locked) top_lock.unlock();  // kept only to raise the top level
       if (ep != kNone) plan_links(s, q, reused, level, top_level, ep, locked);
+      if (reused != kNone) plan_repairs(s, q, reused, level, locked);
     } catch (...) {
       give_back();
       throw;
@@ -975,6 +988,16 @@ class HNSW {
       labels_[slot] = id;
     }
     std::memcpy(vector_of(slot), q, config_.dim * sizeof(float));
+    if (reused != kNone) {
+      // Each repair record: [layer, node, count, links...].
+      for (std::size_t at = 0; at < s.repairs.size(); at += 3 + s.repairs[at + 2]) {
+        const auto l = static_cast<int>(s.repairs[at]);
+        const Slot n = s.repairs[at + 1];
+        std::unique_lock g(lock_of(n), std::defer_lock);
+        if (locked) g.lock();
+        set_links(n, l, std::span<const Slot>(s.repairs.data() + at + 3, s.repairs[at + 2]));
+      }
+    }
     if (ep == kNone) {  // the first node
       entry_ = slot;
       max_level_ = level;
@@ -1023,6 +1046,47 @@ class HNSW {
       }
       s.plan.push_back(static_cast<Slot>(s.kept.size()));
       s.plan.insert(s.plan.end(), s.kept.begin(), s.kept.end());
+    }
+  }
+
+  // A reused slot takes a new vector, but the links other nodes had to it stay, and would now
+  // lead somewhere else. So, as hnswlib does, each of the slot's neighbours on each of its layers
+  // chooses its links again by the heuristic, from the nodes around the slot (its neighbours and
+  // theirs, the slot itself with its new vector q among them). On Fashion-MNIST (20k vectors,
+  // half of them replaced in four rounds) recall@10 at ef 64 was 0.9926 without this and 0.9967
+  // with it; a fresh build of the same vectors gives 0.9983, hnswlib after the same churn 0.9974.
+  // A replacing add took 1.1 ms there, a plain one 0.57 ms. Leaves the new lists in s.repairs as
+  // [layer, node, count, links...]; the commit writes them.
+  void plan_repairs(Scratch& s, const float* q, Slot slot, int level, bool locked) {
+    const Distance dist = distance_fn();
+    s.repairs.clear();
+    for (int l = level; l >= 0; --l) {
+      // The candidates: the slot's neighbours and their neighbours, each once.
+      s.repair_from.clear();
+      s.new_epoch();
+      s.visit(slot);
+      s.repair_from.push_back(slot);
+      const auto one_hop = read_links(slot, l, locked, s.links);
+      s.repair_neighbours.assign(one_hop.begin(), one_hop.end());  // s.links is reused below
+      for (const Slot n : s.repair_neighbours) {
+        if (s.visit(n)) s.repair_from.push_back(n);
+        for (const Slot m : read_links(n, l, locked, s.links)) {
+          if (s.visit(m)) s.repair_from.push_back(m);
+        }
+      }
+      auto vector = [&](Slot n) { return n == slot ? q : vector_of(n); };
+      for (const Slot n : s.repair_neighbours) {
+        const float* base = vector_of(n);
+        s.repair_pool.clear();
+        for (const Slot c : s.repair_from) {
+          if (c != n) s.repair_pool.push_back({dist(base, vector(c)), c});
+        }
+        select_neighbors(s.repair_pool, max_links(l), s.repair_kept, s.check_order, vector);
+        s.repairs.push_back(static_cast<Slot>(l));
+        s.repairs.push_back(n);
+        s.repairs.push_back(static_cast<Slot>(s.repair_kept.size()));
+        s.repairs.insert(s.repairs.end(), s.repair_kept.begin(), s.repair_kept.end());
+      }
     }
   }
 
