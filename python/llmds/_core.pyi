@@ -73,11 +73,14 @@ class HNSW:
         initial_capacity: int = 1024,
     ) -> None: ...
     def add(self, vec: ArrayLike, vec_id: int, replace_deleted: bool = False) -> None:
-        """Add one vector; ValueError (nothing added) for a wrong shape, NaN/inf or a duplicate id."""
+        """Add one vector; ValueError (nothing added) for a wrong shape, NaN/inf or a duplicate id.
+        With replace_deleted it takes a deleted vector's slot, and that slot's old neighbours choose
+        their links again. MemoryError leaves the index as it was."""
     def add_batch(
         self, vectors: ArrayLike, ids: Sequence[int], num_threads: int = 1, replace_deleted: bool = False
     ) -> None:
-        """Add rows of a 2-D array under ids on num_threads threads (0: all cores); all or nothing."""
+        """Add rows of a 2-D array under ids on num_threads threads (0: all cores); all or nothing
+        (checked before any is added; if memory runs out partway, the rows added so far stay)."""
     def search(
         self,
         query: ArrayLike,

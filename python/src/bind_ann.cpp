@@ -149,7 +149,9 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
              self.index->add({v.data(), static_cast<std::size_t>(v.size())}, vec_id, replace_deleted);
            },
            py::arg("vec"), py::arg("vec_id"), py::arg("replace_deleted") = false,
-           "Add one vector; ValueError (nothing added) for a wrong shape, NaN/inf or a duplicate id.")
+           "Add one vector; ValueError (nothing added) for a wrong shape, NaN/inf or a duplicate id. "
+           "With replace_deleted it takes a deleted vector's slot, and that slot's old neighbours "
+           "choose their links again. MemoryError leaves the index as it was.")
       .def("add_batch",
            [](PyHNSW& self, const py::object& vectors, const std::vector<std::int64_t>& ids,
               std::int64_t num_threads, bool replace_deleted) {
@@ -165,7 +167,8 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
            },
            py::arg("vectors"), py::arg("ids"), py::arg("num_threads") = 1,
            py::arg("replace_deleted") = false,
-           "Add rows of a 2-D array under ids on num_threads threads (0: all cores); all or nothing.")
+           "Add rows of a 2-D array under ids on num_threads threads (0: all cores); all or nothing "
+           "(checked before any is added; if memory runs out partway, the rows added so far stay).")
       .def("search",
            [](const PyHNSW& self, const py::object& query, std::int64_t k,
               const std::optional<std::int64_t>& ef, const py::object& filter) {
