@@ -43,7 +43,7 @@ def test_quick_bench_writes_every_section(quick_report):
     assert f"report: {out.resolve()}" in result.stdout
     text = out.read_text()
     assert text.startswith("# Benchmarks\n") and "QUICK MODE" in text and "- Versions: llmds" in text
-    for title in ("## HNSW against hnswlib", "## BM25 against bm25s", "## Count-min sketch", "## KV cache",
+    for title in ("## HNSW against hnswlib", "## HNSW under churn", "## BM25 against bm25s", "## Count-min sketch", "## KV cache",
                   "## Scheduler", "## Engine", "## Google Benchmark suites"):
         assert title in text
     # The comparisons' own headings sit under the report's sections.

@@ -5,6 +5,8 @@ next to absolute figures:
 
 * HNSW against hnswlib, USearch and FAISS on Fashion-MNIST (``llmds.benchmarks.hnsw``): build
   time, size, recall@10 against queries per second;
+* HNSW recall after rounds of deletes and slot-reusing adds, against hnswlib and a fresh build
+  (``llmds.benchmarks.hnsw_churn``);
 * BM25 against bm25s, rank_bm25 and tantivy on Cranfield and CISI (``llmds.benchmarks.bm25``):
   build, queries per second, agreement of the top 10, retrieval quality;
 * count-min updates and error against Apache DataSketches (``llmds.benchmarks.cmsketch``);
@@ -89,6 +91,18 @@ def _hnsw(report: Report, data: Path, quick: bool) -> None:
         ax.legend()
 
     report.plot("hnsw_recall_qps", "Fashion-MNIST: recall@10 vs queries per second", draw)
+
+
+def _hnsw_churn(report: Report, data: Path, quick: bool) -> None:
+    from llmds.benchmarks import hnsw_churn
+
+    try:
+        argv = ["--data", str(locate("ann/fashion-mnist", data))]
+    except FileNotFoundError:
+        argv = []  # the comparison says where it looked
+    if quick:
+        argv += ["--n", "3000", "--queries", "100", "--rounds", "2"]
+    _comparison(report, "HNSW under churn against hnswlib (Fashion-MNIST)", lambda: hnsw_churn.main(argv))
 
 
 def _bm25(report: Report, data: Path, quick: bool) -> None:
@@ -280,7 +294,7 @@ def _gbench(report: Report, folder: Path | None) -> None:
             print()
 
 
-SECTIONS = ("hnsw", "bm25", "cmsketch", "kv", "scheduler", "engine", "gbench")
+SECTIONS = ("hnsw", "churn", "bm25", "cmsketch", "kv", "scheduler", "engine", "gbench")
 """The report's sections, in order; ``run(sections=...)`` and ``--sections`` choose among them."""
 
 
@@ -310,6 +324,7 @@ def run(out: Path = Path("docs/benchmarks.md"), images: Path | None = None, data
     print(f"llmds {llmds.__version__} bench -> {out}")
     steps: dict[str, Callable[[], None]] = {
         "hnsw": lambda: _hnsw(report, data, quick),
+        "churn": lambda: _hnsw_churn(report, data, quick),
         "bm25": lambda: _bm25(report, data, quick),
         "cmsketch": lambda: _cmsketch(report, quick),
         "kv": lambda: _kv_cache(report, data, quick),
