@@ -19,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -121,6 +122,7 @@ void bind_request(py::module_& m) {
              r.on_token = on_token;
              r.request.top_logits = top_logits;
              r.request.ignore_eos = ignore_eos;
+             r.request.validate();  // here, not on the engine thread
              return r;
            }),
            py::arg("prompt") = "", py::kw_only(), py::arg("prompt_tokens") = py::none(), py::arg("max_tokens") = 256,
@@ -179,6 +181,10 @@ void bind_response(py::module_& m) {
 }
 
 Response wait(const GenerationHandle& h, std::optional<double> timeout_s) {
+  h.check_may_wait();  // RuntimeError in a token callback, where the wait would never end
+  if (timeout_s && !(*timeout_s >= 0)) throw py::value_error(fmt::format("timeout must be >= 0, got {}", *timeout_s));
+  // wait_for converts to the clock's integer ticks, which a huge or infinite wait would overflow.
+  if (timeout_s && *timeout_s > 1e9) timeout_s.reset();
   py::gil_scoped_release release;
   if (timeout_s) {
     const auto status = h.future().wait_for(std::chrono::duration<double>(*timeout_s));
@@ -209,6 +215,7 @@ void bind_stream(py::module_& m) {
       .def("__iter__", [](std::shared_ptr<TokenStream> s) { return s; })
       .def("__next__",
            [](TokenStream& s) {
+             s.handle->check_may_wait();
              std::optional<std::pair<TokenId, std::string>> item;
              {
                py::gil_scoped_release release;
@@ -233,10 +240,40 @@ void bind_stream(py::module_& m) {
            py::arg("timeout") = py::none());
 }
 
+// Engines whose last reference went inside one of their own token callbacks: the engine thread
+// cannot join itself, so another thread destroys the engine once the callback has returned.
+// Those threads are joined at interpreter exit (atexit), while the engine threads can still take
+// the GIL to drop their Python callbacks. Never destroyed: joinable threads must not meet a
+// static destructor.
+struct DeferredDeletions {
+  std::mutex mutex;
+  std::vector<std::thread> threads;
+};
+
+DeferredDeletions& deferred_deletions() {
+  static auto* d = new DeferredDeletions;
+  return *d;
+}
+
+void join_deferred_deletions() {
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard lock(deferred_deletions().mutex);
+    threads.swap(deferred_deletions().threads);
+  }
+  py::gil_scoped_release release;
+  for (auto& t : threads) t.join();
+}
+
 // Engine owned by Python: destroyed with the GIL released, since its thread may be waiting for
 // the GIL to run a callback.
 struct ReleasingDelete {
   void operator()(Engine* e) const {
+    if (e->on_engine_thread()) {
+      std::lock_guard lock(deferred_deletions().mutex);
+      deferred_deletions().threads.emplace_back([e] { delete e; });
+      return;
+    }
     py::gil_scoped_release release;
     delete e;
   }
@@ -357,6 +394,7 @@ void bind_engine_class(py::module_& m) {
 }  // namespace
 
 void bind_engine(py::module_& m) {
+  py::module_::import("atexit").attr("register")(py::cpp_function(&join_deferred_deletions));
   bind_sampling(m);
   bind_request(m);
   bind_response(m);

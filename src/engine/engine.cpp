@@ -2,6 +2,7 @@
 #include "llmds/engine/engine.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <span>
 #include <stdexcept>
@@ -44,6 +45,24 @@ std::string_view finish_reason_name(FinishReason reason) {
     case FinishReason::error: return "error";
   }
   return "error";
+}
+
+void Request::validate() const {
+  if (max_tokens < 1) throw std::invalid_argument(fmt::format("Request.max_tokens must be at least 1, got {}", max_tokens));
+  sampling.validate();
+  if (slo_ms && (!std::isfinite(*slo_ms) || *slo_ms <= 0)) {
+    throw std::invalid_argument(fmt::format("Request.slo_ms must be positive and finite, got {}", *slo_ms));
+  }
+  if (top_logits < 0) throw std::invalid_argument(fmt::format("Request.top_logits must be >= 0, got {}", top_logits));
+  for (const TokenId t : prompt_tokens) {
+    if (t < 0) throw std::invalid_argument(fmt::format("Request.prompt_tokens: {} is not a token id", t));
+  }
+  for (const TokenId t : stop_token_ids) {
+    if (t < 0) throw std::invalid_argument(fmt::format("Request.stop_token_ids: {} is not a token id", t));
+  }
+  for (const auto& s : stop_strings) {
+    if (s.empty()) throw std::invalid_argument("Request.stop_strings: a stop string is empty");
+  }
 }
 
 void EngineConfig::validate() const {
@@ -109,9 +128,7 @@ std::unique_ptr<Engine> Engine::load(const std::filesystem::path& model, const s
 }
 
 GenerationHandle Engine::generate_async(Request request) {
-  request.sampling.validate();
-  if (request.top_logits < 0) throw std::invalid_argument(fmt::format("Request.top_logits must be >= 0, got {}", request.top_logits));
-  if (request.max_tokens < 1) throw std::invalid_argument(fmt::format("Request.max_tokens must be at least 1, got {}", request.max_tokens));
+  request.validate();
   std::vector<TokenId> prompt =
       request.prompt_tokens.empty() ? tokenizer_->encode(request.prompt) : request.prompt_tokens;
   const auto& mc = model_->config();
@@ -129,8 +146,11 @@ GenerationHandle Engine::generate_async(Request request) {
     throw std::invalid_argument(fmt::format("Request: the prompt needs {} KV pages, the cache has {}", pages,
                                             config_.max_pages));
   }
-  for (const auto& s : request.stop_strings) {
-    if (s.empty()) throw std::invalid_argument("Request: an empty stop string");
+  for (const TokenId t : request.stop_token_ids) {
+    if (t >= mc.vocab_size) {
+      throw std::invalid_argument(
+          fmt::format("Request.stop_token_ids: {} is outside the vocabulary [0, {})", t, mc.vocab_size));
+    }
   }
 
   auto a = std::make_unique<Active>(request.sampling);
@@ -148,7 +168,7 @@ GenerationHandle Engine::generate_async(Request request) {
     a->id = id;
     a->response.id = id;
     cancel_flags_[id] = a->cancel;
-    GenerationHandle handle(id, result, a->cancel);
+    GenerationHandle handle(id, result, a->cancel, thread_.get_id());
     inbox_.push_back(std::move(a));
     wake_.notify_all();
     return handle;
@@ -188,10 +208,18 @@ void Engine::run() {
     inbox_.clear();
     auto releases = std::move(to_release_);
     to_release_.clear();
-    for (const auto seq : releases) cache_.detach(seq);
     lock.unlock();
-    for (auto& a : incoming) admit(std::move(a));
-    if (!active_.empty()) step();
+    // Nothing may leave this thread as an exception: it would end the process. admit() ends a
+    // request the scheduler refuses; what else escapes a step ends every request in it.
+    try {
+      for (const auto seq : releases) cache_.detach(seq);
+      for (auto& a : incoming) admit(std::move(a));
+      if (!active_.empty()) step();
+    } catch (const std::exception& e) {
+      fail_all(fmt::format("engine step failed: {}", e.what()));
+    } catch (...) {
+      fail_all("engine step failed: a non-standard exception");
+    }
     lock.lock();
     stats_.waiting = scheduler_.queued();
     stats_.running = scheduler_.in_flight();
@@ -201,11 +229,13 @@ void Engine::run() {
   // Shutting down: whatever is left ends as cancelled.
   lock.unlock();
   for (auto& a : inbox_) {
+    a->request.on_token = nullptr;
     a->response.reason = FinishReason::cancelled;
     a->promise.set_value(std::move(a->response));
   }
   for (auto& [sid, a] : active_) {
     if (a->attached) cache_.detach(a->seq());
+    a->request.on_token = nullptr;
     a->response.reason = FinishReason::cancelled;
     a->response.tokens.assign(a->context.begin() + static_cast<std::ptrdiff_t>(a->prompt_len), a->context.end());
     a->promise.set_value(std::move(a->response));
@@ -213,9 +243,33 @@ void Engine::run() {
 }
 
 void Engine::admit(std::unique_ptr<Active> a) {
-  a->sched_id = scheduler_.submit(static_cast<std::int64_t>(a->context.size()), a->request.slo_ms);
-  const RequestId sid = a->sched_id;
-  active_.emplace(sid, std::move(a));
+  try {
+    a->sched_id = scheduler_.submit(static_cast<std::int64_t>(a->context.size()), a->request.slo_ms);
+    const RequestId sid = a->sched_id;
+    active_.emplace(sid, std::move(a));
+  } catch (const std::exception& e) {
+    if (a) finish(*a, FinishReason::error, fmt::format("the scheduler refused the request: {}", e.what()));
+  }
+}
+
+// The last resort of the engine thread: a step threw where no single request was to blame.
+// Every request in the engine ends with the error; their pages go back; the engine goes on.
+void Engine::fail_all(const std::string& error) noexcept {
+  for (auto& [sid, a] : active_) {
+    try {
+      finish(*a, FinishReason::error, error);
+    } catch (...) {
+      // finish could not complete (out of memory); the promise must still be kept.
+      if (!a->done) {
+        a->done = true;
+        try {
+          a->promise.set_exception(std::current_exception());
+        } catch (...) {
+        }
+      }
+    }
+  }
+  active_.clear();
 }
 
 void Engine::finish(Active& a, FinishReason reason, std::string error) {
@@ -237,12 +291,13 @@ void Engine::finish(Active& a, FinishReason reason, std::string error) {
   bool kept = false;
   if (a.attached) {
     if (a.request.free_cache_on_finish || reason == FinishReason::error || reason == FinishReason::cancelled) {
+      a.attached = false;
       cache_.detach(a.seq());
     } else {
       kept = true;
     }
   }
-  if (scheduler_.contains(a.sched_id)) {
+  if (a.sched_id >= 0 && scheduler_.contains(a.sched_id)) {
     if (scheduler_.state(a.sched_id) == RequestState::in_flight && reason != FinishReason::cancelled &&
         reason != FinishReason::error) {
       scheduler_.complete(a.sched_id);
@@ -256,6 +311,10 @@ void Engine::finish(Active& a, FinishReason reason, std::string error) {
     if (kept) kept_.emplace(a.id, a.seq());
     ++stats_.requests_finished;
   }
+  // The callback goes before the response is handed over: it may own objects of the caller's
+  // runtime (a Python function), which must not outlive the caller's wait, as they would if the
+  // caller woke, returned and began to exit while the engine thread still held them.
+  a.request.on_token = nullptr;
   a.promise.set_value(r);
 }
 
@@ -377,7 +436,14 @@ void Engine::step() {
   }
   for (const PrefillChunk& chunk : prefill) {
     Active& a = *active_.at(chunk.id);
-    if (!a.attached) attach(a);
+    if (!a.attached) {
+      try {
+        attach(a);
+      } catch (const std::exception& e) {
+        finish(a, FinishReason::error, fmt::format("attaching the request's KV sequence failed: {}", e.what()));
+        continue;
+      }
+    }
     const std::size_t n = std::min(static_cast<std::size_t>(chunk.tokens), a.pending());
     if (n == 0) continue;
     batch.push_back(&a);
@@ -475,21 +541,28 @@ void Engine::run_batch(const std::vector<Active*>& batch, const std::vector<std:
   for (std::size_t i = 0; i < batch.size(); ++i) {
     Active& a = *batch[i];
     const std::size_t n = counts[i], before = a.computed;
-    cache_.append(a.seq(), std::span<const float>(kv_out_).subspan(row * width, n * width));  // room was made
+    const std::span<const float> kv = std::span<const float>(kv_out_).subspan(row * width, n * width);
     row += n;
-    a.computed += n;
-    if (!a.sampled_last) prefilled += n;  // prompt (or recomputed) tokens, not a decode step
-    if (a.request.reuse_cache && a.computed / config_.page_size > before / config_.page_size) {
-      cache_.register_prefix(a.seq(), std::span(a.context).first(a.computed), bytes_of(a.request.cache_salt));
+    std::span<float> logits;
+    if (chunks[i].want_logits) logits = std::span<float>(logits_.data() + (logit_row++) * vocab, vocab);
+    // What fails here is this request's alone (its logits are not finite, memory ran out):
+    // it ends with the error and the batch goes on.
+    try {
+      cache_.append(a.seq(), kv);  // room was made
+      a.computed += n;
+      if (!a.sampled_last) prefilled += n;  // prompt (or recomputed) tokens, not a decode step
+      if (a.request.reuse_cache && a.computed / config_.page_size > before / config_.page_size) {
+        cache_.register_prefix(a.seq(), std::span(a.context).first(a.computed), bytes_of(a.request.cache_salt));
+      }
+      if (logits.empty()) continue;
+      a.sampled_last = true;
+      if (a.request.top_logits > 0) record_top_logits(a, logits);
+      const std::size_t length = a.context.size();
+      accept_token(a, a.sampler.sample(logits));
+      generated += a.context.size() - length;  // end and stop tokens are not kept
+    } catch (const std::exception& e) {
+      finish(a, FinishReason::error, fmt::format("step failed: {}", e.what()));
     }
-    if (!chunks[i].want_logits) continue;
-    std::span<float> logits(logits_.data() + logit_row * vocab, vocab);
-    ++logit_row;
-    a.sampled_last = true;
-    if (a.request.top_logits > 0) record_top_logits(a, logits);
-    const std::size_t length = a.context.size();
-    accept_token(a, a.sampler.sample(logits));
-    generated += a.context.size() - length;  // end and stop tokens are not kept
   }
   std::lock_guard lock(mutex_);
   ++stats_.steps;

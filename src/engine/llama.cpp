@@ -6,18 +6,39 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <istream>
 #include <limits>
 #include <utility>
 
 #include "llmds/core/errors.hpp"
+#include "llmds/detail/checked_size.hpp"
 
 namespace llmds {
 
-std::int64_t LlamaConfig::parameters() const {
-  const std::int64_t d = dim, h = hidden_dim, l = n_layers, kv = kv_dim(), v = vocab_size;
-  const std::int64_t per_layer = 2 * d + d * d * 2 + 2 * kv * d + 3 * h * d;
-  return v * d + l * per_layer + d + (shared_classifier ? 0 : v * d);
+namespace {
+
+// The parameter count in size_t arithmetic that refuses to wrap (the widths of a config read
+// from a file can be anything up to 2^31 - 1).
+std::size_t checked_parameters(const LlamaConfig& c) {
+  using detail::checked_add;
+  using detail::checked_mul;
+  const auto d = static_cast<std::size_t>(c.dim), h = static_cast<std::size_t>(c.hidden_dim),
+             l = static_cast<std::size_t>(c.n_layers), kv = static_cast<std::size_t>(c.kv_dim()),
+             v = static_cast<std::size_t>(c.vocab_size);
+  constexpr std::string_view what = "LlamaConfig: the parameter count";
+  const std::size_t dd = checked_mul(d, d, what), kvd = checked_mul(kv, d, what), hd = checked_mul(h, d, what);
+  std::size_t per_layer = checked_add(checked_mul(2, d, what), checked_mul(2, dd, what), what);
+  per_layer = checked_add(per_layer, checked_mul(2, kvd, what), what);
+  per_layer = checked_add(per_layer, checked_mul(3, hd, what), what);
+  const std::size_t vd = checked_mul(v, d, what);
+  std::size_t total = checked_add(vd, checked_mul(l, per_layer, what), what);
+  total = checked_add(total, d, what);
+  return c.shared_classifier ? total : checked_add(total, vd, what);
 }
+
+}  // namespace
+
+std::int64_t LlamaConfig::parameters() const { return static_cast<std::int64_t>(checked_parameters(*this)); }
 
 void LlamaConfig::validate() const {
   auto positive = [](int v, const char* name) {
@@ -40,15 +61,34 @@ void LlamaConfig::validate() const {
   if (head_size() % 2 != 0) {
     throw std::invalid_argument(fmt::format("LlamaConfig: head size {} must be even for RoPE", head_size()));
   }
+  if (checked_parameters(*this) > (std::size_t{1} << 62)) {
+    throw std::invalid_argument("LlamaConfig: more than 2^62 parameters");
+  }
+  if (!std::isfinite(rope_theta) || rope_theta <= 0) {
+    throw std::invalid_argument(fmt::format("LlamaConfig.rope_theta must be positive and finite, got {}", rope_theta));
+  }
+  if (!std::isfinite(rms_eps) || rms_eps < 0) {
+    throw std::invalid_argument(fmt::format("LlamaConfig.rms_eps must be non-negative and finite, got {}", rms_eps));
+  }
 }
 
 LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights) : config_(config), weights_(std::move(weights)) {
   config_.validate();
   const auto d = config_.dim, kv = config_.kv_dim(), h = config_.hidden_dim, v = config_.vocab_size;
+  // Shape first, then values: one NaN or infinity in a weight turns every logit it reaches into
+  // NaN, and the sampler could only refuse them token after token; refuse the model instead.
   auto check = [](const auto& m, Eigen::Index rows, Eigen::Index cols, const std::string& name) {
     if (m.rows() != rows || m.cols() != cols) {
       throw std::invalid_argument(
           fmt::format("LlamaModel: {} is {}x{}, expected {}x{}", name, m.rows(), m.cols(), rows, cols));
+    }
+    if (m.allFinite()) return;
+    for (Eigen::Index i = 0; i < m.size(); ++i) {
+      const float value = m.data()[i];
+      if (!std::isfinite(value)) {
+        throw std::invalid_argument(fmt::format("LlamaModel: {} holds {} at row {}, column {} (weights must be finite)",
+                                                name, value, i / cols, i % cols));
+      }
     }
   };
   check(weights_.embedding, v, d, "embedding");
@@ -88,25 +128,24 @@ LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights) : config_(confi
 
 namespace {
 
-// Reads little-endian float32 arrays from a checkpoint with bounds checked against the file size.
+// Reads little-endian float32 arrays from a checkpoint with bounds checked against its size.
 class CheckpointReader {
  public:
-  CheckpointReader(const std::filesystem::path& path, std::ifstream& in, std::uint64_t size)
-      : path_(path), in_(in), left_(size) {}
+  CheckpointReader(std::string_view name, std::istream& in, std::uint64_t size) : name_(name), in_(in), left_(size) {}
 
   void read(void* out, std::uint64_t bytes, const char* what) {
     if (bytes > left_) {
-      throw IOError(fmt::format("{}: truncated: {} needs {} more bytes but only {} remain", path_.string(), what,
-                                bytes, left_));
+      throw IOError(fmt::format("{}: truncated: {} needs {} more bytes but only {} remain", name_, what, bytes, left_));
     }
     in_.read(static_cast<char*>(out), static_cast<std::streamsize>(bytes));
-    if (!in_) throw IOError(fmt::format("{}: read error in {}", path_.string(), what));
+    if (!in_) throw IOError(fmt::format("{}: read error in {}", name_, what));
     left_ -= bytes;
   }
 
   void skip(std::uint64_t bytes, const char* what) {
-    if (bytes > left_) throw IOError(fmt::format("{}: truncated inside {}", path_.string(), what));
+    if (bytes > left_) throw IOError(fmt::format("{}: truncated inside {}", name_, what));
     in_.seekg(static_cast<std::streamoff>(bytes), std::ios::cur);
+    if (!in_) throw IOError(fmt::format("{}: read error in {}", name_, what));
     left_ -= bytes;
   }
 
@@ -116,11 +155,9 @@ class CheckpointReader {
     return m;
   }
 
-  [[nodiscard]] std::uint64_t left() const { return left_; }
-
  private:
-  const std::filesystem::path& path_;
-  std::ifstream& in_;
+  std::string_view name_;
+  std::istream& in_;
   std::uint64_t left_;
 };
 
@@ -132,8 +169,11 @@ LlamaModel LlamaModel::load(const std::filesystem::path& path) {
   if (ec) throw IOError(fmt::format("{}: cannot read the checkpoint: {}", path.string(), ec.message()));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw IOError(fmt::format("{}: cannot open the checkpoint", path.string()));
-  CheckpointReader r(path, in, size);
+  return load(in, size, path.string());
+}
 
+LlamaModel LlamaModel::load(std::istream& in, std::uint64_t size, std::string_view name) {
+  CheckpointReader r(name, in, size);
   std::int32_t header[7];
   r.read(header, sizeof header, "the 28-byte header");
   LlamaConfig c;
@@ -148,9 +188,11 @@ LlamaModel LlamaModel::load(const std::filesystem::path& path) {
   try {
     c.validate();
   } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(fmt::format("{}: not a llama2.c v0 checkpoint: {}", path.string(), e.what()));
+    throw std::invalid_argument(fmt::format("{}: not a llama2.c v0 checkpoint: {}", name, e.what()));
   }
   // Check the size before allocating anything, so a corrupt header cannot ask for terabytes.
+  // validate() bounded the parameters by 2^62 and seq_len and head_size are below 2^31, so
+  // none of these sums and products wraps.
   const auto floats = static_cast<std::uint64_t>(c.parameters()) +
                       static_cast<std::uint64_t>(c.seq_len) * static_cast<std::uint64_t>(c.head_size());
   const std::uint64_t expected = sizeof header + floats * sizeof(float);
@@ -158,8 +200,8 @@ LlamaModel LlamaModel::load(const std::filesystem::path& path) {
     throw std::invalid_argument(fmt::format(
         "{}: {} bytes, but a llama2.c v0 checkpoint with dim={} hidden_dim={} n_layers={} n_heads={} n_kv_heads={} "
         "vocab_size={} seq_len={} has {} ({})",
-        path.string(), size, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, header[5], c.seq_len,
-        expected, size < expected ? "truncated" : "trailing bytes"));
+        name, size, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, header[5], c.seq_len, expected,
+        size < expected ? "truncated" : "trailing bytes"));
   }
 
   const int d = c.dim, kv = c.kv_dim(), h = c.hidden_dim, L = c.n_layers;
@@ -180,10 +222,11 @@ LlamaModel LlamaModel::load(const std::filesystem::path& path) {
   r.skip(static_cast<std::uint64_t>(c.seq_len) * static_cast<std::uint64_t>(c.head_size()) * sizeof(float),
          "the obsolete RoPE tables");
   if (!c.shared_classifier) w.classifier = r.matrix(c.vocab_size, d, "the classifier");
-  for (const auto* m : {&w.embedding, &w.classifier}) {
-    if (!m->allFinite()) throw std::invalid_argument(fmt::format("{}: the weights hold NaN or inf", path.string()));
+  try {
+    return LlamaModel(c, std::move(w));  // checks that every weight is finite
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(fmt::format("{}: {}", name, e.what()));
   }
-  return LlamaModel(c, std::move(w));
 }
 
 namespace {

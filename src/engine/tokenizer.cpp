@@ -1,8 +1,9 @@
 // Tokenizer (see include/llmds/engine/tokenizer.hpp).
 #include "llmds/engine/tokenizer.hpp"
 
+#include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <utility>
@@ -10,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "llmds/core/errors.hpp"
+#include "llmds/detail/binary_io.hpp"
 
 namespace llmds {
 
@@ -36,35 +38,50 @@ Tokenizer::Tokenizer(std::vector<std::string> pieces, std::vector<float> scores)
 
 Tokenizer Tokenizer::load(const std::filesystem::path& path, int vocab_size) {
   if (vocab_size <= 0) throw std::invalid_argument(fmt::format("Tokenizer::load: vocab_size {} must be positive", vocab_size));
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IOError(fmt::format("{}: cannot open the tokenizer", path.string()));
-  auto read = [&](void* out, std::size_t bytes, const std::string& what) {
-    in.read(static_cast<char*>(out), static_cast<std::streamsize>(bytes));
-    if (!in) throw IOError(fmt::format("{}: truncated: {} is missing", path.string(), what));
+  return from_bytes(detail::read_file(path), vocab_size, path.string());
+}
+
+Tokenizer Tokenizer::from_bytes(std::string_view bytes, int vocab_size, std::string_view name) {
+  if (vocab_size <= 0) {
+    throw std::invalid_argument(fmt::format("Tokenizer::from_bytes: vocab_size {} must be positive", vocab_size));
+  }
+  std::size_t pos = 0;
+  auto read = [&](void* out, std::size_t n, const auto& what) {
+    if (n > bytes.size() - pos) throw IOError(fmt::format("{}: truncated: {} is missing", name, what));
+    std::memcpy(out, bytes.data() + pos, n);
+    pos += n;
   };
   std::int32_t max_token_length = 0;
   read(&max_token_length, sizeof max_token_length, "max_token_length");
   if (max_token_length <= 0 || max_token_length > 1024) {
-    throw IOError(fmt::format("{}: max_token_length {} is not plausible; not a llama2.c tokenizer",
-                              path.string(), max_token_length));
+    throw IOError(
+        fmt::format("{}: max_token_length {} is not plausible; not a llama2.c tokenizer", name, max_token_length));
+  }
+  // Every token takes at least 8 bytes (score and length): a vocabulary the data cannot hold is
+  // refused before anything is allocated for it.
+  if (static_cast<std::size_t>(vocab_size) > (bytes.size() - pos) / 8) {
+    throw IOError(fmt::format("{}: {} bytes cannot hold {} tokens; the model's vocabulary does not match this file",
+                              name, bytes.size(), vocab_size));
   }
   std::vector<std::string> pieces(static_cast<std::size_t>(vocab_size));
   std::vector<float> scores(static_cast<std::size_t>(vocab_size));
   for (int id = 0; id < vocab_size; ++id) {
-    read(&scores[static_cast<std::size_t>(id)], sizeof(float), fmt::format("the score of token {}", id));
+    float& score = scores[static_cast<std::size_t>(id)];
+    read(&score, sizeof(float), fmt::format("the score of token {}", id));
+    if (std::isnan(score)) throw IOError(fmt::format("{}: token {} has a NaN score", name, id));
     std::int32_t length = 0;
     read(&length, sizeof length, fmt::format("the length of token {}", id));
     if (length < 0 || length > max_token_length) {
-      throw IOError(fmt::format("{}: token {} has length {}, outside [0, max_token_length {}]", path.string(), id,
-                                length, max_token_length));
+      throw IOError(fmt::format("{}: token {} has length {}, outside [0, max_token_length {}]", name, id, length,
+                                max_token_length));
     }
     pieces[static_cast<std::size_t>(id)].resize(static_cast<std::size_t>(length));
     read(pieces[static_cast<std::size_t>(id)].data(), static_cast<std::size_t>(length),
          fmt::format("the text of token {}", id));
   }
-  if (in.peek() != std::ifstream::traits_type::eof()) {
-    throw IOError(fmt::format("{}: bytes left after {} tokens; the model's vocabulary does not match this file",
-                              path.string(), vocab_size));
+  if (pos != bytes.size()) {
+    throw IOError(
+        fmt::format("{}: bytes left after {} tokens; the model's vocabulary does not match this file", name, vocab_size));
   }
   return Tokenizer(std::move(pieces), std::move(scores));
 }

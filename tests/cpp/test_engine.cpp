@@ -1,6 +1,9 @@
 #include "llmds/engine/engine.hpp"
 
 #include <atomic>
+#include <cmath>
+#include <limits>
+#include <optional>
 #include <chrono>
 #include <filesystem>
 #include <memory>
@@ -13,6 +16,7 @@
 
 #include "reference_outputs.hpp"
 #include "test_data.hpp"
+#include "tiny_model.hpp"
 
 namespace {
 
@@ -298,6 +302,119 @@ TEST(Engine, BadRequestsAreRejectedBeforeQueueing) {
   EXPECT_THROW(engine->generate_async(r), std::invalid_argument);
   EXPECT_EQ(engine->stats().requests_finished, 0u);
   EXPECT_THROW(Engine::load("/nonexistent/model.bin", "/nonexistent/tok.bin"), llmds::IOError);
+}
+
+TEST(Request, ValidateNamesTheFieldThatIsWrong) {
+  auto message_of = [](const Request& r) {
+    try {
+      r.validate();
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("valid");
+  };
+  EXPECT_EQ(message_of(greedy("Once", 5)), "valid");
+  for (const double slo : {-1.0, 0.0, std::nan(""), std::numeric_limits<double>::infinity()}) {
+    Request r = greedy("Once", 5);
+    r.slo_ms = slo;
+    EXPECT_NE(message_of(r).find("Request.slo_ms"), std::string::npos) << slo;
+  }
+  Request r = greedy("Once", 0);
+  EXPECT_NE(message_of(r).find("Request.max_tokens"), std::string::npos);
+  r = greedy("Once", 5);
+  r.top_logits = -1;
+  EXPECT_NE(message_of(r).find("Request.top_logits"), std::string::npos);
+  r = greedy("Once", 5);
+  r.stop_token_ids = {2, -3};
+  EXPECT_NE(message_of(r).find("Request.stop_token_ids"), std::string::npos);
+  r = greedy("Once", 5);
+  r.prompt_tokens = {1, -1};
+  EXPECT_NE(message_of(r).find("Request.prompt_tokens"), std::string::npos);
+  r = greedy("Once", 5);
+  r.stop_strings = {"end", ""};
+  EXPECT_NE(message_of(r).find("Request.stop_strings"), std::string::npos);
+  for (const float t : {-1.0f, std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    r = greedy("Once", 5);
+    r.sampling.temperature = t;
+    EXPECT_NE(message_of(r).find("SamplingParams.temperature"), std::string::npos) << t;
+  }
+  r = greedy("Once", 5);
+  r.sampling.top_p = 1.5f;
+  EXPECT_NE(message_of(r).find("SamplingParams.top_p"), std::string::npos);
+  r = greedy("Once", 5);
+  r.sampling.top_k = -2;
+  EXPECT_NE(message_of(r).find("SamplingParams.top_k"), std::string::npos);
+}
+
+// Only token 5's embedding has a first component, and the attention norm scales that component
+// by 1e20: its queries and keys reach 1e20, their dot products overflow, and every logit of a
+// sequence holding token 5 is NaN. The weights are finite and the other tokens ordinary.
+std::shared_ptr<const llmds::LlamaModel> model_that_overflows_on_token_5() {
+  llmds::LlamaWeights w = llmds::test::tiny_weights();
+  w.embedding.col(0).setZero();
+  w.embedding(5, 0) = 1.0f;
+  w.layers[0].attention_norm(0) = 1e20f;
+  return std::make_shared<const llmds::LlamaModel>(llmds::test::tiny_config(), std::move(w));
+}
+
+TEST(Engine, NonFiniteLogitsEndOnlyTheirRequestAndTheEngineKeepsServing) {
+  Engine engine(model_that_overflows_on_token_5(), llmds::test::tiny_tokenizer(), {.page_size = 4, .max_pages = 32});
+  Request bad;
+  bad.prompt_tokens = {1, 5};
+  bad.max_tokens = 4;
+  bad.sampling.temperature = 0.8f;
+  bad.sampling.seed = 1;
+  Request good = bad;
+  good.prompt_tokens = {1, 4};
+  good.ignore_eos = true;
+  good.stop_token_ids = {5};  // sampled, it would be the next step's input
+  auto failing = engine.generate_async(bad);
+  auto fine = engine.generate_async(good);
+  const Response f = failing.get();
+  EXPECT_EQ(f.reason, FinishReason::error);
+  EXPECT_NE(f.error.find("not finite"), std::string::npos) << f.error;
+  const Response g = fine.get();
+  EXPECT_NE(g.reason, FinishReason::error) << g.error;
+  EXPECT_FALSE(g.tokens.empty() && g.reason == FinishReason::max_tokens);
+  // And after it, as before.
+  EXPECT_EQ(engine.generate(good).tokens, g.tokens);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(engine.stats().cache.used_pages, 0u) << "the failed request's pages were freed";
+}
+
+TEST(Engine, WaitingForTheEngineFromItsOwnThreadThrowsInsteadOfDeadlocking) {
+  auto model = std::make_shared<const llmds::LlamaModel>(llmds::test::tiny_config(), llmds::test::tiny_weights());
+  Engine engine(model, llmds::test::tiny_tokenizer());
+  Request r;
+  r.prompt_tokens = {1, 4};
+  r.max_tokens = 3;
+  r.sampling.temperature = 0.0f;
+  r.ignore_eos = true;
+  Request inner = r;
+  std::optional<llmds::GenerationHandle> queued;  // queueing from a callback is allowed
+  std::string refused_generate, refused_get;
+  r.on_token = [&](TokenId, std::string_view) {
+    if (queued) return;
+    EXPECT_TRUE(engine.on_engine_thread());
+    try {
+      (void)engine.generate(inner);
+    } catch (const std::logic_error& e) {
+      refused_generate = e.what();
+    }
+    queued = engine.generate_async(inner);
+    try {
+      (void)queued->get();
+    } catch (const std::logic_error& e) {
+      refused_get = e.what();
+    }
+  };
+  const Response outer = engine.generate(r);
+  EXPECT_EQ(outer.reason, FinishReason::max_tokens) << outer.error;
+  EXPECT_NE(refused_generate.find("own thread"), std::string::npos);
+  EXPECT_NE(refused_get.find("own thread"), std::string::npos);
+  ASSERT_TRUE(queued);
+  EXPECT_EQ(queued->get().reason, FinishReason::max_tokens);
+  EXPECT_FALSE(engine.on_engine_thread());
 }
 
 }  // namespace

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
+#include <sstream>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -11,10 +14,12 @@
 
 #include <gtest/gtest.h>
 
+#include "llmds/core/errors.hpp"
 #include "llmds/engine/sampler.hpp"
 #include "llmds/engine/tokenizer.hpp"
 #include "reference_outputs.hpp"
 #include "test_data.hpp"
+#include "tiny_model.hpp"
 
 namespace {
 
@@ -191,6 +196,70 @@ TEST(LlamaModel, CorruptCheckpointsNameTheFileAndTheProblem) {
   EXPECT_NE(message_of(write("long.bin", bytes + "xx")).find("trailing bytes"), std::string::npos);
   EXPECT_THROW((void)LlamaModel::load(dir / "absent.bin"), llmds::IOError);
   std::filesystem::remove_all(dir);
+}
+
+TEST(LlamaModel, NonFiniteWeightsAreRefusedNamingTheTensorAndTheElement) {
+  for (const float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    llmds::LlamaWeights w = llmds::test::tiny_weights();
+    w.layers[0].w2(3, 5) = bad;
+    try {
+      LlamaModel model(llmds::test::tiny_config(), std::move(w));
+      ADD_FAILURE() << "a model with " << bad << " in its weights was accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("layer 0 w2"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("row 3, column 5"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(LlamaModel, ACheckpointWithANaNWeightIsRefusedNamingTheFileAndTensor) {
+  LLMDS_REQUIRE_DATA_FILE(path, "models/stories260K.bin");
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const LlamaModel model = LlamaModel::load(path);
+  const auto& c = model.config();
+  // After the 28-byte header: the embedding (vocab x dim), then rms_att_weight of each layer.
+  const std::size_t offset = 28 + sizeof(float) * (static_cast<std::size_t>(c.vocab_size * c.dim) + 7);
+  const float nan = std::nanf("");
+  std::memcpy(bytes.data() + offset, &nan, sizeof nan);
+  std::istringstream stream(bytes);
+  try {
+    (void)LlamaModel::load(stream, bytes.size(), "poisoned.bin");
+    ADD_FAILURE() << "a checkpoint holding NaN was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("poisoned.bin"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("layer 0 attention_norm"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("row 7"), std::string::npos) << e.what();
+  }
+}
+
+TEST(LlamaConfig, WidthsWhoseParameterCountOverflowsAreRefused) {
+  llmds::LlamaConfig c = llmds::test::tiny_config();
+  c.dim = 1 << 30;
+  c.n_heads = 1 << 10;
+  c.n_kv_heads = 1 << 10;
+  c.hidden_dim = std::numeric_limits<int>::max();
+  c.n_layers = std::numeric_limits<int>::max();
+  EXPECT_THROW(c.validate(), std::invalid_argument);
+  c = llmds::test::tiny_config();
+  c.rope_theta = std::nanf("");
+  EXPECT_THROW(c.validate(), std::invalid_argument);
+}
+
+TEST(Tokenizer, AVocabularyTheFileCannotHoldIsRefusedBeforeAllocating) {
+  std::string bytes(4, '\0');
+  bytes[0] = 16;  // max_token_length 16, then nothing
+  EXPECT_THROW((void)llmds::Tokenizer::from_bytes(bytes, std::numeric_limits<int>::max()), llmds::IOError);
+  // One token "<unk>"-like record, with a NaN score.
+  std::string record(8, '\0');
+  const float nan = std::nanf("");
+  std::memcpy(record.data(), &nan, 4);
+  try {
+    (void)llmds::Tokenizer::from_bytes(bytes + record + record + record, 3, "nan.bin");
+    ADD_FAILURE() << "a NaN score was accepted";
+  } catch (const llmds::IOError& e) {
+    EXPECT_NE(std::string(e.what()).find("NaN score"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Tokenizer, EncodesAsTheReferenceDoes) {

@@ -4,6 +4,8 @@ callbacks and errors, through the Python API."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -157,3 +159,86 @@ def test_generate_releases_the_gil(engine: Engine) -> None:
     stop.set()
     t.join()
     assert ticks > 100
+
+
+@pytest.mark.parametrize("slo_ms", [-1.0, 0.0, float("nan"), float("inf")])
+def test_a_bad_request_field_is_a_value_error_when_the_request_is_made(slo_ms: float) -> None:
+    with pytest.raises(ValueError, match="slo_ms"):
+        Request("Once", slo_ms=slo_ms)
+
+
+@pytest.mark.parametrize(
+    ("field", "kwargs"),
+    [
+        ("max_tokens", {"max_tokens": 0}),
+        ("top_logits", {"top_logits": -1}),
+        ("stop_token_ids", {"stop_token_ids": [2, -1]}),
+        ("prompt_tokens", {"prompt_tokens": [1, -5]}),
+        ("stop_strings", {"stop_strings": [""]}),
+    ],
+)
+def test_every_request_field_is_checked_when_the_request_is_made(field: str, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=field):
+        Request("Once", **kwargs)
+
+
+def test_a_temperature_too_small_to_divide_by_samples_greedily(engine: Engine) -> None:
+    greedy = engine.generate(Request("Once upon a time", max_tokens=30, sampling=GREEDY)).tokens
+    for sampling in (
+        SamplingParams(temperature=1e-38, top_k=5, seed=1),
+        SamplingParams(temperature=1e-38, top_p=0.9, seed=1),
+        SamplingParams(temperature=1e-45, seed=1),
+    ):
+        r = engine.generate(Request("Once upon a time", max_tokens=30, sampling=sampling))
+        assert r.reason == "max_tokens", r.error
+        assert r.tokens == greedy
+
+
+def test_waiting_for_the_engine_inside_its_own_callback_raises_instead_of_deadlocking(engine: Engine) -> None:
+    errors: list[str] = []
+    queued = []
+
+    def on_token(token: int, text: str) -> None:
+        if queued:
+            return
+        queued.append(engine.generate_async(Request("Tom", max_tokens=3, sampling=GREEDY)))  # allowed
+        for wait in (
+            lambda: engine.generate(Request("Hi", max_tokens=2)),
+            lambda: queued[0].result(),
+            lambda: next(iter(engine.stream(Request("Hi", max_tokens=2)))),
+        ):
+            try:
+                wait()
+            except RuntimeError as e:
+                errors.append(str(e))
+
+    r = engine.generate(Request("Once upon a time", max_tokens=5, sampling=GREEDY, on_token=on_token))
+    assert r.reason == "max_tokens", r.error
+    assert len(errors) == 3 and all("own thread" in e for e in errors), errors
+    assert queued[0].result(timeout=60).reason == "max_tokens"
+
+
+def test_dropping_the_last_reference_to_the_engine_inside_its_callback_does_not_hang(shared_data: Path) -> None:
+    code = f"""
+from llmds.engine import load_stories260k, Request
+holder = [load_stories260k({str(shared_data)!r})]
+handle = holder[0].generate_async(Request("Once upon a time", max_tokens=50, on_token=lambda t, s: holder.clear()))
+print(handle.result(timeout=30).reason)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in {"cancelled", "max_tokens"}
+
+
+def test_exiting_right_after_a_request_with_a_callback_is_clean(shared_data: Path) -> None:
+    # The engine thread once dropped the callback after the response was handed over, so an exit
+    # racing with it aborted the process (a thread may not take the GIL while Python finalizes).
+    code = f"""
+from llmds.engine import load_stories260k, Request
+engine = load_stories260k({str(shared_data)!r})
+print(engine.generate(Request("Once", max_tokens=3, on_token=lambda t, s: None)).reason)
+"""
+    for _ in range(8):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "max_tokens"

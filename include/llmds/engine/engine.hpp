@@ -25,6 +25,10 @@
 //     closer than the logits' last bits).
 //   - Cancellation is an atomic flag checked every step; a token callback that throws ends its
 //     request with reason error, frees its pages and leaves the others running.
+//   - Nothing thrown on the engine thread escapes it (an escaping exception would end the whole
+//     process). A request is checked in full when it is queued; what can still fail later (the
+//     model's logits are not finite, memory runs out, a callback throws) ends the request it
+//     belongs to with reason error and a message, and the engine keeps serving the others.
 //
 // Stop conditions, in the order checked after each sampled token: the model's end of text (BOS
 // or EOS: llama2.c models start a new story with BOS), a stop token id, max_tokens (or the
@@ -32,7 +36,10 @@
 // already have seen its first characters). End and stop tokens are not part of the output.
 //
 // Thread safety: generate, generate_async, cancel, release and stats may be called from any
-// thread; callbacks run on the engine thread and must not call generate() (they may cancel).
+// thread. Callbacks run on the engine thread: they may queue (generate_async) and cancel, but a
+// call that waits for the engine (generate, GenerationHandle::get) would wait for itself, so from
+// that thread it throws std::logic_error instead. An Engine must not be destroyed from its own
+// thread.
 #pragma once
 
 #include <atomic>
@@ -47,6 +54,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -84,6 +92,11 @@ struct Request {
   TokenCallback on_token;             // streaming
   int top_logits = 0;                 // record the n largest logits of every sampled step
   bool ignore_eos = false;            // keep generating past the model's end of text (benchmarks)
+
+  /// Checks every field that does not depend on the model (Engine::generate_async checks the
+  /// rest: token ids against the vocabulary, lengths against the context and the cache).
+  /// Throws std::invalid_argument naming the field.
+  void validate() const;
 };
 
 /// One of the largest raw logits (before temperature) at a sampled step.
@@ -138,18 +151,33 @@ struct EngineStats {
 /// A request in flight: its id, its result, and a thread-safe cancel.
 class GenerationHandle {
  public:
-  GenerationHandle(std::uint64_t id, std::shared_future<Response> result, std::shared_ptr<std::atomic<bool>> cancel)
-      : id_(id), result_(std::move(result)), cancel_(std::move(cancel)) {}
+  /// `engine_thread`: the thread that produces the result, which must never wait for it.
+  GenerationHandle(std::uint64_t id, std::shared_future<Response> result, std::shared_ptr<std::atomic<bool>> cancel,
+                   std::thread::id engine_thread = {})
+      : id_(id), result_(std::move(result)), cancel_(std::move(cancel)), engine_thread_(engine_thread) {}
   [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
   /// Asks the engine to stop the request; it ends with reason cancelled at its next step.
   void cancel() const noexcept { cancel_->store(true, std::memory_order_relaxed); }
   [[nodiscard]] const std::shared_future<Response>& future() const noexcept { return result_; }
-  [[nodiscard]] Response get() const { return result_.get(); }
+  /// Waits for the response. Throws std::logic_error on the engine's own thread (a token
+  /// callback), where the wait could never end.
+  [[nodiscard]] Response get() const {
+    check_may_wait();
+    return result_.get();
+  }
+  /// Throws std::logic_error if the calling thread is the engine thread.
+  void check_may_wait() const {
+    if (engine_thread_ != std::thread::id{} && std::this_thread::get_id() == engine_thread_) {
+      throw std::logic_error(
+          "cannot wait for a request on the engine's own thread (a token callback): the engine would wait for itself");
+    }
+  }
 
  private:
   std::uint64_t id_;
   std::shared_future<Response> result_;
   std::shared_ptr<std::atomic<bool>> cancel_;
+  std::thread::id engine_thread_;
 };
 
 class Engine {
@@ -163,13 +191,24 @@ class Engine {
   static std::unique_ptr<Engine> load(const std::filesystem::path& model, const std::filesystem::path& tokenizer,
                                       EngineConfig config = {});
 
-  /// Queues a request. Bad requests (an empty prompt, a token id outside the vocabulary, a
-  /// prompt longer than the context or than the whole KV cache, max_tokens < 1, bad sampling
-  /// parameters) throw std::invalid_argument here, before anything is queued.
+  /// Queues a request. Bad requests (Request::validate, a token id outside the vocabulary, a
+  /// prompt longer than the context or than the whole KV cache) throw std::invalid_argument
+  /// here, before anything is queued. May be called from a token callback.
   GenerationHandle generate_async(Request request);
 
-  /// generate_async(request).get().
-  Response generate(Request request) { return generate_async(std::move(request)).get(); }
+  /// generate_async(request).get(). Throws std::logic_error on the engine thread, before
+  /// queueing anything.
+  Response generate(Request request) {
+    if (on_engine_thread()) {
+      throw std::logic_error(
+          "Engine::generate cannot be called from the engine's own thread (a token callback): it would wait for "
+          "itself; use generate_async");
+    }
+    return generate_async(std::move(request)).get();
+  }
+
+  /// True on the thread that runs steps and callbacks.
+  [[nodiscard]] bool on_engine_thread() const noexcept { return std::this_thread::get_id() == thread_.get_id(); }
 
   /// Cancels a queued or running request; false if no such request is in the engine.
   bool cancel(std::uint64_t id);
@@ -189,6 +228,7 @@ class Engine {
   void run();
   void admit(std::unique_ptr<Active> a);
   void step();
+  void fail_all(const std::string& error) noexcept;
   void attach(Active& a);
   void run_batch(const std::vector<Active*>& batch, const std::vector<std::size_t>& counts);
   void forward(std::span<const ForwardChunk> chunks);

@@ -20,6 +20,9 @@
 // entry_width = n_layers * 2 * kv_dim; inside K and V, head h occupies [h*head_size,
 // (h+1)*head_size). The KVCache's page_size is the caller's choice.
 //
+// The constructor checks every weight's shape and that every weight is finite (a single NaN
+// would turn every logit it reaches into NaN), so a LlamaModel that exists computes numbers.
+//
 // Numerics: float32 throughout, as run.c. Sums are ordered differently (Eigen vectorises them),
 // so logits differ from run.c's in the last bits; greedy decoding reproduces run.c's tokens
 // wherever the two best logits are further apart than that (see tests/cpp/test_llama.cpp).
@@ -32,9 +35,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <iosfwd>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <Eigen/Core>
@@ -121,9 +126,12 @@ class LlamaModel {
  public:
   LlamaModel(LlamaConfig config, LlamaWeights weights);
 
-  /// Reads a llama2.c v0 checkpoint. A missing, truncated, oversized or inconsistent file is
-  /// llmds::IOError / std::invalid_argument naming the file and what is wrong.
+  /// Reads a llama2.c v0 checkpoint. A missing, truncated, oversized or inconsistent file, or
+  /// one whose weights hold NaN or infinity, is llmds::IOError / std::invalid_argument naming the
+  /// file and what is wrong (for a weight: the tensor, its layer and the element).
   static LlamaModel load(const std::filesystem::path& path);
+  /// The same from `size` bytes of `in`; `name` stands for the source in error messages.
+  static LlamaModel load(std::istream& in, std::uint64_t size, std::string_view name);
 
   [[nodiscard]] const LlamaConfig& config() const noexcept { return config_; }
   [[nodiscard]] const LlamaWeights& weights() const noexcept { return weights_; }

@@ -13,6 +13,12 @@
 //
 // Each request owns a Sampler; its state is the RNG, so seeded sampling is reproducible run to
 // run and independent of what other requests share the batch.
+//
+// sample() is total: logits that hold NaN or an infinity are refused (std::domain_error naming
+// the first one; a model that produces them is broken, and no choice among them means anything),
+// and a temperature so small that a logit divided by it is no longer a finite float samples
+// greedily, which is what the distribution tends to as the temperature goes to 0. The top-p
+// cutoff never removes the most probable token, so the nucleus is never empty.
 #pragma once
 
 #include <algorithm>
@@ -63,10 +69,19 @@ class Sampler {
 
   [[nodiscard]] const SamplingParams& params() const noexcept { return params_; }
 
-  /// The next token. `logits` is modified (scaled and soft-maxed in place).
+  /// The next token. `logits` is modified (scaled and soft-maxed in place). Throws
+  /// std::invalid_argument for no logits, std::domain_error for a NaN or infinite one.
   TokenId sample(std::span<float> logits) {
     if (logits.empty()) throw std::invalid_argument("Sampler::sample: no logits");
+    float largest = 0.0f;  // the largest magnitude
+    for (std::size_t i = 0; i < logits.size(); ++i) {
+      if (!std::isfinite(logits[i])) {
+        throw std::domain_error(fmt::format("the logits are not finite: token {} has {}", i, logits[i]));
+      }
+      largest = std::max(largest, std::abs(logits[i]));
+    }
     if (params_.temperature == 0.0f || logits.size() == 1) return argmax(logits);
+    if (!std::isfinite(largest / params_.temperature)) return argmax(logits);
     for (float& l : logits) l /= params_.temperature;
     softmax(logits);
     const float coin = random_f32();
@@ -153,7 +168,10 @@ class Sampler {
 
   TokenId sample_top_p(std::span<const float> probs, float p, float coin) {
     // run.c: tokens below (1 - p) / (n - 1) cannot be in the nucleus; leave them out of the sort.
-    const float cutoff = (1.0f - p) / static_cast<float>(probs.size() - 1);
+    // With p < 1 / n that cutoff can pass every token (run.c then reads before its array); the
+    // most probable token always stays.
+    const float cutoff = std::min((1.0f - p) / static_cast<float>(probs.size() - 1),
+                                  *std::max_element(probs.begin(), probs.end()));
     sort_candidates(probs, cutoff);
     return sample_prefix(probs, nucleus(probs, order_.size(), p), coin);
   }

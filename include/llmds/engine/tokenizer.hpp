@@ -13,7 +13,8 @@
 //
 // The file holds max_token_length (int32) and then, per token, a float32 score, an int32 byte
 // length and the bytes. It does not record the vocabulary size; the model does, so load() takes
-// it. A truncated or inconsistent file is llmds::IOError naming the file and the token.
+// it. A truncated or inconsistent file (a length past max_token_length, a NaN score, bytes left
+// over) is llmds::IOError naming the file and the token.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +39,8 @@ class Tokenizer {
 
   /// Reads a llama2.c tokenizer file holding `vocab_size` tokens.
   static Tokenizer load(const std::filesystem::path& path, int vocab_size);
+  /// The same from the file's bytes; `name` stands for the source in error messages.
+  static Tokenizer from_bytes(std::string_view bytes, int vocab_size, std::string_view name = "tokenizer");
 
   [[nodiscard]] std::vector<TokenId> encode(std::string_view text, bool bos = true, bool eos = false) const;
 
