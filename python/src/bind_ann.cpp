@@ -22,16 +22,23 @@
 #include "llmds/ann/hnsw.hpp"
 
 #include "arguments.hpp"
-#include "index_lock.hpp"
+#include "object_lock.hpp"
+#include "initialised.hpp"
 
 namespace py = pybind11;
+
+namespace {
+struct PyHNSW;
+}  // namespace
+
+LLMDS_PY_REQUIRE_INIT(PyHNSW)
 
 namespace {
 
 using llmds::HNSW;
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
-using llmds::python::IndexLock;
+using llmds::python::ObjectLock;
 using llmds::python::non_negative;
 using llmds::python::positive;
 using llmds::python::read_lock;
@@ -42,12 +49,12 @@ std::optional<std::size_t> optional_ef(const std::optional<std::int64_t>& ef) {
   return positive(*ef, "ef");
 }
 
-// The index plus its lock (index_lock.hpp): searches share it (and run with the GIL released, so
+// The index plus its lock (object_lock.hpp): searches share it (and run with the GIL released, so
 // Python threads search in parallel); adds and deletions take it alone. Every read of the index
 // takes it, even a small one: an add may move the vectors and links a read would look at.
 struct PyHNSW {
   std::unique_ptr<HNSW> index;
-  mutable IndexLock lock;
+  mutable ObjectLock lock{"HNSW", "a search filter"};
 };
 
 // filter: None, a collection of allowed ids, or a callable id -> bool (called with the GIL held).

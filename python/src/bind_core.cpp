@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -14,8 +15,17 @@
 #include "llmds/core/token_lru.hpp"
 
 #include "arguments.hpp"
+#include "object_lock.hpp"
+#include "initialised.hpp"
 
 namespace py = pybind11;
+
+namespace {
+struct PyTokenLRU;
+}  // namespace
+
+LLMDS_PY_REQUIRE_INIT(llmds::IndexedHeap<std::int64_t, double>)
+LLMDS_PY_REQUIRE_INIT(PyTokenLRU)
 
 namespace {
 
@@ -54,12 +64,13 @@ struct PyKeyEqual {
   }
 };
 
-// token_of: a Python callable that must return a (non-negative, checked by TokenLRU) int.
+// token_of: a Python callable that must return a (non-negative, checked by TokenLRU) int. It
+// points at the wrapper's own reference, so the garbage collector can see and clear it.
 struct PyTokenOf {
-  py::object function;
+  const py::object* function;
 
   std::int64_t operator()(const py::object& value) const {
-    const py::object n = function(value);
+    const py::object n = (*function)(value);
     if (!PyLong_Check(n.ptr())) {
       throw py::type_error(fmt::format("token_of must return an int, got {}",
                                        std::string(py::str(py::type::of(n).attr("__name__")))));
@@ -73,11 +84,52 @@ struct PyTokenOf {
 using Lru = llmds::TokenLRU<PyKey, py::object, PyTokenOf, PyKeyHash, PyKeyEqual>;
 
 using llmds::python::non_negative;
+using llmds::python::ObjectLock;
+using llmds::python::read_lock;
+using llmds::python::write_lock;
+
+// The cache as Python holds it. Python code runs inside its calls (a key's __eq__, token_of, a
+// dropped value's __del__); the lock turns a call back into the same cache from that code into
+// a RuntimeError instead of a change halfway through another, and makes other threads wait.
+// A key's __hash__ runs before the lock is taken, while nothing is in progress.
+struct PyTokenLRU {
+  PyTokenLRU(py::object token_of_function, std::optional<std::uint64_t> max_tokens)
+      : token_of(std::move(token_of_function)), lru(PyTokenOf{&token_of}, max_tokens) {}
+  PyTokenLRU(const PyTokenLRU&) = delete;
+  PyTokenLRU& operator=(const PyTokenLRU&) = delete;
+
+  py::object token_of;
+  Lru lru;
+  mutable ObjectLock lock{"TokenLRU", "a key's __eq__, token_of or a value's __del__"};
+};
 
 py::list as_list(Lru::Evicted&& evicted) {
   py::list out;
   for (auto& [key, value] : evicted) out.append(py::make_tuple(key.object, value));
   return out;
+}
+
+// The garbage collector's view of a TokenLRU: it holds token_of and every key and value, so a
+// cycle through a cached value (a value that refers to its cache) can be found and broken.
+int traverse_token_lru(PyObject* self, visitproc visit, void* arg) {
+  Py_VISIT(Py_TYPE(self));
+  if (!py::detail::is_holder_constructed(self)) return 0;
+  const auto& cache = py::handle(self).cast<const PyTokenLRU&>();
+  Py_VISIT(cache.token_of.ptr());
+  int result = 0;
+  cache.lru.for_each_oldest_first([&](const PyKey& key, const py::object& value, std::uint64_t) {
+    if (result == 0) result = visit(key.object.ptr(), arg);
+    if (result == 0 && value) result = visit(value.ptr(), arg);
+  });
+  return result;
+}
+
+int clear_token_lru(PyObject* self) {
+  if (!py::detail::is_holder_constructed(self)) return 0;
+  auto& cache = py::handle(self).cast<PyTokenLRU&>();
+  cache.lru.clear();
+  cache.token_of = py::none();
+  return 0;
 }
 
 }  // namespace
@@ -149,12 +201,21 @@ and `in` are O(1).
                            top ? fmt::format("({}, {})", top->score, top->key) : "None");
       });
 
-  py::class_<Lru>(m, "TokenLRU", R"doc(
+  py::class_<PyTokenLRU>(m, "TokenLRU", py::custom_type_setup([](PyHeapTypeObject* heap_type) {
+                           auto* type = &heap_type->ht_type;
+                           type->tp_flags |= Py_TPFLAGS_HAVE_GC;
+                           type->tp_traverse = traverse_token_lru;
+                           type->tp_clear = clear_token_lru;
+                         }),
+                         R"doc(
 Least-recently-used cache whose budget is counted in tokens.
 
 Each value costs token_of(value) tokens (len by default). With max_tokens set, put evicts the
 least recently used entries to stay within it; evict_until_budget evicts on demand. put and get
-are O(1). Keys may be any hashable object, values anything.
+are O(1). Keys may be any hashable object, values anything. Code that the cache calls (a key's
+__eq__, token_of, a dropped value's __del__) must not use the same cache: that raises
+RuntimeError and leaves the cache as it was. The garbage collector sees the keys and values, so
+cycles through them are collected.
 )doc")
       .def(py::init([](py::object token_of, std::optional<std::int64_t> max_tokens) {
              if (!PyCallable_Check(token_of.ptr())) {
@@ -162,51 +223,77 @@ are O(1). Keys may be any hashable object, values anything.
              }
              std::optional<std::uint64_t> budget;
              if (max_tokens) budget = non_negative(*max_tokens, "max_tokens");
-             return Lru(PyTokenOf{std::move(token_of)}, budget);
+             return std::make_unique<PyTokenLRU>(std::move(token_of), budget);
            }),
            py::arg("token_of") = py::module_::import("builtins").attr("len"),
            py::arg("max_tokens") = py::none())
       .def("put",
-           [](Lru& lru, const py::handle& key, py::object value) {
-             lru.put(PyKey(key), std::move(value));
+           [](PyTokenLRU& self, const py::handle& key, py::object value) {
+             PyKey k(key);
+             Lru::Evicted evicted;
+             {
+               const auto g = write_lock(self.lock);
+               evicted = self.lru.put(std::move(k), std::move(value));
+             }
+             // Evicted entries are dropped here, after the lock: their __del__ may use the cache.
            },
            py::arg("key"), py::arg("value"),
            "Insert or replace key as the most recent entry, evicting to stay within max_tokens. "
            "ValueError if token_of(value) is negative or exceeds max_tokens.")
       .def("get",
-           [](Lru& lru, const py::handle& key) -> py::object {
-             py::object* value = lru.get(PyKey(key));
+           [](PyTokenLRU& self, const py::handle& key) -> py::object {
+             const PyKey k(key);
+             const auto g = write_lock(self.lock);  // a hit moves the entry to the front
+             py::object* value = self.lru.get(k);
              return value ? *value : py::none();
            },
            py::arg("key"), "The value of key, made most recent; None if absent.")
       .def("peek",
-           [](const Lru& lru, const py::handle& key) -> py::object {
-             const py::object* value = lru.peek(PyKey(key));
+           [](const PyTokenLRU& self, const py::handle& key) -> py::object {
+             const PyKey k(key);
+             const auto g = read_lock(self.lock);
+             const py::object* value = self.lru.peek(k);
              return value ? *value : py::none();
            },
            py::arg("key"), "The value of key without touching its recency; None if absent.")
-      .def("delete", [](Lru& lru, const py::handle& key) { return lru.erase(PyKey(key)); },
+      .def("delete",
+           [](PyTokenLRU& self, const py::handle& key) {
+             const PyKey k(key);
+             py::object value;
+             {
+               const auto g = write_lock(self.lock);
+               value = self.lru.erase(k);
+             }
+             return value;
+           },
            py::arg("key"), "Remove key and return its value. KeyError if absent.")
       .def("evict_until_budget",
-           [](Lru& lru, std::int64_t target_budget) {
-             return as_list(lru.evict_until_budget(non_negative(target_budget, "target_budget")));
+           [](PyTokenLRU& self, std::int64_t target_budget) {
+             const auto budget = non_negative(target_budget, "target_budget");
+             Lru::Evicted evicted;
+             {
+               const auto g = write_lock(self.lock);
+               evicted = self.lru.evict_until_budget(budget);
+             }
+             return as_list(std::move(evicted));
            },
            py::arg("target_budget"),
            "Evict least recently used entries until total_tokens() <= target_budget; return "
            "them as (key, value) pairs, least recent first.")
-      .def("total_tokens", &Lru::total_tokens)
-      .def_property_readonly("max_tokens", &Lru::max_tokens)
+      .def("total_tokens", [](const PyTokenLRU& self) { return self.lru.total_tokens(); })
+      .def_property_readonly("max_tokens", [](const PyTokenLRU& self) { return self.lru.max_tokens(); })
       .def("keys",
-           [](const Lru& lru) {
+           [](const PyTokenLRU& self) {
              py::list keys;
-             lru.for_each_oldest_first(
+             const auto g = read_lock(self.lock);
+             self.lru.for_each_oldest_first(
                  [&](const PyKey& k, const py::object&, std::uint64_t) { keys.append(k.object); });
              return keys;
            },
            "The keys, least recently used first.")
       .def("stats",
-           [](const Lru& lru) {
-             const auto s = lru.stats();
+           [](const PyTokenLRU& self) {
+             const auto s = self.lru.stats();
              py::dict d;
              d["size"] = s.size;
              d["total_tokens"] = s.total_tokens;
@@ -220,14 +307,21 @@ are O(1). Keys may be any hashable object, values anything.
              return d;
            },
            "size, total_tokens, max_tokens, hits, misses, hit_rate and evictions.")
-      .def("clear", &Lru::clear)
-      .def("__len__", &Lru::size)
-      .def("__contains__", [](const Lru& lru, const py::handle& key) {
-        return lru.contains(PyKey(key));
-      })
-      .def("__repr__", [](const Lru& lru) {
-        const auto max = lru.max_tokens();
-        return fmt::format("TokenLRU(size={}, total_tokens={}, max_tokens={})", lru.size(),
-                           lru.total_tokens(), max ? std::to_string(*max) : "None");
+      .def("clear",
+           [](PyTokenLRU& self) {
+             const auto g = write_lock(self.lock);
+             self.lru.clear();
+           })
+      .def("__len__", [](const PyTokenLRU& self) { return self.lru.size(); })
+      .def("__contains__",
+           [](const PyTokenLRU& self, const py::handle& key) {
+             const PyKey k(key);
+             const auto g = read_lock(self.lock);
+             return self.lru.contains(k);
+           })
+      .def("__repr__", [](const PyTokenLRU& self) {
+        const auto max = self.lru.max_tokens();
+        return fmt::format("TokenLRU(size={}, total_tokens={}, max_tokens={})", self.lru.size(),
+                           self.lru.total_tokens(), max ? std::to_string(*max) : "None");
       });
 }

@@ -26,8 +26,21 @@
 #include <fmt/format.h>
 
 #include "llmds/engine/engine.hpp"
+#include "initialised.hpp"
 
 namespace py = pybind11;
+
+namespace {
+struct PyRequest;
+struct TokenStream;
+}  // namespace
+
+LLMDS_PY_REQUIRE_INIT(llmds::SamplingParams)
+LLMDS_PY_REQUIRE_INIT(PyRequest)
+LLMDS_PY_REQUIRE_INIT(llmds::Response)
+LLMDS_PY_REQUIRE_INIT(llmds::GenerationHandle)
+LLMDS_PY_REQUIRE_INIT(TokenStream)
+LLMDS_PY_REQUIRE_INIT(llmds::Engine)
 
 namespace {
 
@@ -212,7 +225,11 @@ void bind_stream(py::module_& m) {
   py::class_<TokenStream, std::shared_ptr<TokenStream>>(m, "TokenStream",
                                                         "Iterator over (token_id, text) as they are generated; "
                                                         "response() gives the Response once it ends.")
-      .def("__iter__", [](std::shared_ptr<TokenStream> s) { return s; })
+      .def("__iter__",
+           [](const py::object& self) {
+             (void)self.cast<TokenStream&>();  // TypeError if uninitialised
+             return self;
+           })
       .def("__next__",
            [](TokenStream& s) {
              s.handle->check_may_wait();

@@ -26,8 +26,21 @@
 #include "llmds/kv/trace_replay.hpp"
 
 #include "arguments.hpp"
+#include "initialised.hpp"
 
 namespace py = pybind11;
+
+namespace {
+class PyKVCache;
+struct MooncakeTrace;
+}  // namespace
+
+LLMDS_PY_REQUIRE_INIT(llmds::PageStats)
+LLMDS_PY_REQUIRE_INIT(llmds::PagedAllocator)
+LLMDS_PY_REQUIRE_INIT(llmds::BlockPool<std::int64_t>)
+LLMDS_PY_REQUIRE_INIT(PyKVCache)
+LLMDS_PY_REQUIRE_INIT(MooncakeTrace)
+LLMDS_PY_REQUIRE_INIT(llmds::PrefixCacheReplayResult)
 
 namespace {
 

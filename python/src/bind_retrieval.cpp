@@ -19,8 +19,15 @@
 #include "llmds/retrieval/retrieval_pipeline.hpp"
 
 #include "arguments.hpp"
+#include "initialised.hpp"
 
 namespace py = pybind11;
+
+namespace {
+struct PyRetrievalPipeline;
+}  // namespace
+
+LLMDS_PY_REQUIRE_INIT(PyRetrievalPipeline)
 
 namespace {
 

@@ -19,8 +19,14 @@
 #include "llmds/sched/token_budget.hpp"
 
 #include "arguments.hpp"
+#include "initialised.hpp"
 
 namespace py = pybind11;
+
+LLMDS_PY_REQUIRE_INIT(llmds::ManualClock)
+LLMDS_PY_REQUIRE_INIT(llmds::Scheduler)
+LLMDS_PY_REQUIRE_INIT(llmds::AdmissionController)
+LLMDS_PY_REQUIRE_INIT(llmds::TokenBudget)
 
 namespace {
 
@@ -43,7 +49,12 @@ llmds::ClockFunction clock_of(const py::object& clock) {
   if (!PyCallable_Check(clock.ptr())) {
     throw py::type_error("clock must be None, a ManualClock or a callable returning seconds as a float");
   }
-  return [fn = clock]() { return fn().cast<double>(); };
+  return [fn = clock]() {
+    const py::object t = fn();
+    const double seconds = PyFloat_AsDouble(t.ptr());  // any float or int (or __float__)
+    if (seconds == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+    return seconds;
+  };
 }
 
 py::dict summary(const llmds::MetricSummary& m) {
@@ -175,6 +186,7 @@ void bind_scheduler(py::module_& m) {
              d["elapsed_s"] = st.elapsed_s;
              d["throughput_rps"] = st.throughput_rps;
              d["throughput_tokens_per_s"] = st.throughput_tokens_per_s;
+             d["clock_went_back"] = st.clock_went_back;
              return d;
            })
       .def_property_readonly("max_batch_size", [](const Scheduler& s) { return s.config().max_batch_size; })
@@ -248,6 +260,7 @@ void bind_admissions(py::module_& m) {
              d["current_qps"] = s.current_qps;
              d["current_token_rate"] = s.current_token_rate;
              d["tenants"] = s.tenants;
+             d["clock_went_back"] = s.clock_went_back;
              return d;
            })
       .def_property_readonly("qps_limit", [](const AdmissionController& a) { return a.config().qps_limit; })

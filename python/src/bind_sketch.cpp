@@ -14,8 +14,11 @@
 #include <fmt/format.h>
 
 #include "llmds/sketch/count_min_sketch.hpp"
+#include "initialised.hpp"
 
 namespace py = pybind11;
+
+LLMDS_PY_REQUIRE_INIT(llmds::CountMinSketch)
 
 namespace {
 

@@ -23,25 +23,32 @@
 #include "llmds/text/porter_stemmer.hpp"
 
 #include "arguments.hpp"
-#include "index_lock.hpp"
+#include "object_lock.hpp"
+#include "initialised.hpp"
 
 namespace py = pybind11;
 
 namespace {
+struct PyInvertedIndex;
+}  // namespace
+
+LLMDS_PY_REQUIRE_INIT(PyInvertedIndex)
+
+namespace {
 
 using llmds::InvertedIndex;
-using llmds::python::IndexLock;
+using llmds::python::ObjectLock;
 using llmds::python::non_negative;
 using llmds::python::positive;
 using llmds::python::read_lock;
 using llmds::python::write_lock;
 
-// The index plus its lock (index_lock.hpp): searches share it and run with the GIL released;
+// The index plus its lock (object_lock.hpp): searches share it and run with the GIL released;
 // changes take it alone.
 struct PyInvertedIndex {
   explicit PyInvertedIndex(InvertedIndex i) : index(std::move(i)) {}
   InvertedIndex index;
-  mutable IndexLock lock;
+  mutable ObjectLock lock{"InvertedIndex", "a search filter"};
 };
 
 // stop_words: False/None (none), True (English), or an iterable of words. A bare str is refused:

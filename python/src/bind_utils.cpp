@@ -10,8 +10,12 @@
 #include "llmds/core/memory_profiler.hpp"
 #include "llmds/core/statistics.hpp"
 #include "llmds/core/timer.hpp"
+#include "initialised.hpp"
 
 namespace py = pybind11;
+
+LLMDS_PY_REQUIRE_INIT(llmds::Timer)
+LLMDS_PY_REQUIRE_INIT(llmds::MemoryProfiler)
 
 namespace {
 

@@ -7,6 +7,8 @@
 #include <string>
 #include <utility>
 
+#include <cmath>
+
 #include <gtest/gtest.h>
 
 namespace {
@@ -199,6 +201,33 @@ TEST(AdmissionController, MovingWindowMatchesANaiveModelOnRandomTraffic) {
     if (want) all.emplace_back(clock.now(), est);
     while (all.size() > 200) all.pop_front();  // older than any window at these rates
   }
+}
+
+TEST(AdmissionController, AClockThatGoesBackOrIsNotFiniteOrReentersIsHandled) {
+  double t = 10.0;
+  llmds::AdmissionController* self = nullptr;
+  bool reenter = false;
+  llmds::AdmissionConfig config;
+  config.qps_limit = 100.0;
+  llmds::AdmissionController a(config, [&] {
+    if (reenter) {
+      reenter = false;
+      self->record_request(1);
+    }
+    return t;
+  });
+  self = &a;
+  a.record_request(5);
+  t = 5.0;  // back in time: taken as 10.0, and counted
+  a.record_request(5);
+  EXPECT_GE(a.stats().clock_went_back, 1u);
+  EXPECT_GE(a.stats().current_qps, 0.0);
+  t = std::nan("");
+  EXPECT_THROW(a.record_request(1), std::invalid_argument);
+  t = 11.0;
+  reenter = true;
+  EXPECT_THROW(a.record_request(1), std::logic_error);
+  EXPECT_EQ(a.stats().recorded, 2u);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 #include "llmds/sched/scheduler.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -362,6 +364,72 @@ TEST(Scheduler, RandomOperationsMatchANaiveModel) {
     }
     ASSERT_EQ(s.queued(), queued.size());
   }
+}
+
+TEST(Scheduler, AClockThatGoesBackwardsNeverGivesANegativeWaitOrLatency) {
+  std::vector<double> readings = {10.0, 9.0, 8.5, 12.0, 11.0, 3.0, 3.0, 2.0, 20.0, 1.0};
+  std::size_t next = 0;
+  SchedulerConfig config;
+  config.max_batch_size = 2;
+  config.max_wait_ms = 0.0;
+  Scheduler s(config, [&] { return readings[next++ % readings.size()]; });
+  for (int round = 0; round < 3; ++round) {
+    const RequestId a = s.submit(5, 100.0);
+    const RequestId b = s.submit(7);
+    const auto batch = s.get_batch(true);
+    ASSERT_TRUE(batch);
+    s.complete_batch(*batch);
+    EXPECT_FALSE(s.contains(a) || s.contains(b));
+  }
+  const auto st = s.stats();
+  EXPECT_GE(st.queue_wait_ms.p50, 0.0);
+  EXPECT_GE(st.latency_ms.p50, 0.0);
+  EXPECT_GE(st.queue_wait_ms.mean, 0.0);
+  EXPECT_GE(st.latency_ms.mean, 0.0);
+  EXPECT_GE(st.elapsed_s, 0.0);
+  EXPECT_GT(st.clock_went_back, 0u);
+}
+
+TEST(Scheduler, AClockThatIsNotFiniteIsAnErrorThatChangesNothing) {
+  double t = 1.0;
+  Scheduler s({}, [&] { return t; });
+  const RequestId a = s.submit(3);
+  for (const double bad : {std::nan(""), std::numeric_limits<double>::infinity()}) {
+    t = bad;
+    EXPECT_THROW(s.submit(4), std::invalid_argument);
+    EXPECT_THROW((void)s.get_batch(true), std::invalid_argument);
+    EXPECT_EQ(s.queued(), 1u);
+    EXPECT_EQ(s.state(a), RequestState::queued);
+  }
+  t = 2.0;
+  EXPECT_EQ(s.get_batch(true), (Ids{a}));
+}
+
+TEST(Scheduler, AClockThatChangesItsOwnSchedulerIsRefusedAndChangesNothing) {
+  Scheduler* self = nullptr;
+  bool reenter = false;
+  double t = 0.0;
+  Scheduler s(SchedulerConfig{}, [&] {
+    if (reenter) {
+      reenter = false;
+      (void)self->submit(1);  // throws: the outer call is in progress
+    }
+    return t += 0.001;
+  });
+  self = &s;
+  const RequestId a = s.submit(5);
+  reenter = true;
+  EXPECT_THROW((void)s.get_batch(true), std::logic_error);
+  EXPECT_EQ(s.queued(), 1u);
+  EXPECT_EQ(s.state(a), RequestState::queued);
+  reenter = true;
+  EXPECT_THROW((void)s.submit(2), std::logic_error);
+  EXPECT_EQ(s.queued(), 1u);
+  // Reading the scheduler from its clock is fine.
+  Scheduler r({}, [&] { return static_cast<double>(self->queued()); });
+  self = &r;
+  (void)r.submit(1);
+  EXPECT_EQ(r.queued(), 1u);
 }
 
 }  // namespace

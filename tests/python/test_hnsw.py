@@ -200,7 +200,7 @@ def test_a_filter_may_read_the_index_but_not_change_it():
         h.add(np.zeros(4, dtype=np.float32), 1000 + i)
         return True
 
-    with pytest.raises(RuntimeError, match="inside one of its own searches"):
+    with pytest.raises(RuntimeError, match="inside one of its own calls into Python"):
         h.search(query, 5, filter=adds)
     assert len(h) == 49 and h.stats()["num_deleted"] == 1 and 1000 not in h  # nothing was added
     h.add(np.zeros(4, dtype=np.float32), 1000)  # and the lock was let go

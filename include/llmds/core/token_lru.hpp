@@ -226,7 +226,11 @@ class TokenLRU {
     return {entries_.size(), total_, max_tokens_, hits_, misses_, evictions_};
   }
 
+  /// Removes every entry. The cache is empty and consistent before the first entry is
+  /// destroyed, so a value's destructor that reads the cache (or a traversal by a garbage
+  /// collector it triggers) finds an empty cache, not half-freed links.
   void clear() noexcept {
+    Map dropped = std::move(entries_);
     entries_.clear();
     newest_ = oldest_ = nullptr;
     total_ = 0;

@@ -99,6 +99,7 @@ struct AdmissionStats {
   double current_qps = 0;         // requests recorded in the last window_s / window_s
   double current_token_rate = 0;  // tokens recorded in the last window_s / window_s (both modes)
   std::size_t tenants = 0;
+  std::uint64_t clock_went_back = 0;  // clock readings earlier than the one before (taken as it)
 };
 
 class AdmissionController {
@@ -108,9 +109,8 @@ class AdmissionController {
   static constexpr std::string_view kTokenRateLimit = "token_rate_limit";
 
   explicit AdmissionController(AdmissionConfig config = {}, ClockFunction clock = steady_clock_function())
-      : config_(std::move(config)), clock_(std::move(clock)) {
+      : config_(std::move(config)), clock_(std::move(clock), "AdmissionController") {
     config_.validate();
-    if (!clock_) throw std::invalid_argument("AdmissionController: the clock function is empty");
   }
 
   [[nodiscard]] const AdmissionConfig& config() const noexcept { return config_; }
@@ -118,8 +118,9 @@ class AdmissionController {
   /// Whether a request expected to use `estimated_tokens` (>= 0) may enter now. Counts the answer
   /// in stats(); charges nothing (record_request does). Amortised O(1).
   AdmissionDecision should_admit(std::int64_t estimated_tokens = 0, std::string_view tenant = {}) {
+    clock_.check_not_inside("should_admit");
     check_tokens(estimated_tokens, "should_admit");
-    const double now = clock_();
+    const double now = clock_.now();
     const AdmissionDecision d = decide(state_of(tenant, now), estimated_tokens, now);
     count(d);
     return d;
@@ -127,8 +128,9 @@ class AdmissionController {
 
   /// Charges one admitted request using `tokens` (>= 0) to the tenant's limits. O(1) amortised.
   void record_request(std::int64_t tokens, std::string_view tenant = {}) {
+    clock_.check_not_inside("record_request");
     check_tokens(tokens, "record_request");
-    const double now = clock_();
+    const double now = clock_.now();
     charge(state_of(tenant, now), tokens, now);
     ++stats_.recorded;
   }
@@ -136,8 +138,9 @@ class AdmissionController {
   /// should_admit, and record_request(estimated_tokens) if admitted, in one call: what a caller
   /// that knows its token estimate wants, with no gap between the check and the charge.
   AdmissionDecision try_admit(std::int64_t estimated_tokens = 0, std::string_view tenant = {}) {
+    clock_.check_not_inside("try_admit");
     check_tokens(estimated_tokens, "try_admit");
-    const double now = clock_();
+    const double now = clock_.now();
     TenantState& s = state_of(tenant, now);
     const AdmissionDecision d = decide(s, estimated_tokens, now);
     count(d);
@@ -151,21 +154,23 @@ class AdmissionController {
   /// Counters, and the current request and token rates summed over tenants (O(tenants)).
   [[nodiscard]] AdmissionStats stats() const {
     AdmissionStats s = stats_;
-    const double now = clock_();
+    const double now = clock_.now();
     for (auto& [key, state] : tenants_) {
       const auto [qps, tokens] = rates(state, now);
       s.current_qps += qps;
       s.current_token_rate += tokens;
     }
     s.tenants = tenants_.size();
+    s.clock_went_back = clock_.went_back();
     return s;
   }
 
   /// The current request and token rates of one tenant (zero for a tenant never seen).
   [[nodiscard]] std::pair<double, double> tenant_rates(std::string_view tenant) const {
+    const double now = clock_.now();  // first: the clock function may call back into this controller
     auto it = tenants_.find(tenant);
     if (it == tenants_.end()) return {0.0, 0.0};
-    return rates(it->second, clock_());
+    return rates(it->second, now);
   }
 
  private:
@@ -264,7 +269,7 @@ class AdmissionController {
   }
 
   AdmissionConfig config_;
-  ClockFunction clock_;
+  MonotonicClock clock_;
   // Mutable state behind const readers: expiring old entries changes no observable value.
   mutable std::unordered_map<std::string, TenantState, detail::TransparentStringHash, std::equal_to<>> tenants_;
   AdmissionStats stats_;

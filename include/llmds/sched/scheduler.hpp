@@ -40,6 +40,11 @@
 //
 // Errors leave the scheduler unchanged: an unknown id is llmds::KeyError; a negative token count,
 // completing a request that was never dispatched, or a bad config is std::invalid_argument.
+//
+// Time comes from a MonotonicClock (clock.hpp): every operation reads it before it looks at
+// its state, a reading earlier than the last counts as the last (stats().clock_went_back says
+// how often), so no wait or latency is negative; a clock function that changes this scheduler
+// gets std::logic_error.
 #pragma once
 
 #include <algorithm>
@@ -136,14 +141,14 @@ struct SchedulerStats {
   double elapsed_s = 0;                 // first submit to last completion
   double throughput_rps = 0;            // completed / elapsed_s
   double throughput_tokens_per_s = 0;   // tokens submitted by completed requests / elapsed_s
+  std::uint64_t clock_went_back = 0;    // clock readings earlier than the one before (taken as it)
 };
 
 class Scheduler {
  public:
   explicit Scheduler(SchedulerConfig config = {}, ClockFunction clock = steady_clock_function())
-      : config_(std::move(config)), clock_(std::move(clock)) {
+      : config_(std::move(config)), clock_(std::move(clock), "Scheduler") {
     config_.validate();
-    if (!clock_) throw std::invalid_argument("Scheduler: the clock function is empty");
   }
 
   [[nodiscard]] const SchedulerConfig& config() const noexcept { return config_; }
@@ -151,11 +156,12 @@ class Scheduler {
   /// Queues a request of `tokens` remaining tokens (>= 0), with an optional latency SLO in ms
   /// (> 0). Returns its id; ids increase in submission order. O(log n).
   RequestId submit(std::int64_t tokens, std::optional<double> slo_ms = std::nullopt) {
+    clock_.check_not_inside("submit");
     check_tokens(tokens, "submit");
     if (slo_ms && (!std::isfinite(*slo_ms) || *slo_ms <= 0)) {
       throw std::invalid_argument(fmt::format("submit: slo_ms must be positive and finite, got {}", *slo_ms));
     }
-    const double now = clock_();
+    const double now = clock_.now();
     const RequestId id = next_id_;
     Request r;
     r.tokens = tokens;
@@ -180,8 +186,9 @@ class Scheduler {
   /// and something is queued; otherwise std::nullopt. The batch is in priority order and its
   /// requests are in flight until completed. O(k log n).
   std::optional<std::vector<RequestId>> get_batch(bool force = false) {
+    clock_.check_not_inside("get_batch");
     if (queued_count_ == 0) return std::nullopt;
-    const double now = clock_();
+    const double now = clock_.now();
     if (!force && !batch_due(now)) return std::nullopt;
     std::vector<RequestId> batch;
     std::int64_t batch_tokens = 0;
@@ -202,6 +209,8 @@ class Scheduler {
   /// Marks dispatched requests as done. Every id must be in flight (an unknown id is KeyError,
   /// a queued one std::invalid_argument, a repeated one too); then all are completed at once.
   void complete_batch(std::span<const RequestId> ids) {
+    clock_.check_not_inside("complete_batch");
+    const double now = clock_.now();
     for (std::size_t i = 0; i < ids.size(); ++i) {
       const Request& r = find(ids[i], "complete_batch");
       if (r.state != RequestState::in_flight) {
@@ -212,7 +221,6 @@ class Scheduler {
         if (ids[j] == ids[i]) throw std::invalid_argument(fmt::format("complete_batch: request {} is listed twice", ids[i]));
       }
     }
-    const double now = clock_();
     for (const RequestId id : ids) finish(id, now);
   }
 
@@ -221,6 +229,7 @@ class Scheduler {
 
   /// Sets a request's remaining tokens (>= 0), which re-orders it if queued. O(log n).
   void update_priority(RequestId id, std::int64_t new_tokens) {
+    clock_.check_not_inside("update_priority");
     check_tokens(new_tokens, "update_priority");
     Request& r = find(id, "update_priority");
     if (r.state == RequestState::queued) {
@@ -234,6 +243,7 @@ class Scheduler {
   /// part of a prompt in its KV cache (fewer than submitted) or lost cached pages it counted on
   /// (more). An in-flight request with none left joins the decode batches. O(1).
   void set_prompt_remaining(RequestId id, std::int64_t tokens) {
+    clock_.check_not_inside("set_prompt_remaining");
     check_tokens(tokens, "set_prompt_remaining");
     Request& r = find(id, "set_prompt_remaining");
     r.prompt_tokens = r.prompt_done + tokens;
@@ -241,6 +251,7 @@ class Scheduler {
 
   /// Removes a queued or in-flight request without completing it. O(log n).
   void cancel(RequestId id) {
+    clock_.check_not_inside("cancel");
     Request& r = find(id, "cancel");
     if (r.state == RequestState::queued) {
       unqueue(id, r);
@@ -256,7 +267,9 @@ class Scheduler {
   /// KV pages to make room: its prompt must be computed again, `recompute_tokens` (>= 0) of it
   /// (the prompt plus what it had generated). It keeps its id, arrival and deadline. O(log n).
   void preempt(RequestId id, std::int64_t recompute_tokens) {
+    clock_.check_not_inside("preempt");
     check_tokens(recompute_tokens, "preempt");
+    const double now = clock_.now();
     Request& r = find(id, "preempt");
     if (r.state != RequestState::in_flight) {
       throw std::invalid_argument(fmt::format("preempt: request {} is not in flight", id));
@@ -266,7 +279,7 @@ class Scheduler {
     r.prompt_tokens = recompute_tokens;
     r.prompt_done = 0;
     try {
-      enqueue(id, r, clock_());
+      enqueue(id, r, now);
     } catch (...) {
       r = before;
       throw;
@@ -283,8 +296,9 @@ class Scheduler {
   /// `last` joins the decode batches. A request's remaining tokens shrink by each chunk (so an
   /// engine that wants decode ordered by tokens left to generate sets them by update_priority).
   std::vector<PrefillChunk> build_prefill_batch(std::int64_t token_budget, std::size_t max_sequences) {
+    clock_.check_not_inside("build_prefill_batch");
     if (token_budget < 0) throw std::invalid_argument(fmt::format("build_prefill_batch: negative token budget {}", token_budget));
-    const double now = clock_();
+    const double now = clock_.now();
     std::vector<PrefillChunk> chunks;
     std::int64_t left = token_budget;
     auto take = [&](RequestId id, Request& r) {
@@ -317,12 +331,13 @@ class Scheduler {
   /// The in-flight requests whose prompt is fully prefilled, in priority order, at most
   /// `max_sequences` of them. O(r log r).
   [[nodiscard]] std::vector<RequestId> build_decode_batch(std::size_t max_sequences) const {
+    const double now = clock_.now();
     std::vector<RequestId> ready;
     for (const RequestId id : running_) {
       const Request& r = requests_.at(id);
       if (r.prompt_done == r.prompt_tokens) ready.push_back(id);
     }
-    sort_by_priority(ready, clock_());
+    sort_by_priority(ready, now);
     if (ready.size() > max_sequences) ready.resize(max_sequences);
     return ready;
   }
@@ -338,7 +353,7 @@ class Scheduler {
   /// std::nullopt if nothing is queued. A simulation or a server loop sleeps this long.
   [[nodiscard]] std::optional<double> time_until_due() const {
     if (queued_count_ == 0) return std::nullopt;
-    const double now = clock_();
+    const double now = clock_.now();
     if (batch_due(now)) return 0.0;
     double due = oldest_queued_since() + config_.max_wait_ms / 1e3;
     if (const auto d = by_deadline_.peek()) due = std::min(due, d->score - config_.risk_ms() / 1e3);
@@ -350,6 +365,7 @@ class Scheduler {
     s.queued = queued_count_;
     s.in_flight = in_flight_count_;
     s.queued_tokens = queued_tokens_;
+    s.clock_went_back = clock_.went_back();
     s.queue_wait_ms = summarize(waits_ms_);
     s.latency_ms = summarize(latencies_ms_);
     s.batch_size = summarize(batch_sizes_);
@@ -367,6 +383,7 @@ class Scheduler {
   /// Forgets the recorded waits, latencies, batch sizes and counters, e.g. after a warm-up.
   /// Queued and in-flight requests stay; the throughput window restarts at the next submit.
   void reset_metrics() {
+    clock_.check_not_inside("reset_metrics");
     stats_ = {};
     waits_ms_.clear();
     latencies_ms_.clear();
@@ -517,7 +534,7 @@ class Scheduler {
   }
 
   SchedulerConfig config_;
-  ClockFunction clock_;
+  MonotonicClock clock_;
   std::unordered_map<RequestId, Request> requests_;
   IndexedHeap<RequestId, double> by_tokens_{HeapOrder::min};
   IndexedHeap<RequestId, double> by_deadline_{HeapOrder::min};
