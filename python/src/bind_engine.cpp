@@ -257,38 +257,56 @@ void bind_stream(py::module_& m) {
            py::arg("timeout") = py::none());
 }
 
-// Engines whose last reference went inside one of their own token callbacks: the engine thread
-// cannot join itself, so another thread destroys the engine once the callback has returned.
-// Those threads are joined at interpreter exit (atexit), while the engine threads can still take
-// the GIL to drop their Python callbacks. Never destroyed: joinable threads must not meet a
+// The engines Python holds, and the threads destroying engines whose last reference went inside
+// one of their own token callbacks (the engine thread cannot join itself, so another thread
+// destroys the engine once the callback has returned).
+//
+// At interpreter exit every engine thread must be stopped while Python still runs: once Python
+// finalizes, a thread that takes the GIL (to run a callback, or to drop one) is ended in the
+// middle of C++ code and the process aborts. An atexit function stops them all (and joins the
+// destroying threads) first; requests still in flight end as cancelled. The registry holds weak
+// references, so it never keeps an engine alive, and the atexit function holds strong ones while
+// it stops them, so none is destroyed under it. Never destroyed: joinable threads must not meet a
 // static destructor.
-struct DeferredDeletions {
+struct LiveEngines {
   std::mutex mutex;
-  std::vector<std::thread> threads;
+  std::vector<std::weak_ptr<Engine>> engines;
+  std::vector<std::thread> deletions;
 };
 
-DeferredDeletions& deferred_deletions() {
-  static auto* d = new DeferredDeletions;
-  return *d;
+LiveEngines& live_engines() {
+  static auto* live = new LiveEngines;
+  return *live;
 }
 
-void join_deferred_deletions() {
-  std::vector<std::thread> threads;
+void stop_engines_at_exit() {
+  std::vector<std::shared_ptr<Engine>> engines;
+  std::vector<std::thread> deletions;
   {
-    std::lock_guard lock(deferred_deletions().mutex);
-    threads.swap(deferred_deletions().threads);
+    std::lock_guard lock(live_engines().mutex);
+    for (const auto& weak : live_engines().engines) {
+      if (auto e = weak.lock()) engines.push_back(std::move(e));
+    }
+    live_engines().engines.clear();
+    deletions.swap(live_engines().deletions);
   }
   py::gil_scoped_release release;
-  for (auto& t : threads) t.join();
+  for (auto& t : deletions) t.join();
+  for (const auto& e : engines) e->shutdown();
+  engines.clear();  // an engine Python no longer held is destroyed here, without the GIL
 }
 
-// Engine owned by Python: destroyed with the GIL released, since its thread may be waiting for
-// the GIL to run a callback.
+// Destroys an engine with the GIL released, since its thread may be waiting for the GIL to run a
+// callback; on the engine's own thread, hands it to another thread.
 struct ReleasingDelete {
   void operator()(Engine* e) const {
     if (e->on_engine_thread()) {
-      std::lock_guard lock(deferred_deletions().mutex);
-      deferred_deletions().threads.emplace_back([e] { delete e; });
+      std::lock_guard lock(live_engines().mutex);
+      live_engines().deletions.emplace_back([e] { delete e; });
+      return;
+    }
+    if (PyGILState_Check() == 0) {
+      delete e;
       return;
     }
     py::gil_scoped_release release;
@@ -296,8 +314,16 @@ struct ReleasingDelete {
   }
 };
 
+std::shared_ptr<Engine> held_by_python(std::unique_ptr<Engine> engine) {
+  std::shared_ptr<Engine> held(engine.release(), ReleasingDelete{});
+  std::lock_guard lock(live_engines().mutex);
+  std::erase_if(live_engines().engines, [](const auto& weak) { return weak.expired(); });
+  live_engines().engines.push_back(held);
+  return held;
+}
+
 void bind_engine_class(py::module_& m) {
-  py::class_<Engine, std::unique_ptr<Engine, ReleasingDelete>>(
+  py::class_<Engine, std::shared_ptr<Engine>>(
       m, "Engine",
       "Continuous-batching inference on a llama2.c model with paged attention over the KV cache, prefix reuse, "
       "preemption, streaming and cancellation.")
@@ -316,8 +342,12 @@ void bind_engine_class(py::module_& m) {
              c.enable_prefix_caching = enable_prefix_caching;
              if (num_threads < 0) throw py::value_error(fmt::format("num_threads must be >= 0, got {}", num_threads));
              c.num_threads = static_cast<std::size_t>(num_threads);
-             py::gil_scoped_release release;
-             return std::unique_ptr<Engine, ReleasingDelete>(Engine::load(model, tokenizer, c).release());
+             std::unique_ptr<Engine> engine;
+             {
+               py::gil_scoped_release release;
+               engine = Engine::load(model, tokenizer, c);
+             }
+             return held_by_python(std::move(engine));
            }),
            py::arg("model_path"), py::arg("tokenizer_path"), py::kw_only(), py::arg("page_size") = 16,
            py::arg("max_pages") = 2048, py::arg("max_batch_tokens") = 256, py::arg("max_sequences") = 64,
@@ -352,6 +382,15 @@ void bind_engine_class(py::module_& m) {
           },
           py::arg("request"), "Queues a request; returns an iterator over (token_id, text) as they are generated.")
       .def("cancel", &Engine::cancel, py::arg("request_id"))
+      .def(
+          "shutdown",
+          [](Engine& e) {
+            if (e.on_engine_thread()) e.shutdown();  // raises RuntimeError before waiting
+            py::gil_scoped_release release;
+            e.shutdown();
+          },
+          "Stops the engine: requests in flight end with reason 'cancelled', later requests raise RuntimeError. "
+          "Python exit does this for every engine.")
       .def("release", &Engine::release, py::arg("request_id"),
            "Frees the pages a finished request kept (free_cache_on_finish=False).")
       .def(
@@ -411,7 +450,7 @@ void bind_engine_class(py::module_& m) {
 }  // namespace
 
 void bind_engine(py::module_& m) {
-  py::module_::import("atexit").attr("register")(py::cpp_function(&join_deferred_deletions));
+  py::module_::import("atexit").attr("register")(py::cpp_function(&stop_engines_at_exit));
   bind_sampling(m);
   bind_request(m);
   bind_response(m);

@@ -109,14 +109,23 @@ Engine::Engine(std::shared_ptr<const LlamaModel> model, std::shared_ptr<const To
                                             tokenizer_->vocab_size(), model_->config().vocab_size));
   }
   thread_ = std::thread([this] { run(); });
+  engine_thread_id_ = thread_.get_id();
 }
 
 Engine::~Engine() {
+  if (!on_engine_thread()) shutdown();
+}
+
+void Engine::shutdown() {
+  if (on_engine_thread()) {
+    throw std::logic_error("Engine::shutdown cannot be called from the engine's own thread (a token callback)");
+  }
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
   }
   wake_.notify_all();
+  std::lock_guard joining(shutdown_mutex_);  // two callers: the second waits for the first's join
   if (thread_.joinable()) thread_.join();
 }
 
@@ -163,12 +172,12 @@ GenerationHandle Engine::generate_async(Request request) {
   std::uint64_t id = 0;
   {
     std::lock_guard lock(mutex_);
-    if (stopping_) throw std::runtime_error("Engine: shutting down");
+    if (stopping_) throw std::runtime_error("Engine: shut down");
     id = next_id_++;
     a->id = id;
     a->response.id = id;
     cancel_flags_[id] = a->cancel;
-    GenerationHandle handle(id, result, a->cancel, thread_.get_id());
+    GenerationHandle handle(id, result, a->cancel, engine_thread_id_);
     inbox_.push_back(std::move(a));
     wake_.notify_all();
     return handle;

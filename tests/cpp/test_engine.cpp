@@ -417,4 +417,29 @@ TEST(Engine, WaitingForTheEngineFromItsOwnThreadThrowsInsteadOfDeadlocking) {
   EXPECT_FALSE(engine.on_engine_thread());
 }
 
+TEST(Engine, ShutdownCancelsWhatIsInFlightAndRefusesLaterRequests) {
+  auto model = std::make_shared<const llmds::LlamaModel>(llmds::test::tiny_config(), llmds::test::tiny_weights());
+  Engine engine(model, llmds::test::tiny_tokenizer());
+  Request r;
+  r.prompt_tokens = {1, 4};
+  r.max_tokens = 25;
+  r.ignore_eos = true;
+  bool refused = false;
+  r.on_token = [&](TokenId, std::string_view) {
+    try {
+      engine.shutdown();
+    } catch (const std::logic_error&) {
+      refused = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  };
+  auto handle = engine.generate_async(r);
+  while (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  engine.shutdown();
+  const Response done = handle.get();
+  EXPECT_TRUE(done.reason == FinishReason::cancelled || done.reason == FinishReason::max_tokens);
+  EXPECT_THROW((void)engine.generate_async(r), std::runtime_error);
+  engine.shutdown();  // again: nothing to do
+}
+
 }  // namespace

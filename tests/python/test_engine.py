@@ -242,3 +242,29 @@ print(engine.generate(Request("Once", max_tokens=3, on_token=lambda t, s: None))
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "max_tokens"
+
+
+def test_exiting_while_a_request_with_a_callback_is_running_is_clean(shared_data: Path) -> None:
+    # Python's exit stops every engine first (its requests end as cancelled): an engine thread
+    # that took the GIL once Python had begun to finalize aborted the process.
+    code = f"""
+import time
+from llmds.engine import load_stories260k, Request
+engine = load_stories260k({str(shared_data)!r})
+handle = engine.generate_async(Request("Once", max_tokens=250, ignore_eos=True, on_token=lambda t, s: None))
+time.sleep(0.01)
+print("bye")
+"""
+    for _ in range(4):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "bye"
+
+
+def test_shutdown_cancels_what_is_in_flight_and_refuses_later_requests(engine: Engine) -> None:
+    handle = engine.generate_async(Request("Once", max_tokens=250, ignore_eos=True, on_token=lambda t, s: None))
+    engine.shutdown()
+    assert handle.result(timeout=30).reason in {"cancelled", "max_tokens"}
+    with pytest.raises(RuntimeError, match="shut down"):
+        engine.generate(Request("Once", max_tokens=2))
+    engine.shutdown()  # a second time does nothing

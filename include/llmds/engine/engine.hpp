@@ -207,8 +207,13 @@ class Engine {
     return generate_async(std::move(request)).get();
   }
 
+  /// Stops the engine thread: queued and running requests end with reason cancelled, later
+  /// generate calls throw std::runtime_error. Returns once the thread has ended; a second call
+  /// does nothing. Throws std::logic_error on the engine thread. The destructor calls it.
+  void shutdown();
+
   /// True on the thread that runs steps and callbacks.
-  [[nodiscard]] bool on_engine_thread() const noexcept { return std::this_thread::get_id() == thread_.get_id(); }
+  [[nodiscard]] bool on_engine_thread() const noexcept { return std::this_thread::get_id() == engine_thread_id_; }
 
   /// Cancels a queued or running request; false if no such request is in the engine.
   bool cancel(std::uint64_t id);
@@ -253,6 +258,8 @@ class Engine {
   std::uint64_t next_id_ = 1;
   std::unordered_map<std::uint64_t, KVStore::SeqId> kept_;  // finished requests that kept pages
 
+  std::mutex shutdown_mutex_;  // serialises the join of concurrent shutdown() calls
+
   // Engine thread only.
   std::size_t threads_;  // num_threads resolved once (asking the OS for the core count costs a syscall)
   KVStore cache_;
@@ -261,6 +268,7 @@ class Engine {
   std::vector<ForwardScratch> scratch_;  // one per thread
   std::vector<float> kv_out_, logits_;
   std::thread thread_;
+  std::thread::id engine_thread_id_;  // thread_'s id, kept apart: a join resets thread_'s own
 };
 
 }  // namespace llmds
