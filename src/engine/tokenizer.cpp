@@ -32,6 +32,7 @@ Tokenizer::Tokenizer(std::vector<std::string> pieces, std::vector<float> scores)
     char tail = 0;
     if (pieces_[id].size() == 6 && std::sscanf(pieces_[id].c_str(), "<0x%02X>%c", &byte, &tail) == 1) {
       byte_pieces_[id] = std::string(1, static_cast<char>(byte));
+      if (byte_ids_[byte] < 0) byte_ids_[byte] = static_cast<TokenId>(id);
     }
   }
 }
@@ -116,7 +117,17 @@ std::vector<TokenId> Tokenizer::encode(std::string_view text, bool bos, bool eos
     if (const TokenId id = lookup(point); id >= 0) {
       tokens.push_back(id);
     } else {
-      for (const char c : point) tokens.push_back(static_cast<TokenId>(static_cast<unsigned char>(c)) + 3);
+      // Byte fallback: each byte's own token. run.c takes it to be byte + 3, which holds for the
+      // SentencePiece exports llama2.c makes, but not for a vocabulary that lacks byte tokens or
+      // keeps them elsewhere, where byte + 3 could even be past its end.
+      for (const char c : point) {
+        const TokenId byte_token = byte_ids_[static_cast<unsigned char>(c)];
+        if (byte_token < 0) {
+          throw std::invalid_argument(fmt::format("Tokenizer::encode: byte 0x{:02X} is in no token of the vocabulary",
+                                                  static_cast<unsigned char>(c)));
+        }
+        tokens.push_back(byte_token);
+      }
     }
     i += n;
   }

@@ -36,23 +36,32 @@ class LineParser {
       const std::string key = parse_key();
       expect(':');
       skip_space();
+      // A field given twice has no one meaning: an error, as any other ambiguity here.
+      auto once = [&](bool& seen) {
+        if (seen) fail(fmt::format("repeated key \"{}\"", key));
+        seen = true;
+      };
       if (peek() == '[') {
         auto values = parse_array();
         if (key == "hash_ids") {
+          once(has_hashes);
           r.hash_ids = std::move(values);
-          has_hashes = true;
+        } else if (key == "timestamp" || key == "input_length" || key == "output_length") {
+          fail(fmt::format("\"{}\" must be an integer, not an array", key));
         }
       } else {
         const std::int64_t v = parse_int();
-        if (key == "timestamp") {
+        if (key == "hash_ids") {
+          fail("\"hash_ids\" must be an array of integers");
+        } else if (key == "timestamp") {
+          once(has_timestamp);
           r.timestamp_ms = v;
-          has_timestamp = true;
         } else if (key == "input_length") {
+          once(has_input);
           r.input_length = v;
-          has_input = true;
         } else if (key == "output_length") {
+          once(has_output);
           r.output_length = v;
-          has_output = true;
         }
       }
       skip_space();
@@ -131,8 +140,14 @@ class LineParser {
   std::size_t pos_ = 0;
 };
 
-std::size_t ceil_div(std::int64_t a, std::size_t b) {
-  return (static_cast<std::size_t>(a) + b - 1) / b;
+// Blocks a request holds while it runs: ceil((input + output) / block_size). The lengths are
+// non-negative int64 (checked before this is called), but their sum may not fit one, and a + b - 1
+// wraps for a block size near 2^64; each length is divided on its own instead. The two
+// remainders are each below 2^63, so their sum cannot wrap.
+std::size_t held_blocks(const MooncakeRequest& r, std::size_t bs) {
+  const auto in = static_cast<std::uint64_t>(r.input_length), out = static_cast<std::uint64_t>(r.output_length);
+  const std::uint64_t rest = in % bs + out % bs;
+  return in / bs + out / bs + rest / bs + (rest % bs != 0 ? 1 : 0);
 }
 
 }  // namespace
@@ -179,12 +194,15 @@ PrefixCacheReplayResult replay_prefix_cache(std::span<const MooncakeRequest> req
   // Checked up front, so that a bad request fails the replay before any time is spent on it.
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const auto& r = requests[i];
+    if (r.input_length < 0 || r.output_length < 0) {  // parse_mooncake_trace refuses them; callers may not
+      throw std::invalid_argument(fmt::format("request {} has a negative length", i));
+    }
     const std::size_t full = static_cast<std::size_t>(r.input_length) / bs;
     if (r.hash_ids.size() < full) {
       throw std::invalid_argument(fmt::format(
           "request {} has {} hash ids for {} full prompt blocks", i, r.hash_ids.size(), full));
     }
-    const std::size_t held = ceil_div(r.input_length + r.output_length, bs);
+    const std::size_t held = held_blocks(r, bs);
     if (held > config.capacity_blocks) {
       throw OutOfPages(fmt::format("request {} holds {} blocks, more than the capacity of {}", i,
                                    held, config.capacity_blocks));
@@ -202,7 +220,7 @@ PrefixCacheReplayResult replay_prefix_cache(std::span<const MooncakeRequest> req
     const std::size_t full = static_cast<std::size_t>(r.input_length) / bs;
     const std::size_t may_hit =
         r.input_length > 0 ? std::min(full, static_cast<std::size_t>(r.input_length - 1) / bs) : 0;
-    const std::size_t held = ceil_div(r.input_length + r.output_length, bs);
+    const std::size_t held = held_blocks(r, bs);
     const std::span<const std::int64_t> keys(r.hash_ids.data(), full);
 
     table.clear();

@@ -325,3 +325,64 @@ TEST(InvertedIndex, DensePostingsOfFrequencyOneTakeOneByte) {
 }
 
 }  // namespace
+
+TEST(PostingList, DecodeCheckedRebuildsWhatAppendWroteAndRefusesAnythingElse) {
+  using llmds::text::PostingList;
+  auto length_of = [](llmds::text::DocNum d) { return d % 7 + 1; };
+  PostingList list;
+  for (llmds::text::DocNum d = 3; d < 1000; d += 3) {
+    list.reserve_one_more();
+    list.append(d, d % 5 == 0 ? 4 : 1, length_of(d));
+  }
+  const std::vector<std::uint8_t> bytes(list.bytes().begin(), list.bytes().end());
+  std::size_t seen = 0;
+  const PostingList copy = PostingList::decode_checked(bytes, list.size(), 1000, length_of,
+                                                       [&](llmds::text::DocNum, std::uint32_t) { ++seen; });
+  EXPECT_EQ(seen, list.size());
+  EXPECT_TRUE(std::ranges::equal(copy.bytes(), list.bytes()));
+  ASSERT_EQ(copy.blocks().size(), list.blocks().size());
+  for (std::size_t b = 0; b < list.blocks().size(); ++b) EXPECT_TRUE(std::ranges::equal(copy.impacts(b), list.impacts(b)));
+
+  auto decode = [&](std::vector<std::uint8_t> b, std::uint64_t count, std::uint64_t num_docs) {
+    return PostingList::decode_checked(b, count, num_docs, length_of, [](llmds::text::DocNum, std::uint32_t) {});
+  };
+  EXPECT_EQ(decode({0x01, 0x04, 0x03}, 2, 10).size(), 2u);  // doc 0 tf 1, doc 3 tf 3
+  EXPECT_THROW((void)decode({0x81, 0x00}, 1, 10), std::invalid_argument);        // overlong varint
+  EXPECT_THROW((void)decode({0x13}, 1, 9), std::invalid_argument);               // doc 9 of 9
+  EXPECT_THROW((void)decode({0x00, 0x01}, 1, 10), std::invalid_argument);        // tf 1 without the flag
+  EXPECT_THROW((void)decode({0x00, 0x00}, 1, 10), std::invalid_argument);        // tf 0
+  EXPECT_THROW((void)decode({0x01, 0x01}, 1, 10), std::invalid_argument);        // a byte left over
+  EXPECT_THROW((void)decode({0x01}, 2, 10), std::invalid_argument);              // a posting missing
+  EXPECT_THROW((void)decode({0x01}, std::uint64_t{1} << 40, 10), std::invalid_argument);
+  EXPECT_THROW((void)decode({0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F}, 1, 10),
+               std::invalid_argument);  // past 64 bits
+}
+
+TEST(InvertedIndex, ASavedIndexSavesBackAsTheSameBytesAndRefusesOtherSpellings) {
+  InvertedIndex index;
+  index.add_document(5, "alpha beta beta");
+  index.add_document(9, "beta gamma");
+  const std::string bytes = index.to_bytes();
+  EXPECT_EQ(InvertedIndex::from_bytes(bytes).to_bytes(), bytes);
+  auto reseal = [](std::string b) {
+    const std::size_t body = b.size() - 8;
+    const std::uint64_t sum = llmds::detail::hash_bytes(std::string_view(b).substr(0, body), llmds::detail::file_checksum_seed);
+    for (std::size_t i = 0; i < 8; ++i) b[body + i] = static_cast<char>(sum >> (8 * i));
+    return b;
+  };
+  // The analyzer's stem flag (offset 28) is 0 or 1.
+  std::string flag = bytes;
+  flag[28] = 2;
+  EXPECT_THROW((void)InvertedIndex::from_bytes(reseal(flag)), std::invalid_argument);
+  // "gamma" is the last term: its one posting (doc 1, tf 1) is the byte 0x03 before the
+  // checksum, preceded by the list's length 1. Spelled 0x83 0x00 it is the same posting, but
+  // not the spelling the index writes: refused, so that every saved index has one spelling.
+  std::string overlong = bytes.substr(0, bytes.size() - 8 - 9);
+  ASSERT_EQ(overlong.substr(overlong.size() - 13), std::string("gamma\x01\0\0\0\0\0\0\0", 13));
+  overlong += std::string("\x02\0\0\0\0\0\0\0\x83\x00", 10) + std::string(8, '\0');
+  EXPECT_THROW((void)InvertedIndex::from_bytes(reseal(overlong)), std::invalid_argument);
+  // A count of stop words, documents or terms beyond the bytes left is refused as truncated.
+  std::string stop = bytes;
+  stop[29 + 5] = 1;  // 2^40 stop words
+  EXPECT_THROW((void)InvertedIndex::from_bytes(reseal(stop)), std::invalid_argument);
+}

@@ -262,6 +262,14 @@ TEST(Tokenizer, AVocabularyTheFileCannotHoldIsRefusedBeforeAllocating) {
   }
 }
 
+TEST(Tokenizer, AByteWithNoTokenInTheVocabularyIsAnErrorNotAnIdPastItsEnd) {
+  // run.c's byte fallback is token byte + 3; in this 8-token vocabulary that is past the end.
+  const auto tok = llmds::test::tiny_tokenizer();
+  EXPECT_THROW((void)tok->encode("z"), std::invalid_argument);
+  const std::vector<TokenId> ids = tok->encode("ab");
+  for (const TokenId t : ids) EXPECT_LT(t, tok->vocab_size());
+}
+
 TEST(Tokenizer, EncodesAsTheReferenceDoes) {
   LLMDS_REQUIRE_DATA_FILE(path, "models/tok512.bin");
   const auto tok = llmds::Tokenizer::load(path, 512);

@@ -142,3 +142,39 @@ TEST(PrefixCacheReplay, AnInfiniteCacheReachesTheUpperBound) {
 }
 
 }  // namespace
+
+TEST(MooncakeTrace, RepeatedOrWronglyTypedFieldsAreRejected) {
+  const std::vector<std::string> bad = {
+      R"({"timestamp": 0, "input_length": 5, "input_length": 9, "output_length": 1, "hash_ids": []})",
+      R"({"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": [], "hash_ids": [1]})",
+      R"({"timestamp": [0], "timestamp": 3, "input_length": 5, "output_length": 1, "hash_ids": []})",
+      R"({"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": 7})",
+  };
+  for (const auto& line : bad) {
+    try {
+      (void)parse_mooncake_trace(line);
+      ADD_FAILURE() << "accepted: " << line;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("line 1"), std::string::npos) << e.what();
+    }
+  }
+  // Unknown fields of either shape are still ignored.
+  EXPECT_EQ(parse_mooncake_trace(R"({"timestamp": 0, "x": [1], "y": 2, "input_length": 5, "output_length": 1, "hash_ids": []})")
+                .size(),
+            1u);
+}
+
+TEST(PrefixCacheReplay, LengthsWhoseSumPassesInt64AreCountedWithoutOverflow) {
+  // input + output does not fit an int64 (the fuzz target fuzz_mooncake_trace.cpp reached the
+  // signed overflow from a parsed line): held blocks are computed from each length on its own.
+  constexpr std::int64_t big = 0x7FFFFFFFFFFFFFFF;  // 2^63 - 1
+  const auto r = replay_prefix_cache(std::vector{request(big, big, {1, 2})},
+                                     PrefixCacheReplayConfig{4, std::size_t{1} << 62});
+  EXPECT_EQ(r.lookup_blocks, 1u);  // (2^63 - 1) / 2^62
+  EXPECT_EQ(r.allocated_blocks, 4u);  // ceil((2^64 - 2) / 2^62)
+  EXPECT_THROW((void)replay_prefix_cache(std::vector{request(1000, big, {1})}, PrefixCacheReplayConfig{64, 512}),
+               llmds::OutOfPages);
+  // Requests made in code rather than parsed may hold anything: a negative length is refused.
+  EXPECT_THROW((void)replay_prefix_cache(std::vector{request(-1, 0, {})}, PrefixCacheReplayConfig{64, ~std::size_t{0}}),
+               std::invalid_argument);
+}

@@ -7,12 +7,7 @@
 // std::invalid_argument instead of garbage.
 #pragma once
 
-#include <cerrno>
 #include <cstdint>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -21,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "llmds/core/errors.hpp"
+#include "llmds/detail/file_io.hpp"
 #include "llmds/detail/hash.hpp"
 
 namespace llmds::detail {
@@ -104,6 +100,22 @@ class BinaryReader {
     return bytes;
   }
 
+  /// Reads a u64 count of items that each take at least `min_item_bytes` of what is left to
+  /// read, refusing the file as truncated when they cannot all be there. A count read this way
+  /// can size an allocation: it is bounded by the file's own length, however it was crafted.
+  std::uint64_t get_count(std::size_t min_item_bytes) {
+    const auto n = get<std::uint64_t>();
+    if (n > remaining() / min_item_bytes) fail("saved {} is truncated (a count exceeds the bytes left)");
+    return n;
+  }
+
+  /// A 0/1 flag; any other byte is refused, so that a value has one spelling.
+  bool get_flag() {
+    const auto b = get<std::uint8_t>();
+    if (b > 1) fail("saved {} has a flag byte that is neither 0 nor 1");
+    return b == 1;
+  }
+
   [[nodiscard]] std::size_t remaining() const noexcept { return data_.size() - pos_; }
 
   /// Throws unless every byte of the payload was read.
@@ -124,50 +136,5 @@ class BinaryReader {
   std::size_t pos_ = 0;
   std::string_view what_;
 };
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so an existing file is
-/// replaced whole or not at all. Throws llmds::IOError.
-inline void write_file(const std::filesystem::path& path, std::string_view bytes) {
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) {
-      throw IOError(fmt::format("cannot open {} for writing: {}", tmp.string(), std::strerror(errno)));
-    }
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.close();
-    if (!out) {
-      std::error_code ignored;
-      std::filesystem::remove(tmp, ignored);
-      throw IOError(fmt::format("cannot write {}", tmp.string()));
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp, ec);
-    throw IOError(fmt::format("cannot replace {}: {}", path.string(), ec.message()));
-  }
-}
-
-/// The whole content of `path`. Throws llmds::IOError.
-inline std::string read_file(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    throw IOError(fmt::format("cannot read {}: {}", path.string(),
-                              ec ? ec.message() : "not a regular file"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IOError(fmt::format("cannot open {}: {}", path.string(), std::strerror(errno)));
-  std::string data;
-  try {
-    data.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  } catch (const std::ios_base::failure& e) {
-    throw IOError(fmt::format("cannot read {}: {}", path.string(), e.what()));
-  }
-  if (in.bad()) throw IOError(fmt::format("cannot read {}", path.string()));
-  return data;
-}
 
 }  // namespace llmds::detail

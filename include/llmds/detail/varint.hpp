@@ -4,6 +4,7 @@
 // way (id gaps of sorted lists, counts) is non-negative, so no zigzag step is needed.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -16,6 +17,13 @@ inline void encode_varint(std::uint64_t value, std::vector<std::uint8_t>& out) {
     value >>= 7;
   }
   out.push_back(static_cast<std::uint8_t>(value));
+}
+
+/// The bytes encode_varint(value) writes: the one canonical spelling's length.
+inline constexpr std::size_t varint_size(std::uint64_t value) noexcept {
+  std::size_t n = 1;
+  for (; value >= 0x80; value >>= 7) ++n;
+  return n;
 }
 
 /// Reads one value at `p` and moves `p` past it. The caller guarantees a well-formed encoding

@@ -3,7 +3,9 @@
 // A model is only reproducible token for token if its prompts are encoded exactly as the
 // reference encodes them, so this follows run.c's rules (../shared/data/models/README.md):
 //   encode: BOS if asked; a dummy-prefix space token if the text is not empty; each UTF-8 code
-//   point becomes its vocabulary entry, or one byte-fallback token (byte + 3) per byte; then
+//   point becomes its vocabulary entry, or one byte-fallback token per byte (the token spelled
+//   "<0xAB>" for byte 0xAB: byte + 3 in llama2.c's files; std::invalid_argument if the
+//   vocabulary has none); then
 //   the adjacent pair whose concatenation is the entry with the highest score (leftmost on ties)
 //   is merged, again and again, until no pair merges; EOS if asked.
 //   decode: a token's text, with the leading space dropped right after BOS; a byte-fallback
@@ -17,6 +19,7 @@
 // over) is llmds::IOError naming the file and the token.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <span>
@@ -60,6 +63,12 @@ class Tokenizer {
   std::vector<std::string> pieces_;
   std::vector<float> scores_;
   std::vector<std::string> byte_pieces_;  // per token: its byte if it is a byte-fallback token, else empty
+  std::array<TokenId, 256> byte_ids_ = no_byte_ids();  // per byte: its byte-fallback token, or -1
+  static constexpr std::array<TokenId, 256> no_byte_ids() {
+    std::array<TokenId, 256> ids{};
+    ids.fill(-1);
+    return ids;
+  }
   std::unordered_map<std::string, TokenId, detail::TransparentStringHash, std::equal_to<>> ids_;
 };
 

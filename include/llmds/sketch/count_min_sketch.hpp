@@ -164,11 +164,15 @@ class CountMinSketch {
   /// otherwise, std::overflow_error if the total would pass 2^64 - 1.
   void merge(const CountMinSketch& other) {
     const auto& o = other.config_;
-    if (o.width != config_.width || o.depth != config_.depth || o.seed != config_.seed) {
+    // Equal conservative settings too: a plain sketch's rows each sum to its total, which a
+    // conservative sketch's need not, so the sum of one of each would be neither.
+    if (o.width != config_.width || o.depth != config_.depth || o.seed != config_.seed ||
+        o.conservative != config_.conservative) {
       throw std::invalid_argument(fmt::format(
-          "CountMinSketch::merge: sketches differ (width {} vs {}, depth {} vs {}, seed {} vs {});"
-          " only sketches with equal width, depth and seed can be merged",
-          config_.width, o.width, config_.depth, o.depth, config_.seed, o.seed));
+          "CountMinSketch::merge: sketches differ (width {} vs {}, depth {} vs {}, seed {} vs {}, conservative {} vs {});"
+          " only sketches with equal width, depth, seed and update rule can be merged",
+          config_.width, o.width, config_.depth, o.depth, config_.seed, o.seed, config_.conservative,
+          o.conservative));
     }
     if (other.total_ > std::numeric_limits<std::uint64_t>::max() - total_) {
       throw std::overflow_error("CountMinSketch::merge: the total count would pass 2^64 - 1");
@@ -223,14 +227,19 @@ class CountMinSketch {
     return from_bytes(detail::read_file(path));
   }
 
-  /// Reads what to_bytes wrote. Throws std::invalid_argument for anything else.
+  /// Reads what to_bytes wrote. Throws std::invalid_argument for anything else: besides the
+  /// checksum and the sizes, the counters must be ones a stream of adds (and merges) can leave:
+  /// none above the total; without conservative update every row summing to the total, with it
+  /// no row above the total and all rows together at least the total; and the heavy hitters
+  /// must be distinct items the sketch has counted, at most top_k of them, in the order to_bytes
+  /// writes them (so that a sketch has one spelling).
   [[nodiscard]] static CountMinSketch from_bytes(std::string_view data) {
     detail::BinaryReader r(data, file_magic, file_version, "CountMinSketch");
     CountMinSketchConfig config;
     config.width = r.get<std::uint32_t>();
     config.depth = r.get<std::uint32_t>();
     config.seed = r.get<std::uint64_t>();
-    config.conservative = r.get<std::uint8_t>() != 0;
+    config.conservative = r.get_flag();
     config.top_k = r.get<std::uint32_t>();
     const auto total = r.get<std::uint64_t>();
     config.validate();
@@ -239,16 +248,45 @@ class CountMinSketch {
     }
     CountMinSketch sketch(config);
     sketch.total_ = total;
-    for (std::uint64_t& counter : sketch.counters_) {
-      counter = r.get<std::uint64_t>();
-      if (counter > total) r.fail("saved {} has a counter above its total count");
+    // An add of c adds c to one counter of every row (plain), or raises each of the item's
+    // counters by at most c and its smallest one by exactly c (conservative); merge adds
+    // counters and totals alike. So a plain row sums to the total, a conservative row to at
+    // most the total, and all the counters of a conservative sketch to at least the total.
+    std::uint64_t all_rows = 0;  // saturates: only its comparison with the total matters
+    for (std::uint32_t row = 0; row < config.depth; ++row) {
+      std::uint64_t row_sum = 0;
+      for (std::uint32_t col = 0; col < config.width; ++col) {
+        const auto counter = r.get<std::uint64_t>();
+        if (counter > total) r.fail("saved {} has a counter above its total count");
+        if (counter > total - row_sum) r.fail("saved {} has a row of counters that sums past its total count");
+        row_sum += counter;
+        sketch.counters_[std::size_t{row} * config.width + col] = counter;
+      }
+      if (!config.conservative && row_sum != total) {
+        r.fail("saved {} has a row of counters that does not sum to its total count");
+      }
+      all_rows = row_sum > std::numeric_limits<std::uint64_t>::max() - all_rows
+                     ? std::numeric_limits<std::uint64_t>::max()
+                     : all_rows + row_sum;
     }
-    const auto hitters = r.get<std::uint64_t>();
+    if (all_rows < total) r.fail("saved {} has fewer counts in its counters than its total count");
+    const auto hitters = r.get_count(sizeof(std::uint64_t));
     if (hitters > config.top_k) r.fail("saved {} has more heavy hitters than its top_k");
     std::unordered_map<std::uint64_t, std::string> candidates;
+    std::string_view previous_item;
+    std::uint64_t previous_estimate = 0;
     for (std::uint64_t i = 0; i < hitters; ++i) {
       const std::string_view item = r.get_bytes();
-      candidates.emplace(detail::hash_bytes(item, config.seed), std::string(item));
+      const std::uint64_t h = detail::hash_bytes(item, config.seed);
+      // Items with equal hashes are one item to the sketch: a second one is a repeat.
+      if (!candidates.emplace(h, std::string(item)).second) r.fail("saved {} lists a heavy hitter twice");
+      const std::uint64_t estimate = sketch.estimate_hashed(h);
+      if (estimate == 0) r.fail("saved {} has a heavy hitter it never counted");
+      if (i > 0 && !(estimate < previous_estimate || (estimate == previous_estimate && item > previous_item))) {
+        r.fail("saved {} lists its heavy hitters out of order");
+      }
+      previous_item = item;
+      previous_estimate = estimate;
     }
     r.expect_end();
     sketch.rebuild_hitters(std::move(candidates));

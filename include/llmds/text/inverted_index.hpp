@@ -448,17 +448,16 @@ class InvertedIndex {
 
   /// Rebuilds an index from to_bytes() output; std::invalid_argument for anything that is not
   /// a well-formed saved index. Skip entries, impacts, df and the forward lists are rebuilt from
-  /// the postings, and every posting is checked against the document lengths.
+  /// the postings (PostingList::decode_checked), and every posting is checked against the
+  /// document lengths. Every count is checked against the bytes left before anything is sized
+  /// by it, and a saved index has one spelling: what loads saves back as the same bytes.
   static InvertedIndex from_bytes(std::string_view bytes) {
     detail::BinaryReader r(bytes, kMagic, kFormatVersion, "inverted index");
     InvertedIndexConfig config;
     config.k1 = std::bit_cast<double>(r.get<std::uint64_t>());
     config.b = std::bit_cast<double>(r.get<std::uint64_t>());
-    const auto stem = r.get<std::uint8_t>();
-    if (stem > 1) r.fail("saved {} has a bad analyzer flag");
-    config.analyzer.stem = stem == 1;
-    const auto stop_count = r.get<std::uint64_t>();
-    if (stop_count > r.remaining()) r.fail("saved {} is truncated");
+    config.analyzer.stem = r.get_flag();
+    const auto stop_count = r.get_count(sizeof(std::uint64_t));  // each one a length and its bytes
     for (std::uint64_t i = 0; i < stop_count; ++i) config.analyzer.stop_words.emplace_back(r.get_bytes());
     try {
       config.validate();
@@ -467,8 +466,8 @@ class InvertedIndex {
     }
     InvertedIndex index(std::move(config));
 
-    const auto num_docs = r.get<std::uint64_t>();
-    if (num_docs > r.remaining() / 12 || num_docs >= text::kNoMoreDocs) r.fail("saved {} is truncated");
+    const auto num_docs = r.get_count(sizeof(DocId) + sizeof(std::uint32_t));
+    if (num_docs >= text::kNoMoreDocs) r.fail("saved {} holds more documents than it can number");
     index.doc_ids_.resize(num_docs);
     index.lengths_.resize(num_docs);
     index.dead_.assign(num_docs, 0);
@@ -479,8 +478,9 @@ class InvertedIndex {
         r.fail("saved {} repeats a document id");
       }
     }
-    const auto num_terms = r.get<std::uint64_t>();
-    if (num_terms > r.remaining()) r.fail("saved {} is truncated");
+    // Each term: its text's length, the posting count and the postings' length (24 bytes).
+    const auto num_terms = r.get_count(3 * sizeof(std::uint64_t));
+    if (num_terms >= kNoTerm) r.fail("saved {} holds more terms than it can number");
     std::vector<std::vector<std::uint32_t>> forward(num_docs);
     std::vector<std::uint64_t> tf_sum(num_docs, 0);
     for (std::uint64_t t = 0; t < num_terms; ++t) {
@@ -492,33 +492,17 @@ class InvertedIndex {
       if (count == 0 || !index.term_ids_.emplace(std::string(term), id).second) {
         r.fail("saved {} has an empty or repeated term");
       }
-      auto& list = index.lists_.emplace_back();
-      const auto* p = reinterpret_cast<const std::uint8_t*>(data.data());
-      const auto* end = p + data.size();
-      std::int64_t previous = -1;
-      for (std::uint64_t i = 0; i < count; ++i) {
-        std::uint64_t code = 0;
-        std::uint64_t tf = 1;
-        if (!detail::decode_varint_checked(p, end, code) ||
-            ((code & 1) == 0 && !detail::decode_varint_checked(p, end, tf))) {
-          r.fail("saved {} has a malformed posting list");
-        }
-        const std::uint64_t gap = code >> 1;
-        if (gap >= num_docs || tf == 0 || tf > std::numeric_limits<std::uint32_t>::max() ||
-            ((code & 1) == 0 && tf == 1)) {
-          r.fail("saved {} has a bad posting");
-        }
-        const std::int64_t doc = previous + 1 + static_cast<std::int64_t>(gap);
-        if (doc >= static_cast<std::int64_t>(num_docs)) r.fail("saved {} has a bad posting");
-        const auto d = static_cast<std::size_t>(doc);
-        list.reserve_one_more();
-        list.append(static_cast<text::DocNum>(d), static_cast<std::uint32_t>(tf), index.lengths_[d]);
-        forward[d].push_back(id);
-        tf_sum[d] += tf;
-        previous = doc;
+      try {
+        index.lists_.push_back(text::PostingList::decode_checked(
+            std::span(reinterpret_cast<const std::uint8_t*>(data.data()), data.size()), count, num_docs,
+            [&](text::DocNum d) { return index.lengths_[d]; },
+            [&](text::DocNum d, std::uint32_t tf) {
+              forward[d].push_back(id);
+              tf_sum[d] += tf;
+            }));
+      } catch (const std::invalid_argument& e) {
+        r.fail(fmt::format("saved {{}} has a bad posting list: {}", e.what()));
       }
-      if (p != end) r.fail("saved {} has a malformed posting list");
-      list.shrink_to_fit();
       index.df_.push_back(static_cast<std::uint32_t>(count));
       index.postings_ += count;
     }

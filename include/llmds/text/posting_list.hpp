@@ -28,6 +28,9 @@
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <stdexcept>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "llmds/detail/assert.hpp"
@@ -117,6 +120,61 @@ class PostingList {
       tfs[i] = (code & 1) != 0 ? 1 : static_cast<std::uint32_t>(llmds::detail::decode_varint(p));
     }
     return n;
+  }
+
+  /// Rebuilds a list from untrusted bytes in the layout bytes() holds (the postings of a saved
+  /// index): exactly `count` postings, each of a document below `num_docs` (at most
+  /// kNoMoreDocs). Skip entries and impacts are recomputed, with doc_length(doc) giving each
+  /// document's length; on_posting(doc, tf) sees each posting in order once it is checked.
+  /// Refused with std::invalid_argument saying what is wrong: a varint that runs past the end,
+  /// does not fit 64 bits or is not the shortest spelling of its value (so that a list has one
+  /// spelling, and a saved index reads back as the bytes it was saved as); a document at or
+  /// past num_docs; a tf of 0, above 2^32 - 1, or of 1 without the flag; bytes left over.
+  template <class DocLength, class OnPosting>
+  static PostingList decode_checked(std::span<const std::uint8_t> bytes, std::uint64_t count,
+                                    std::uint64_t num_docs, DocLength&& doc_length, OnPosting&& on_posting) {
+    if (num_docs > kNoMoreDocs) throw std::invalid_argument("a posting list of more documents than a DocNum numbers");
+    // Skip entries hold 32-bit byte offsets; every posting takes at least one byte, so a count
+    // above the byte count is refused before anything is sized by it.
+    if (bytes.size() > std::numeric_limits<std::uint32_t>::max()) {
+      throw std::invalid_argument("a posting list of more than 2^32 - 1 bytes");
+    }
+    if (count > bytes.size()) throw std::invalid_argument("a posting list of more postings than bytes");
+    auto next_value = [&, p = bytes.data(), end = bytes.data() + bytes.size()]() mutable {
+      const std::uint8_t* start = p;
+      std::uint64_t value = 0;
+      if (!llmds::detail::decode_varint_checked(p, end, value) ||
+          static_cast<std::size_t>(p - start) != llmds::detail::varint_size(value)) {
+        throw std::invalid_argument("a posting list holds a malformed varint");
+      }
+      return std::pair{value, static_cast<std::size_t>(p - bytes.data())};
+    };
+    PostingList list;
+    list.bytes_.reserve(bytes.size());
+    list.blocks_.reserve(static_cast<std::size_t>((count + kBlockSize - 1) / kBlockSize));
+    std::uint64_t next_doc = 0;  // the smallest document the next posting may name
+    std::size_t consumed = 0;
+    for (std::uint64_t i = 0; i < count; ++i) {
+      const auto [code, after_code] = next_value();
+      consumed = after_code;
+      std::uint64_t tf = 1;
+      if ((code & 1) == 0) {
+        std::tie(tf, consumed) = next_value();
+        if (tf < 2 || tf > std::numeric_limits<std::uint32_t>::max()) {
+          throw std::invalid_argument("a posting list holds a term frequency of 0, of 1 without the flag, or past 2^32 - 1");
+        }
+      }
+      const std::uint64_t gap = code >> 1;
+      if (gap >= num_docs - next_doc) throw std::invalid_argument("a posting list names a document past the last");
+      const auto doc = static_cast<DocNum>(next_doc + gap);
+      list.reserve_one_more();
+      list.append(doc, static_cast<std::uint32_t>(tf), doc_length(doc));
+      on_posting(doc, static_cast<std::uint32_t>(tf));
+      next_doc = std::uint64_t{doc} + 1;
+    }
+    if (consumed != bytes.size()) throw std::invalid_argument("a posting list has bytes after its last posting");
+    list.shrink_to_fit();
+    return list;
   }
 
   /// Heap bytes: postings, skip entries, impacts.
