@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <numeric>
 #include <random>
 #include <set>
@@ -433,4 +434,147 @@ TEST(HNSW, ReachesHighRecallOnSift5k) {
   (void)truth;
 }
 
+// Small indexes of small integer vectors (many of them equal), changed in batches of a few rows;
+// afterwards every live vector must be found by a search for itself. `deletes`: half the steps
+// delete a vector first; `replace`: the batches reuse deleted slots.
+void expect_every_live_vector_findable(std::uint64_t trials, std::size_t threads, bool deletes, bool replace) {
+  for (std::uint64_t trial = 0; trial < trials; ++trial) {
+    std::mt19937_64 rng(trial);
+    HNSWConfig c;
+    c.dim = 1 + trial % 3;
+    c.seed = trial % 4;
+    c.initial_capacity = 1;
+    HNSW h(c);
+    std::map<std::int64_t, std::vector<float>> live;
+    std::int64_t next = 0;
+    for (int step = 0; step < 25; ++step) {
+      if (deletes && live.size() > 1 && rng() % 2 == 0) {
+        const auto victim = std::next(live.begin(), static_cast<std::ptrdiff_t>(rng() % live.size()));
+        h.mark_deleted(victim->first);
+        live.erase(victim);
+      }
+      const std::size_t n = 1 + rng() % 4;
+      std::vector<float> rows;
+      std::vector<std::int64_t> ids;
+      for (std::size_t i = 0; i < n; ++i) {
+        std::vector<float> v(c.dim);
+        for (float& x : v) x = static_cast<float>(static_cast<int>(rng() % 7) - 3);
+        rows.insert(rows.end(), v.begin(), v.end());
+        ids.push_back(next);
+        live[next++] = v;
+      }
+      h.add_batch(rows, ids, threads, replace);
+    }
+    for (const auto& [id, v] : live) {
+      const auto found = h.search(v, 1, 1000);
+      ASSERT_FALSE(found.empty());
+      ASSERT_EQ(found.front().distance, 0.0f) << "trial " << trial << ": id " << id << " is not found by itself";
+    }
+  }
+}
+
+// Reusing a slot re-selects the links of its old neighbours; where a neighbourhood is smaller
+// than M, pruning every list of it at once could drop the last link into a node (one run in a
+// thousand or so lost one here; hnswlib keeps all candidates below M, and so does llmds now).
+TEST(HNSW, ReplacingAddsKeepEveryLiveVectorFindable) { expect_every_live_vector_findable(2500, 1, true, true); }
+
+// A node once became reachable on an upper layer before its lower lists were written, so a
+// concurrent insert could start its search of a lower layer from it, link back to it there, and
+// then have that link overwritten (about 0.5% of these runs lost a vector).
+TEST(HNSW, ConcurrentInsertsKeepEveryVectorFindable) { expect_every_live_vector_findable(1200, 2, true, false); }
+
 }  // namespace
+
+// Saved files whose checksum is right but whose contents are not an index add() could build
+// (the fuzz target tests/fuzz/fuzz_hnsw.cpp found or checks each). Field offsets of the format:
+// dim 12, M 20, ef_construction 28, ml 44, has_seed 52, seed 53, metric 61, n 62, max_level 70,
+// entry 74, then the vectors' length (78) and floats (86), then the layer-0 link records.
+TEST(HNSW, ASavedIndexWhoseSizesExceedItsBytesIsRefusedBeforeAllocating) {
+  auto reseal = [](std::string b) {
+    const std::size_t body = b.size() - 8;
+    const std::uint64_t sum = llmds::detail::hash_bytes(std::string_view(b).substr(0, body), llmds::detail::file_checksum_seed);
+    for (std::size_t i = 0; i < 8; ++i) b[body + i] = static_cast<char>(sum >> (8 * i));
+    return b;
+  };
+  auto with_u64 = [&](std::string b, std::size_t at, std::uint64_t v) {
+    for (std::size_t i = 0; i < 8; ++i) b[at + i] = static_cast<char>(v >> (8 * i));
+    return reseal(std::move(b));
+  };
+  HNSW index(config(4));
+  const auto data = random_rows(3, 4, 11);
+  for (std::size_t i = 0; i < 3; ++i) index.add(row(data, i, 4), static_cast<std::int64_t>(i));
+  const std::string bytes = index.to_bytes();
+  ASSERT_EQ(HNSW::from_bytes(reseal(bytes))->to_bytes(), bytes);
+  // Each of these made the loader allocate (n or dim) x dim floats before it read a section.
+  EXPECT_THROW((void)HNSW::from_bytes(with_u64(bytes, 12, std::uint64_t{1} << 40)), std::invalid_argument);  // dim
+  EXPECT_THROW((void)HNSW::from_bytes(with_u64(bytes, 12, std::uint64_t{1} << 62)), std::invalid_argument);  // n x dim wraps
+  EXPECT_THROW((void)HNSW::from_bytes(with_u64(bytes, 62, 0xFFFFFFF0u)), std::invalid_argument);            // n
+  // A level multiplier no config may have (each add could create millions of layers).
+  EXPECT_THROW((void)HNSW::from_bytes(with_u64(bytes, 44, std::bit_cast<std::uint64_t>(1e300))), std::invalid_argument);
+  // An empty index vouches for no dimension: one allocated for a 2^40-float vector is refused.
+  const std::string empty = HNSW(config(4)).to_bytes();
+  EXPECT_THROW((void)HNSW::from_bytes(with_u64(empty, 12, std::uint64_t{1} << 40)), std::invalid_argument);
+}
+
+TEST(HNSW, ASavedIndexWithNonFiniteVectorsOrABrokenGraphIsRefused) {
+  auto reseal = [](std::string b) {
+    const std::size_t body = b.size() - 8;
+    const std::uint64_t sum = llmds::detail::hash_bytes(std::string_view(b).substr(0, body), llmds::detail::file_checksum_seed);
+    for (std::size_t i = 0; i < 8; ++i) b[body + i] = static_cast<char>(sum >> (8 * i));
+    return b;
+  };
+  auto with = [&](std::string b, std::size_t at, const auto& value) {
+    std::memcpy(b.data() + at, &value, sizeof value);
+    return reseal(std::move(b));
+  };
+  HNSWConfig c = config(4);
+  c.M = 2;
+  HNSW index(c);
+  const auto data = random_rows(3, 4, 12);
+  for (std::size_t i = 0; i < 3; ++i) index.add(row(data, i, 4), static_cast<std::int64_t>(i));
+  const std::string bytes = index.to_bytes();
+  EXPECT_THROW((void)HNSW::from_bytes(with(bytes, 86, std::numeric_limits<float>::quiet_NaN())), std::invalid_argument);
+  EXPECT_THROW((void)HNSW::from_bytes(with(bytes, 90, std::numeric_limits<float>::infinity())), std::invalid_argument);
+  // Layer-0 records of 2M + 1 = 5 words after the 12 floats and the section length: node 0's is
+  // [count, links...]. A link to itself, or to one node twice, is refused like one to no node.
+  const std::size_t record0 = 86 + 3 * 4 * sizeof(float) + 8;
+  ASSERT_EQ(index.search(row(data, 0, 4), 3).size(), 3u);
+  const std::uint32_t twice[] = {2, 1, 1}, itself[] = {1, 0}, missing[] = {1, 3};
+  EXPECT_THROW((void)HNSW::from_bytes(with(bytes, record0, twice)), std::invalid_argument);
+  EXPECT_THROW((void)HNSW::from_bytes(with(bytes, record0, itself)), std::invalid_argument);
+  EXPECT_THROW((void)HNSW::from_bytes(with(bytes, record0, missing)), std::invalid_argument);
+  // An empty index has no entry point: one naming slot 5 made every search read past the end.
+  const std::string empty = HNSW(config(4)).to_bytes();
+  EXPECT_THROW((void)HNSW::from_bytes(with(with(empty, 70, std::int32_t{0}), 74, std::uint32_t{5})), std::invalid_argument);
+  // Flags are 0 or 1, and a seed value needs its flag, so that an index has one spelling.
+  EXPECT_THROW((void)HNSW::from_bytes(with(bytes, 52, std::uint8_t{2})), std::invalid_argument);
+  HNSWConfig unseeded = config(4);
+  unseeded.seed = std::nullopt;
+  EXPECT_THROW((void)HNSW::from_bytes(with(HNSW(unseeded).to_bytes(), 53, std::uint64_t{7})), std::invalid_argument);
+}
+
+TEST(HNSW, ASavedCosineIndexMustHoldUnitVectors) {
+  auto reseal = [](std::string b) {
+    const std::size_t body = b.size() - 8;
+    const std::uint64_t sum = llmds::detail::hash_bytes(std::string_view(b).substr(0, body), llmds::detail::file_checksum_seed);
+    for (std::size_t i = 0; i < 8; ++i) b[body + i] = static_cast<char>(sum >> (8 * i));
+    return b;
+  };
+  HNSW index(config(4, Metric::cosine));
+  const auto data = random_rows(3, 4, 13);
+  for (std::size_t i = 0; i < 3; ++i) index.add(row(data, i, 4), static_cast<std::int64_t>(i));
+  const std::string bytes = index.to_bytes();
+  ASSERT_EQ(HNSW::from_bytes(bytes)->search(row(data, 0, 4), 1)[0].id, 0);
+  // add() stores cosine vectors normalised; a zero or 1e20-long one made search(get_vector(id))
+  // throw for the index's own vector.
+  for (const float scale : {0.0f, 1e20f}) {
+    std::string scaled = bytes;
+    for (std::size_t i = 0; i < 4; ++i) {
+      float x;
+      std::memcpy(&x, scaled.data() + 86 + i * sizeof(float), sizeof x);
+      x *= scale;
+      std::memcpy(scaled.data() + 86 + i * sizeof(float), &x, sizeof x);
+    }
+    EXPECT_THROW((void)HNSW::from_bytes(reseal(scaled)), std::invalid_argument) << scale;
+  }
+}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import resource
+import signal
 import threading
 
 import numpy as np
@@ -140,6 +142,53 @@ def test_save_load_and_damage(tmp_path):
         HNSW.load(tmp_path / "missing")
 
 
+def test_concurrent_saves_to_one_path_leave_one_whole_index(tmp_path):
+    indexes = []
+    for seed in range(4):
+        h = HNSW(8, seed=seed)
+        h.add_batch(random_data(300 + seed, dim=8), list(range(300 + seed)))
+        indexes.append(h)
+    path = tmp_path / "shared.hnsw"
+    errors: list[BaseException] = []
+
+    def save(h: HNSW) -> None:
+        try:
+            for _ in range(10):
+                h.save(path)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=save, args=(h,)) for h in indexes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(HNSW.load(path)) in {len(h) for h in indexes}
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.hnsw"]
+
+
+def test_a_save_that_runs_out_of_space_keeps_the_old_file(tmp_path):
+    # The process's file-size limit makes the write fail part way, as a full disk does.
+    h = HNSW(8, seed=1)
+    path = tmp_path / "index.hnsw"
+    h.save(path)
+    old = path.read_bytes()
+    h.add_batch(random_data(2000, dim=8), list(range(2000)))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(old) + 4096, hard))
+    try:
+        with pytest.raises(OSError, match="index.hnsw"):
+            h.save(path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["index.hnsw"]
+    assert len(HNSW.load(path)) == 0
+
+
 def test_writers_and_filtered_searches_in_other_threads_do_not_deadlock():
     # A search with a Python filter holds the index's read lock and needs the GIL. A writer must
     # not wait for the write lock while holding the GIL, or the two wait for each other forever;
@@ -260,3 +309,25 @@ def test_fashion_mnist_filtered_recall_at_ten_percent_selectivity(fashion):
         assert all(labels[i] == c for i, _ in res)
         hits += sum(d <= kth for _, d in res)
     assert hits / 3000 >= 0.95
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"dim": 2**62 + 8, "initial_capacity": 4},  # dim x capacity x 4 bytes wraps
+        {"dim": 2**61, "initial_capacity": 1},
+        {"dim": 4, "ml": 1e300},
+        {"dim": 4, "ml": float("nan")},
+        {"dim": 4, "ml": 0.0},
+        {"dim": 4, "initial_capacity": 2**33},
+    ],
+)
+def test_parameters_whose_sizes_wrap_or_make_no_sense_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        HNSW(**kwargs)
+
+
+def test_a_huge_ef_construction_is_a_bound_not_an_allocation():
+    h = HNSW(4, ef_construction=2**62, seed=1)
+    h.add_batch(random_data(50, dim=4), list(range(50)))
+    assert len(h) == 50

@@ -81,6 +81,7 @@
 #include "llmds/core/errors.hpp"
 #include "llmds/detail/assert.hpp"
 #include "llmds/detail/binary_io.hpp"
+#include "llmds/detail/checked_size.hpp"
 #include "llmds/detail/parallel.hpp"
 
 namespace llmds {
@@ -150,10 +151,24 @@ struct HNSWConfig {
     if (M < 2 || M > 2048) throw std::invalid_argument(fmt::format("HNSWConfig.M must be in [2, 2048], got {}", M));
     if (ef_construction < 1) throw std::invalid_argument("HNSWConfig.ef_construction must be at least 1");
     if (ef_search < 1) throw std::invalid_argument("HNSWConfig.ef_search must be at least 1");
-    if (!(ml > 0.0) || !std::isfinite(ml)) {
-      throw std::invalid_argument(fmt::format("HNSWConfig.ml must be a positive number, got {}", ml));
+    // A level is floor(-ln U * ml) with U in [2^-64, 1) (random_level), so at most 44.4 * ml:
+    // the bound keeps an index under 711 layers. The paper's choice 1 / ln M is below 1.45 for
+    // every M >= 2; larger multipliers only add layers of one node.
+    if (!(ml > 0.0) || !(ml <= 16.0)) {
+      throw std::invalid_argument(fmt::format("HNSWConfig.ml must be in (0, 16], got {}", ml));
     }
+    if (initial_capacity > kMaxVectors) {
+      throw std::invalid_argument(
+          fmt::format("HNSWConfig.initial_capacity must be at most 2^32 - 1, got {}", initial_capacity));
+    }
+    // Every size the index allocates is a multiple of these; none may wrap.
+    const std::size_t floats =
+        detail::checked_mul(dim, std::max<std::size_t>(initial_capacity, 1), "HNSWConfig: dim x initial_capacity");
+    (void)detail::checked_mul(floats, sizeof(float), "HNSWConfig: dim x initial_capacity x 4 bytes");
   }
+
+  /// Slots are 32-bit: an index holds fewer than 2^32 vectors.
+  static constexpr std::size_t kMaxVectors = (std::size_t{1} << 32) - 1;
 };
 
 struct HNSWStats {
@@ -211,7 +226,9 @@ class HNSW {
   /// Everything is checked before anything is added: the call adds all or nothing (but if memory
   /// runs out partway, the vectors added before stay: each add is whole). The rows are
   /// read in place (each is copied once, into the index), so the call needs no memory beyond
-  /// the index's own. Multi-threaded builds are not deterministic; with a seed and one thread
+  /// the index's own. With replace_deleted, the rows that reuse deleted slots (the first ones, as
+  /// many as there are deleted slots) are added one at a time before the others are spread over
+  /// the threads. Multi-threaded builds are not deterministic; with a seed and one thread
   /// they are.
   void add_batch(std::span<const float> data, std::span<const Label> ids, std::size_t num_threads = 1,
                  bool replace_deleted = false) {
@@ -234,11 +251,20 @@ class HNSW {
     }
     const std::size_t reusable = replace_deleted ? std::min(n, deleted_slots_.size()) : 0;
     std::size_t need = size_ + (n - reusable);
+    if (need > HNSWConfig::kMaxVectors) {
+      throw std::length_error(fmt::format("HNSW::add_batch: {} vectors would pass the index's limit of 2^32 - 1", need));
+    }
     if (need > capacity_) reserve(std::max(need, capacity_ * 2));
-    const bool locked = detail::thread_count(num_threads, n) > 1;
     slot_of_.reserve(slot_of_.size() + n);  // no rehash while threads insert
-    detail::parallel_for(n, num_threads, [&](std::size_t i) {
-      insert(data.data() + i * config_.dim, ids[i], replace_deleted, locked);
+    // The rows that reuse deleted slots go first, one at a time. A reuse rewrites whole link
+    // lists of the slot's old neighbours (plan_repairs), planned before they are written; a
+    // concurrent insert's link into one of those lists in between would be overwritten, and the
+    // node it linked could become unreachable.
+    for (std::size_t i = 0; i < reusable; ++i) insert(data.data() + i * config_.dim, ids[i], true, /*locked=*/false);
+    const std::size_t rest = n - reusable;
+    const bool locked = detail::thread_count(num_threads, rest) > 1;
+    detail::parallel_for(rest, num_threads, [&](std::size_t i) {
+      insert(data.data() + (reusable + i) * config_.dim, ids[reusable + i], false, locked);
     });
   }
 
@@ -342,8 +368,12 @@ class HNSW {
   /// Grows the slot arrays to hold at least capacity vectors. Not concurrent with anything.
   void reserve(std::size_t capacity) {
     if (capacity <= capacity_) return;
-    vectors_.resize(capacity * config_.dim);
-    links0_.resize(capacity * (m0_ + 1), 0);
+    if (capacity > HNSWConfig::kMaxVectors) {
+      if (capacity_ == HNSWConfig::kMaxVectors) throw std::length_error("HNSW: the index holds 2^32 - 1 vectors already");
+      capacity = HNSWConfig::kMaxVectors;
+    }
+    vectors_.resize(detail::checked_mul(capacity, config_.dim, "HNSW::reserve: capacity x dim"));
+    links0_.resize(detail::checked_mul(capacity, m0_ + 1, "HNSW::reserve: capacity x links"), 0);
     upper_.resize(capacity);
     levels_.resize(capacity, 0);
     labels_.resize(capacity, 0);
@@ -406,7 +436,11 @@ class HNSW {
   }
 
   /// Rebuilds an index from to_bytes() output. Throws std::invalid_argument for anything that is
-  /// not a complete, uncorrupted index of this format version.
+  /// not a complete, uncorrupted index of this format version that add() could have built:
+  /// besides the checksum, every size is checked against the bytes that hold it before anything
+  /// is allocated, and every field against its meaning (finite vectors, unit vectors under
+  /// "cosine", distinct ids, links to existing nodes on their layers without repeats, a
+  /// consistent entry point).
   static std::unique_ptr<HNSW> from_bytes(std::string_view bytes) {
     detail::BinaryReader r(bytes, kMagic, kFormatVersion, "HNSW index");
     HNSWConfig c;
@@ -415,9 +449,10 @@ class HNSW {
     c.ef_construction = r.get<std::uint64_t>();
     c.ef_search = r.get<std::uint64_t>();
     c.ml = std::bit_cast<double>(r.get<std::uint64_t>());
-    const bool has_seed = r.get<std::uint8_t>() != 0;
+    const bool has_seed = r.get_flag();
     const auto seed = r.get<std::uint64_t>();
     if (has_seed) c.seed = seed;
+    if (!has_seed && seed != 0) r.fail("saved {} has a seed value without its seed flag");
     const auto metric = r.get<std::uint8_t>();
     if (metric > 2) r.fail("saved {} has an unknown metric");
     c.metric = static_cast<Metric>(metric);
@@ -427,19 +462,49 @@ class HNSW {
     } catch (const std::invalid_argument&) {
       r.fail("saved {} has invalid parameters");
     }
-    if (n > (std::uint64_t{1} << 32) - 1) r.fail("saved {} holds too many vectors");
+    // Slots are 32-bit and kNone (2^32 - 1) means "no slot": slots 0 .. 2^32 - 2 at most.
+    if (n > kNone) r.fail("saved {} holds too many vectors");
+    const auto max_level = r.get<std::int32_t>();
+    const auto entry = r.get<std::uint32_t>();
+
+    // The two big sections are sized from the header and compared with the bytes that hold them
+    // before the index (which allocates room for n vectors) exists: a header alone cannot make
+    // the loader ask for more memory than the file's own size.
+    const std::string_view vectors = r.get_bytes();
+    const std::string_view links0 = r.get_bytes();
+    const std::size_t m0 = 2 * c.M;
+    try {
+      const std::size_t floats = detail::checked_mul(n, c.dim, "HNSW vectors");
+      const std::size_t words = detail::checked_mul(n, m0 + 1, "HNSW links");
+      if (vectors.size() != detail::checked_mul(floats, sizeof(float), "HNSW vectors") ||
+          links0.size() != detail::checked_mul(words, sizeof(std::uint32_t), "HNSW links")) {
+        r.fail("saved {} has a section of the wrong size");
+      }
+    } catch (const std::invalid_argument&) {
+      r.fail("saved {} has a section of the wrong size");
+    }
+    // Level, id, deletion flag and the length of the upper links: 21 bytes per node at least.
+    if (n > r.remaining() / 21) r.fail("saved {} is truncated");
+    // An index always has room for one vector, and every search leases a query buffer of dim
+    // floats; with no vector stored, nothing in the file vouches for dim, so it is bounded.
+    if (n == 0 && c.dim > kMaxLoadedDimWithoutVectors) r.fail("saved {} has no vectors and an implausible dimension");
+    if (n == 0 ? (max_level != -1 || entry != kNone) : (max_level < 0 || entry >= n)) {
+      r.fail("saved {} has a bad entry point");
+    }
+    check_loaded_vectors(r, c, vectors);
+
     c.initial_capacity = std::max<std::size_t>(static_cast<std::size_t>(n), 1);
     auto index = std::make_unique<HNSW>(c);
     HNSW& h = *index;
-    h.max_level_ = r.get<std::int32_t>();
-    h.entry_ = r.get<std::uint32_t>();
-    read_raw(r, std::span(h.vectors_).first(n * c.dim));
-    read_raw(r, std::span(h.links0_).first(n * (h.m0_ + 1)));
+    h.max_level_ = max_level;
+    h.entry_ = entry;
+    if (!vectors.empty()) std::memcpy(h.vectors_.data(), vectors.data(), vectors.size());
+    if (!links0.empty()) std::memcpy(h.links0_.data(), links0.data(), links0.size());
     h.size_ = static_cast<std::uint32_t>(n);
     for (std::uint32_t i = 0; i < n; ++i) {
       h.levels_[i] = r.get<std::int32_t>();
       h.labels_[i] = r.get<std::int64_t>();
-      h.deleted_[i] = r.get<std::uint8_t>();
+      h.deleted_[i] = r.get_flag() ? 1 : 0;
       if (h.levels_[i] < 0 || h.levels_[i] > h.max_level_) r.fail("saved {} has a node above the top level");
       const auto upper = r.get_bytes();
       const std::size_t want = static_cast<std::size_t>(h.levels_[i]) * (c.M + 1) * sizeof(std::uint32_t);
@@ -453,17 +518,8 @@ class HNSW {
       }
     }
     r.expect_end();
-    if (n > 0 && (h.entry_ >= n || h.levels_[h.entry_] != h.max_level_)) r.fail("saved {} has a bad entry point");
-    // Every link must name a node of the index, or a search would read out of bounds.
-    for (std::uint32_t i = 0; i < n; ++i) {
-      for (int l = 0; l <= h.levels_[i]; ++l) {
-        const auto links = h.links(i, l);
-        if (links.size() > h.max_links(l)) r.fail("saved {} has an overfull link list");
-        for (const auto j : links) {
-          if (j >= n || h.levels_[j] < l) r.fail("saved {} has a link to a missing node");
-        }
-      }
-    }
+    if (n > 0 && h.levels_[h.entry_] != h.max_level_) r.fail("saved {} has a bad entry point");
+    h.check_loaded_links(r);
     return index;
   }
 
@@ -633,7 +689,8 @@ class HNSW {
     s->fresh.reserve(m0_);
     s->to_measure.reserve(m0_);
     s->links.reserve(m0_);
-    s->pool.reserve(std::max(config_.ef_construction, m0_ + 1));
+    // ef_construction is a bound, and may be far above what the index can ever hold.
+    s->pool.reserve(std::max(std::min(config_.ef_construction, capacity_), m0_ + 1));
     s->kept.reserve(m0_);
     s->relink_pool.reserve(m0_ + 1);
     s->relink_kept.reserve(m0_);
@@ -787,7 +844,8 @@ class HNSW {
   int random_level() {
     std::lock_guard g(rng_lock_);
     const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
-    return static_cast<int>(-std::log(std::max(u, 1e-300)) * config_.ml);
+    // u is a multiple of 2^-64 at least, so a level is at most ln(2^64) * ml, under 44.4 * ml.
+    return static_cast<int>(-std::log(std::max(u, 0x1p-64)) * config_.ml);
   }
 
   // Greedy walk on one layer: moves from `best` to its closest neighbour while that is closer,
@@ -878,6 +936,11 @@ class HNSW {
   // kept neighbours cover most directions the candidates come from. On Fashion-MNIST this tries
   // 14% fewer pairs than the order of choice, with the same result. `vector` gives a slot's
   // vector (plan_repairs passes one that sees a reused slot's new vector before it is stored).
+  //
+  // Fewer candidates than m are all kept, as hnswlib keeps them: pruning then only removes links
+  // a list has room for. In a small index, where every candidate pool is that small, pruning
+  // every list of a neighbourhood at once (a reused slot's repair) could drop the last link into
+  // a node and leave it unreachable.
   void select_neighbors(std::vector<Candidate>& candidates, std::size_t m, std::vector<Slot>& kept,
                         std::vector<Slot>& order) const {
     select_neighbors(candidates, m, kept, order, [this](Slot n) { return vector_of(n); });
@@ -889,6 +952,10 @@ class HNSW {
     std::sort(candidates.begin(), candidates.end());
     kept.clear();
     order.clear();
+    if (candidates.size() < m) {
+      for (const Candidate& c : candidates) kept.push_back(c.slot);
+      return;
+    }
     for (const Candidate& c : candidates) {
       if (kept.size() >= m) break;
       const float* v = vector(c.slot);
@@ -1003,16 +1070,24 @@ class HNSW {
       max_level_ = level;
       return;
     }
+    // The new node's own lists, on every layer, before any other node links to it: once a
+    // neighbour links back on layer l, a concurrent insert can reach the node there and start its
+    // search of the layer below from it, and link back to it on that layer; writing that layer's
+    // list afterwards would overwrite the link, and could leave a node no other node links to.
     const Slot* planned = s.plan.data();
+    {
+      std::unique_lock g(lock_of(slot), std::defer_lock);
+      if (locked) g.lock();
+      for (int l = std::min(level, top_level); l >= 0; --l) {
+        const std::span<const Slot> kept(planned + 1, *planned);
+        planned += 1 + *planned;
+        if (!kept.empty()) set_links(slot, l, kept);  // empty: a reused slot that is the only node
+      }
+    }
+    planned = s.plan.data();
     for (int l = std::min(level, top_level); l >= 0; --l) {
       const std::span<const Slot> kept(planned + 1, *planned);
       planned += 1 + *planned;
-      if (kept.empty()) continue;  // a reused slot that is the only node
-      {
-        std::unique_lock g(lock_of(slot), std::defer_lock);
-        if (locked) g.lock();
-        set_links(slot, l, kept);
-      }
       for (const Slot n : kept) link_back(s, n, slot, l, locked);
     }
     if (level > top_level) {
@@ -1148,15 +1223,55 @@ class HNSW {
     std::sort_heap(top.begin(), top.end());
   }
 
+  // A dimension a saved index with no vectors may claim (a 4 MiB vector): see from_bytes.
+  static constexpr std::size_t kMaxLoadedDimWithoutVectors = std::size_t{1} << 20;
+
+  // Every stored vector passed add()'s check_row: finite, and under "cosine" normalised to unit
+  // length. A NaN or infinity would make every distance to it NaN or infinite, and a zero or
+  // absurdly long "cosine" vector would give distances outside [0, 2] and be refused as a
+  // query by search. The window on the squared length is wide because normalising a vector
+  // whose squares are subnormal floats is not exact (each square rounds to a multiple of 2^-149,
+  // which at worst halves or doubles a sum of a few of them); no vector add() stores falls
+  // outside it, and a zero or overflowing one always does.
+  static void check_loaded_vectors(const detail::BinaryReader& r, const HNSWConfig& c, std::string_view vectors) {
+    const std::size_t count = vectors.size() / sizeof(float);
+    double squares = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      float x;
+      std::memcpy(&x, vectors.data() + i * sizeof(float), sizeof(float));
+      if (!std::isfinite(x)) r.fail("saved {} holds a vector with NaN or infinity");
+      squares += double{x} * double{x};
+      if (c.metric == Metric::cosine && (i + 1) % c.dim == 0) {
+        if (!(squares >= 0.25 && squares <= 4.0)) r.fail("saved {} holds a \"cosine\" vector that is not of unit length");
+        squares = 0;
+      }
+    }
+  }
+
+  // Every link names another node of the index that lives on the link's layer, at most once,
+  // and no list is longer than its layer allows: otherwise a search would read out of bounds,
+  // or step in place. Repeats are found with one mark per node, stamped with the list's number.
+  void check_loaded_links(const detail::BinaryReader& r) const {
+    std::vector<std::uint64_t> mark(size_, 0);
+    std::uint64_t list = 0;
+    for (Slot i = 0; i < size_; ++i) {
+      for (int l = 0; l <= levels_[i]; ++l) {
+        ++list;
+        const std::uint32_t count = record(i, l)[0];
+        if (count > max_links(l)) r.fail("saved {} has an overfull link list");
+        for (const Slot j : links(i, l)) {
+          if (j >= size_ || levels_[j] < l) r.fail("saved {} has a link to a missing node");
+          if (j == i) r.fail("saved {} has a node linked to itself");
+          if (mark[j] == list) r.fail("saved {} has a link list that names a node twice");
+          mark[j] = list;
+        }
+      }
+    }
+  }
+
   template <class T>
   static std::string_view raw_bytes(std::span<const T> s) {
     return {reinterpret_cast<const char*>(s.data()), s.size_bytes()};
-  }
-  template <class T>
-  static void read_raw(detail::BinaryReader& r, std::span<T> out) {
-    const auto bytes = r.get_bytes();
-    if (bytes.size() != out.size_bytes()) r.fail("saved {} has a section of the wrong size");
-    if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
   }
 
   HNSWConfig config_;
