@@ -424,7 +424,7 @@ TEST(Engine, ShutdownCancelsWhatIsInFlightAndRefusesLaterRequests) {
   r.prompt_tokens = {1, 4};
   r.max_tokens = 25;
   r.ignore_eos = true;
-  bool refused = false;
+  std::atomic<bool> refused = false;
   r.on_token = [&](TokenId, std::string_view) {
     try {
       engine.shutdown();
