@@ -707,6 +707,7 @@ class SchedulerStats(TypedDict):
     elapsed_s: float
     throughput_rps: float
     throughput_tokens_per_s: float
+    clock_went_back: int
 
 class Scheduler:
     """Dynamic micro-batching: at-risk SLOs first (earliest deadline), then fewer remaining
@@ -774,6 +775,7 @@ class AdmissionStats(TypedDict):
     current_qps: float
     current_token_rate: float
     tenants: int
+    clock_went_back: int
 
 class AdmissionController:
     """Request-rate and token-rate limits over a moving window or token buckets, per tenant."""

@@ -64,20 +64,32 @@ struct PyKeyEqual {
   }
 };
 
-// token_of: a Python callable that must return a (non-negative, checked by TokenLRU) int. It
+// token_of: a Python callable that must return an int in [0, 2^64), as the C++ counts are. It
 // points at the wrapper's own reference, so the garbage collector can see and clear it.
 struct PyTokenOf {
   const py::object* function;
 
-  std::int64_t operator()(const py::object& value) const {
+  std::uint64_t operator()(const py::object& value) const {
     const py::object n = (*function)(value);
     if (!PyLong_Check(n.ptr())) {
       throw py::type_error(fmt::format("token_of must return an int, got {}",
                                        std::string(py::str(py::type::of(n).attr("__name__")))));
     }
-    const long long tokens = PyLong_AsLongLong(n.ptr());
-    if (tokens == -1 && PyErr_Occurred()) throw py::error_already_set();
-    return tokens;
+    int overflow = 0;
+    const long long small = PyLong_AsLongLongAndOverflow(n.ptr(), &overflow);
+    if (small == -1 && PyErr_Occurred()) throw py::error_already_set();
+    if (overflow < 0 || (overflow == 0 && small < 0)) {
+      throw std::invalid_argument(fmt::format(
+          "TokenLRU: token_of returned {} for a value; a token count cannot be negative", std::string(py::repr(n))));
+    }
+    if (overflow == 0) return static_cast<std::uint64_t>(small);
+    const unsigned long long large = PyLong_AsUnsignedLongLong(n.ptr());
+    if (PyErr_Occurred()) {
+      PyErr_Clear();
+      throw std::overflow_error(
+          fmt::format("TokenLRU: token_of returned {}, more than 2^64 - 1 tokens", std::string(py::repr(n))));
+    }
+    return large;
   }
 };
 
@@ -212,8 +224,9 @@ Least-recently-used cache whose budget is counted in tokens.
 
 Each value costs token_of(value) tokens (len by default). With max_tokens set, put evicts the
 least recently used entries to stay within it; evict_until_budget evicts on demand. put and get
-are O(1). Keys may be any hashable object, values anything. Code that the cache calls (a key's
-__eq__, token_of, a dropped value's __del__) must not use the same cache: that raises
+are O(1). Keys may be any hashable object, values anything. Code that the cache calls while it
+changes (a key's __eq__, token_of, a dropped value's __del__) must not use the same cache, and
+code it calls while it reads (a key's __eq__ in peek or `in`) must not change it: either raises
 RuntimeError and leaves the cache as it was. The garbage collector sees the keys and values, so
 cycles through them are collected.
 )doc")

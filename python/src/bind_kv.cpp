@@ -155,9 +155,9 @@ class PyKVCache {
   // numpy does the conversion, so float64 input rounds once, straight to float16.
   [[nodiscard]] py::array entries(const py::object& kv_tokens) const {
     const std::size_t width = config().entry_width;
-    // asarray first: ascontiguousarray would turn a scalar (or None) into a 1-token array.
+    // The shape is checked on asarray's result: ascontiguousarray makes at least one dimension,
+    // so it would turn a scalar into a 1-token array.
     py::array a = numpy().attr("asarray")(kv_tokens, py::arg("dtype") = dtype());
-    a = numpy().attr("ascontiguousarray")(a);
     const bool ok = (a.ndim() == 1 && (width == 1 || a.size() == 0)) ||
                     (a.ndim() == 2 && static_cast<std::size_t>(a.shape(1)) == width);
     if (!ok) {
@@ -168,7 +168,7 @@ class PyKVCache {
           "kv_tokens must have shape (n_tokens, {}){}; got {}", width,
           width == 1 ? " or (n_tokens,)" : "", shape));
     }
-    return a;
+    return numpy().attr("ascontiguousarray")(a);
   }
 
   template <class Scalar>

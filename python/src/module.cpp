@@ -2,6 +2,10 @@
 // Python package re-exports the classes at the seed's module paths (llmds.indexed_heap, ...).
 #include <pybind11/pybind11.h>
 
+#include <string>
+
+#include <fmt/format.h>
+
 #include "llmds/core/errors.hpp"
 
 namespace py = pybind11;
@@ -46,4 +50,25 @@ PYBIND11_MODULE(_core, m) {
   bind_retrieval(m);
   bind_sched(m);
   bind_engine(m);
+
+  // pickle protocols 0 and 1 (and a bare __reduce__()) go through copyreg._reduce_ex, which
+  // calls the class's first built-in base, pybind11's object type, to make an empty instance;
+  // pybind11 throws a C++ exception out of that call and the process aborts. Every class
+  // reduces as protocol 2 does instead, whatever the protocol: copyreg.__newobj__ and its
+  // __getstate__ for the classes that pickle (they have __setstate__), TypeError for the others.
+  const py::object newobj = py::module_::import("copyreg").attr("__newobj__");
+  auto reduce = [newobj](const py::object& self) -> py::object {
+    const py::handle cls = py::type::handle_of(self);
+    if (!py::hasattr(cls, "__setstate__")) {
+      throw py::type_error(fmt::format("cannot pickle '{}' object", std::string(py::str(cls.attr("__name__")))));
+    }
+    return py::make_tuple(newobj, py::make_tuple(cls), self.attr("__getstate__")());
+  };
+  for (const auto& [name, value] : m.attr("__dict__").cast<py::dict>()) {
+    if (!PyType_Check(value.ptr())) continue;
+    const py::handle cls = value;
+    cls.attr("__reduce_ex__") = py::cpp_function([reduce](const py::object& self, int) { return reduce(self); },
+                                                 py::name("__reduce_ex__"), py::is_method(cls), py::arg("protocol"));
+    cls.attr("__reduce__") = py::cpp_function(reduce, py::name("__reduce__"), py::is_method(cls));
+  }
 }
