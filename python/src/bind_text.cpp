@@ -48,7 +48,7 @@ using llmds::python::write_lock;
 struct PyInvertedIndex {
   explicit PyInvertedIndex(InvertedIndex i) : index(std::move(i)) {}
   InvertedIndex index;
-  mutable ObjectLock lock{"InvertedIndex", "a search filter"};
+  mutable ObjectLock lock{"InvertedIndex", "code it calls back"};
 };
 
 // stop_words: False/None (none), True (English), or an iterable of words. A bare str is refused:

@@ -35,7 +35,8 @@ struct MooncakeRequest {
 /// Parses JSON Lines text in the Mooncake trace format: one object per line with integer fields
 /// timestamp, input_length, output_length and an integer array hash_ids (other fields with
 /// integer or integer-array values are ignored; blank lines are skipped). Throws
-/// std::invalid_argument naming the line on anything else.
+/// std::invalid_argument naming the line on anything else: a key given twice, a known key of the
+/// wrong type, a negative length.
 std::vector<MooncakeRequest> parse_mooncake_trace(std::string_view text);
 
 /// Reads and parses a trace file. Throws llmds::IOError if it cannot be read.
