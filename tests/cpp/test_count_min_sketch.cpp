@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "saved_bytes.hpp"
 #include "test_data.hpp"
 
 namespace {
@@ -296,28 +297,18 @@ TEST(CountMinSketch, MooncakeBlockIdsAreNeverUnderestimated) {
 // fuzz target tests/fuzz/fuzz_count_min_sketch.cpp found them accepted). Offsets: conservative
 // flag 28, top_k 29, total 33, counters from 41 row by row, then the heavy hitters.
 TEST(CountMinSketch, ASavedSketchWhoseCountersContradictItsTotalIsRefused) {
-  auto reseal = [](std::string b) {
-    const std::size_t body = b.size() - 8;
-    const std::uint64_t sum = llmds::detail::hash_bytes(std::string_view(b).substr(0, body), llmds::detail::file_checksum_seed);
-    for (std::size_t i = 0; i < 8; ++i) b[body + i] = static_cast<char>(sum >> (8 * i));
-    return b;
-  };
-  auto with_u64 = [&](std::string b, std::size_t at, std::uint64_t v) {
-    for (std::size_t i = 0; i < 8; ++i) b[at + i] = static_cast<char>(v >> (8 * i));
-    return reseal(std::move(b));
-  };
   CountMinSketch plain(config(4, 2, false));
   plain.add("a", 3);
   plain.add("b", 2);
   const std::string p = plain.to_bytes();
-  ASSERT_EQ(CountMinSketch::from_bytes(reseal(p)).to_bytes(), p);
+  ASSERT_EQ(CountMinSketch::from_bytes(llmds::test::resealed(p)).to_bytes(), p);
   // Every add adds to one counter per row: a plain row sums to the total (5). Raising the
   // total, or moving counts into one row, breaks that, counter by counter within the total.
-  EXPECT_THROW((void)CountMinSketch::from_bytes(with_u64(p, 33, 6)), std::invalid_argument);
+  EXPECT_THROW((void)CountMinSketch::from_bytes(llmds::test::with_u64(p, 33, 6)), std::invalid_argument);
   std::string moved = p;
-  for (std::size_t i = 0; i < 4; ++i) moved = with_u64(moved, 41 + 8 * i, i == 0 ? 5 : 0);
+  for (std::size_t i = 0; i < 4; ++i) moved = llmds::test::with_u64(moved, 41 + 8 * i, i == 0 ? 5 : 0);
   ASSERT_NO_THROW((void)CountMinSketch::from_bytes(moved));  // row 0 = 5 + 0 + 0 + 0: fine
-  EXPECT_THROW((void)CountMinSketch::from_bytes(with_u64(moved, 49, 1)), std::invalid_argument);
+  EXPECT_THROW((void)CountMinSketch::from_bytes(llmds::test::with_u64(moved, 49, 1)), std::invalid_argument);
 
   CountMinSketch conservative(config(4, 2, true));
   conservative.add("a", 3);
@@ -326,24 +317,18 @@ TEST(CountMinSketch, ASavedSketchWhoseCountersContradictItsTotalIsRefused) {
   ASSERT_EQ(CountMinSketch::from_bytes(c).to_bytes(), c);
   // With conservative update a row sums to at most the total, and all rows to at least it.
   std::string over = c;
-  for (std::size_t i = 0; i < 4; ++i) over = with_u64(over, 41 + 8 * i, 4);
+  for (std::size_t i = 0; i < 4; ++i) over = llmds::test::with_u64(over, 41 + 8 * i, 4);
   EXPECT_THROW((void)CountMinSketch::from_bytes(over), std::invalid_argument);
   std::string under = c;
-  for (std::size_t i = 0; i < 8; ++i) under = with_u64(under, 41 + 8 * i, 0);
+  for (std::size_t i = 0; i < 8; ++i) under = llmds::test::with_u64(under, 41 + 8 * i, 0);
   EXPECT_THROW((void)CountMinSketch::from_bytes(under), std::invalid_argument);
   // The flag is 0 or 1, so that a sketch has one spelling.
   std::string flag = c;
   flag[28] = 2;
-  EXPECT_THROW((void)CountMinSketch::from_bytes(reseal(flag)), std::invalid_argument);
+  EXPECT_THROW((void)CountMinSketch::from_bytes(llmds::test::resealed(flag)), std::invalid_argument);
 }
 
 TEST(CountMinSketch, ASavedSketchWithRepeatedUncountedOrUnorderedHeavyHittersIsRefused) {
-  auto reseal = [](std::string b) {
-    const std::size_t body = b.size() - 8;
-    const std::uint64_t sum = llmds::detail::hash_bytes(std::string_view(b).substr(0, body), llmds::detail::file_checksum_seed);
-    for (std::size_t i = 0; i < 8; ++i) b[body + i] = static_cast<char>(sum >> (8 * i));
-    return b;
-  };
   CountMinSketch sketch(config(64, 2, true, 3));
   sketch.add("xx", 5);
   sketch.add("yy", 2);
@@ -355,7 +340,7 @@ TEST(CountMinSketch, ASavedSketchWithRepeatedUncountedOrUnorderedHeavyHittersIsR
     std::string b = bytes;
     b.replace(at + 8, 2, first);
     b.replace(at + 18, 2, second);
-    return reseal(std::move(b));
+    return llmds::test::resealed(std::move(b));
   };
   ASSERT_EQ(CountMinSketch::from_bytes(with_items("xx", "yy")).to_bytes(), bytes);
   EXPECT_THROW((void)CountMinSketch::from_bytes(with_items("xx", "xx")), std::invalid_argument);  // repeated

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "llmds/core/errors.hpp"
+#include "saved_bytes.hpp"
 #include "test_data.hpp"
 
 namespace {
@@ -490,42 +491,26 @@ TEST(HNSW, ConcurrentInsertsKeepEveryVectorFindable) { expect_every_live_vector_
 // dim 12, M 20, ef_construction 28, ml 44, has_seed 52, seed 53, metric 61, n 62, max_level 70,
 // entry 74, then the vectors' length (78) and floats (86), then the layer-0 link records.
 TEST(HNSW, ASavedIndexWhoseSizesExceedItsBytesIsRefusedBeforeAllocating) {
-  auto reseal = [](std::string b) {
-    const std::size_t body = b.size() - 8;
-    const std::uint64_t sum = llmds::detail::hash_bytes(std::string_view(b).substr(0, body), llmds::detail::file_checksum_seed);
-    for (std::size_t i = 0; i < 8; ++i) b[body + i] = static_cast<char>(sum >> (8 * i));
-    return b;
-  };
-  auto with_u64 = [&](std::string b, std::size_t at, std::uint64_t v) {
-    for (std::size_t i = 0; i < 8; ++i) b[at + i] = static_cast<char>(v >> (8 * i));
-    return reseal(std::move(b));
-  };
   HNSW index(config(4));
   const auto data = random_rows(3, 4, 11);
   for (std::size_t i = 0; i < 3; ++i) index.add(row(data, i, 4), static_cast<std::int64_t>(i));
   const std::string bytes = index.to_bytes();
-  ASSERT_EQ(HNSW::from_bytes(reseal(bytes))->to_bytes(), bytes);
+  ASSERT_EQ(HNSW::from_bytes(llmds::test::resealed(bytes))->to_bytes(), bytes);
   // Each of these made the loader allocate (n or dim) x dim floats before it read a section.
-  EXPECT_THROW((void)HNSW::from_bytes(with_u64(bytes, 12, std::uint64_t{1} << 40)), std::invalid_argument);  // dim
-  EXPECT_THROW((void)HNSW::from_bytes(with_u64(bytes, 12, std::uint64_t{1} << 62)), std::invalid_argument);  // n x dim wraps
-  EXPECT_THROW((void)HNSW::from_bytes(with_u64(bytes, 62, 0xFFFFFFF0u)), std::invalid_argument);            // n
+  EXPECT_THROW((void)HNSW::from_bytes(llmds::test::with_u64(bytes, 12, std::uint64_t{1} << 40)), std::invalid_argument);  // dim
+  EXPECT_THROW((void)HNSW::from_bytes(llmds::test::with_u64(bytes, 12, std::uint64_t{1} << 62)), std::invalid_argument);  // n x dim wraps
+  EXPECT_THROW((void)HNSW::from_bytes(llmds::test::with_u64(bytes, 62, 0xFFFFFFF0u)), std::invalid_argument);            // n
   // A level multiplier no config may have (each add could create millions of layers).
-  EXPECT_THROW((void)HNSW::from_bytes(with_u64(bytes, 44, std::bit_cast<std::uint64_t>(1e300))), std::invalid_argument);
+  EXPECT_THROW((void)HNSW::from_bytes(llmds::test::with_u64(bytes, 44, std::bit_cast<std::uint64_t>(1e300))), std::invalid_argument);
   // An empty index vouches for no dimension: one allocated for a 2^40-float vector is refused.
   const std::string empty = HNSW(config(4)).to_bytes();
-  EXPECT_THROW((void)HNSW::from_bytes(with_u64(empty, 12, std::uint64_t{1} << 40)), std::invalid_argument);
+  EXPECT_THROW((void)HNSW::from_bytes(llmds::test::with_u64(empty, 12, std::uint64_t{1} << 40)), std::invalid_argument);
 }
 
 TEST(HNSW, ASavedIndexWithNonFiniteVectorsOrABrokenGraphIsRefused) {
-  auto reseal = [](std::string b) {
-    const std::size_t body = b.size() - 8;
-    const std::uint64_t sum = llmds::detail::hash_bytes(std::string_view(b).substr(0, body), llmds::detail::file_checksum_seed);
-    for (std::size_t i = 0; i < 8; ++i) b[body + i] = static_cast<char>(sum >> (8 * i));
-    return b;
-  };
   auto with = [&](std::string b, std::size_t at, const auto& value) {
     std::memcpy(b.data() + at, &value, sizeof value);
-    return reseal(std::move(b));
+    return llmds::test::resealed(std::move(b));
   };
   HNSWConfig c = config(4);
   c.M = 2;
@@ -554,12 +539,6 @@ TEST(HNSW, ASavedIndexWithNonFiniteVectorsOrABrokenGraphIsRefused) {
 }
 
 TEST(HNSW, ASavedCosineIndexMustHoldUnitVectors) {
-  auto reseal = [](std::string b) {
-    const std::size_t body = b.size() - 8;
-    const std::uint64_t sum = llmds::detail::hash_bytes(std::string_view(b).substr(0, body), llmds::detail::file_checksum_seed);
-    for (std::size_t i = 0; i < 8; ++i) b[body + i] = static_cast<char>(sum >> (8 * i));
-    return b;
-  };
   HNSW index(config(4, Metric::cosine));
   const auto data = random_rows(3, 4, 13);
   for (std::size_t i = 0; i < 3; ++i) index.add(row(data, i, 4), static_cast<std::int64_t>(i));
@@ -575,6 +554,6 @@ TEST(HNSW, ASavedCosineIndexMustHoldUnitVectors) {
       x *= scale;
       std::memcpy(scaled.data() + 86 + i * sizeof(float), &x, sizeof x);
     }
-    EXPECT_THROW((void)HNSW::from_bytes(reseal(scaled)), std::invalid_argument) << scale;
+    EXPECT_THROW((void)HNSW::from_bytes(llmds::test::resealed(scaled)), std::invalid_argument) << scale;
   }
 }

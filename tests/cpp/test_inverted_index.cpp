@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include "saved_bytes.hpp"
+
 namespace {
 
 using llmds::InvertedIndex;
@@ -364,25 +366,19 @@ TEST(InvertedIndex, ASavedIndexSavesBackAsTheSameBytesAndRefusesOtherSpellings) 
   index.add_document(9, "beta gamma");
   const std::string bytes = index.to_bytes();
   EXPECT_EQ(InvertedIndex::from_bytes(bytes).to_bytes(), bytes);
-  auto reseal = [](std::string b) {
-    const std::size_t body = b.size() - 8;
-    const std::uint64_t sum = llmds::detail::hash_bytes(std::string_view(b).substr(0, body), llmds::detail::file_checksum_seed);
-    for (std::size_t i = 0; i < 8; ++i) b[body + i] = static_cast<char>(sum >> (8 * i));
-    return b;
-  };
   // The analyzer's stem flag (offset 28) is 0 or 1.
   std::string flag = bytes;
   flag[28] = 2;
-  EXPECT_THROW((void)InvertedIndex::from_bytes(reseal(flag)), std::invalid_argument);
+  EXPECT_THROW((void)InvertedIndex::from_bytes(llmds::test::resealed(flag)), std::invalid_argument);
   // "gamma" is the last term: its one posting (doc 1, tf 1) is the byte 0x03 before the
   // checksum, preceded by the list's length 1. Spelled 0x83 0x00 it is the same posting, but
   // not the spelling the index writes: refused, so that every saved index has one spelling.
   std::string overlong = bytes.substr(0, bytes.size() - 8 - 9);
   ASSERT_EQ(overlong.substr(overlong.size() - 13), std::string("gamma\x01\0\0\0\0\0\0\0", 13));
   overlong += std::string("\x02\0\0\0\0\0\0\0\x83\x00", 10) + std::string(8, '\0');
-  EXPECT_THROW((void)InvertedIndex::from_bytes(reseal(overlong)), std::invalid_argument);
+  EXPECT_THROW((void)InvertedIndex::from_bytes(llmds::test::resealed(overlong)), std::invalid_argument);
   // A count of stop words, documents or terms beyond the bytes left is refused as truncated.
   std::string stop = bytes;
   stop[29 + 5] = 1;  // 2^40 stop words
-  EXPECT_THROW((void)InvertedIndex::from_bytes(reseal(stop)), std::invalid_argument);
+  EXPECT_THROW((void)InvertedIndex::from_bytes(llmds::test::resealed(stop)), std::invalid_argument);
 }

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
 
 
 def stateful_settings(max_examples: int, steps: int) -> settings:
@@ -140,3 +141,19 @@ def fresh_ids(data: Any, strategy: Any, used: Any, n: int) -> list[int]:
 
 def fresh_id(data: Any, strategy: Any, used: Any) -> int:
     return fresh_ids(data, strategy, used, 1)[0]
+
+
+def damaged(blob: bytes, data: Any, how: str, garbage: bytes) -> bytes:
+    """A saved file spoiled one way: a bit flipped ("flip"), cut short ("truncate"), nothing
+    ("empty"), or `garbage` in its place ("garbage"); `data` draws where."""
+    spoiled = bytearray(blob)
+    if how == "flip":
+        i = data.draw(st.integers(0, len(spoiled) - 1))
+        spoiled[i] ^= 1 << data.draw(st.integers(0, 7))
+    elif how == "truncate":
+        spoiled = spoiled[: data.draw(st.integers(0, len(spoiled) - 1))]
+    elif how == "empty":
+        spoiled = bytearray()
+    else:
+        spoiled = bytearray(garbage)
+    return bytes(spoiled)

@@ -18,7 +18,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from stateful_helpers import refused, stateful_settings
+from stateful_helpers import damaged, refused, stateful_settings
 
 from llmds.cmsketch import CountMinSketch
 
@@ -229,16 +229,7 @@ class CountMinSketchMachine(RuleBasedStateMachine):
         where=st.sampled_from(["bytes", "file"]),
     )
     def corrupted(self, data, how, where):
-        blob = bytearray(self.sketch.to_bytes())
-        if how == "flip":
-            i = data.draw(st.integers(0, len(blob) - 1))
-            blob[i] ^= 1 << data.draw(st.integers(0, 7))
-        elif how == "truncate":
-            blob = blob[: data.draw(st.integers(0, len(blob) - 1))]
-        elif how == "empty":
-            blob = bytearray()
-        else:
-            blob = bytearray(b"not a sketch at all" * 3)
+        blob = damaged(self.sketch.to_bytes(), data, how, b"not a sketch at all" * 3)
         if where == "bytes":
             refused(self.snapshot, ValueError, CountMinSketch.from_bytes, bytes(blob))
         else:

@@ -28,7 +28,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from stateful_helpers import fresh_id, fresh_ids, refused, stateful_settings
+from stateful_helpers import damaged, fresh_id, fresh_ids, refused, stateful_settings
 
 from llmds.hnsw import HNSW
 
@@ -438,20 +438,11 @@ class HNSWMachine(RuleBasedStateMachine):
         path = os.path.join(self.tmp, "good.hnsw")
         self.index.save(path)
         with open(path, "rb") as f:
-            blob = bytearray(f.read())
+            blob = f.read()
         how = data.draw(st.sampled_from(["flip", "truncate", "empty", "garbage"]))
-        if how == "flip":
-            i = data.draw(st.integers(0, len(blob) - 1))
-            blob[i] ^= 1 << data.draw(st.integers(0, 7))
-        elif how == "truncate":
-            blob = blob[: data.draw(st.integers(0, len(blob) - 1))]
-        elif how == "empty":
-            blob = bytearray()
-        else:
-            blob = bytearray(b"LLMDSHNS" + b"\x01\x00\x00\x00" + b"\x00" * 40)
         bad = os.path.join(self.tmp, "bad.hnsw")
         with open(bad, "wb") as f:
-            f.write(blob)
+            f.write(damaged(blob, data, how, b"LLMDSHNS" + b"\x01\x00\x00\x00" + b"\x00" * 40))
         refused(self.snapshot, ValueError, HNSW.load, bad)
 
     def bad_unreadable_file(self, data):

@@ -21,7 +21,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from stateful_helpers import fresh_id, fresh_ids, refused, stateful_settings
+from stateful_helpers import damaged, fresh_id, fresh_ids, refused, stateful_settings
 
 import llmds.inverted_index as inverted_index
 InvertedIndex, porter_stem, ENGLISH_STOP_WORDS = (
@@ -353,20 +353,11 @@ class InvertedIndexMachine(RuleBasedStateMachine):
         path = os.path.join(self.tmp, "good.inv")
         self.index.save(path)
         with open(path, "rb") as f:
-            blob = bytearray(f.read())
+            blob = f.read()
         how = data.draw(st.sampled_from(["flip", "truncate", "empty", "garbage"]))
-        if how == "flip":
-            i = data.draw(st.integers(0, len(blob) - 1))
-            blob[i] ^= 1 << data.draw(st.integers(0, 7))
-        elif how == "truncate":
-            blob = blob[: data.draw(st.integers(0, len(blob) - 1))]
-        elif how == "empty":
-            blob = bytearray()
-        else:
-            blob = bytearray(b"LLMDSINV" + b"\x01\x00\x00\x00" + b"\xff" * 40)
         bad = os.path.join(self.tmp, "bad.inv")
         with open(bad, "wb") as f:
-            f.write(blob)
+            f.write(damaged(blob, data, how, b"LLMDSINV" + b"\x01\x00\x00\x00" + b"\xff" * 40))
         refused(self.snapshot, ValueError, InvertedIndex.load, bad)
 
     def bad_unreadable_file(self, data):
