@@ -1,6 +1,7 @@
 // Tokenizer (see include/llmds/engine/tokenizer.hpp).
 #include "llmds/engine/tokenizer.hpp"
 
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -31,8 +32,13 @@ Tokenizer::Tokenizer(std::vector<std::string> pieces, std::vector<float> scores)
     unsigned byte = 0;
     char tail = 0;
     if (pieces_[id].size() == 6 && std::sscanf(pieces_[id].c_str(), "<0x%02X>%c", &byte, &tail) == 1) {
+      // Decoding follows run.c's sscanf, which also takes a sign ("<0x-1>" is byte 0xFF); the
+      // encoder's byte tokens are only the pieces spelled with two hex digits.
       byte_pieces_[id] = std::string(1, static_cast<char>(byte));
-      if (byte_ids_[byte] < 0) byte_ids_[byte] = static_cast<TokenId>(id);
+      const auto hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; };
+      if (hex(pieces_[id][3]) && hex(pieces_[id][4]) && byte < byte_ids_.size() && byte_ids_[byte] < 0) {
+        byte_ids_[byte] = static_cast<TokenId>(id);
+      }
     }
   }
 }

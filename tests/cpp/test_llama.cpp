@@ -270,6 +270,15 @@ TEST(Tokenizer, AByteWithNoTokenInTheVocabularyIsAnErrorNotAnIdPastItsEnd) {
   for (const TokenId t : ids) EXPECT_LT(t, tok->vocab_size());
 }
 
+TEST(Tokenizer, APieceSpelledWithASignIsNotAByteTokenForTheEncoder) {
+  // run.c's sscanf reads "<0x-1>" as byte 0xFF when decoding; it is no encoder byte token, and
+  // it once indexed the encoder's byte table with 2^32 - 1 (the fuzz target found it).
+  const llmds::Tokenizer tok({"<unk>", "<s>", "</s>", " ", "<0x41>", "<0x-1>"}, std::vector<float>(6, 0.0f));
+  EXPECT_EQ(tok.encode("A", false), (std::vector<TokenId>{3, 4}));  // the dummy-prefix space, then A's byte
+  EXPECT_THROW((void)tok.encode("\xff", false), std::invalid_argument);
+  EXPECT_EQ(tok.decode(std::vector<TokenId>{5}), "\xff");
+}
+
 TEST(Tokenizer, EncodesAsTheReferenceDoes) {
   LLMDS_REQUIRE_DATA_FILE(path, "models/tok512.bin");
   const auto tok = llmds::Tokenizer::load(path, 512);
