@@ -64,12 +64,12 @@ void BM_ModelDecode(benchmark::State& state) {
   llmds::ForwardScratch scratch;
   std::vector<float> kv(width), logits(512);
   for (auto _ : state) {
-    llmds::KVStore cache(model.cache_config(16, (steps + 15) / 16 + 1));
+    llmds::KVStore cache(llmds::kv_cache_config(model.config(), 16, (steps + 15) / 16 + 1));
     cache.attach(1, std::span<const float>{});
     llmds::TokenId token = llmds::Tokenizer::kBos;
     for (std::size_t pos = 0; pos < steps; ++pos) {
-      llmds::ForwardChunk chunk{cache.block_table(1), pos, std::span(&token, 1), true};
-      model.forward(cache, std::span(&chunk, 1), kv, logits, scratch);
+      llmds::ForwardChunk chunk{cache.view(1), pos, std::span(&token, 1), true};
+      model.forward(std::span(&chunk, 1), kv, logits, scratch);
       cache.append(1, kv);
       token = llmds::Sampler::argmax(logits);
     }

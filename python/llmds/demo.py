@@ -33,7 +33,7 @@ from llmds.inverted_index import InvertedIndex
 from llmds.ir import IRCollection, evaluate, load_collection, load_debian_packages
 from llmds.kv_cache import KVCache
 from llmds.progress import Progress, track
-from llmds.replay import POLICIES, check_seed_claim, format_results, load_azure_trace, replay_azure
+from llmds.replay import POLICIES, check_batching_target, format_results, load_azure_trace, replay_azure
 from llmds.report import Report, machine_summary
 from llmds.retrieval_pipeline import RetrievalPipeline
 from llmds.token_lru import TokenLRU
@@ -190,7 +190,7 @@ def _scheduling(report: Report, path: Path) -> None:
     with Timer() as t:
         results = [replay_azure(trace, policy, load=2.0, max_wait_ms=50.0, replicas=8) for policy in track(POLICIES, "  replaying")]
     print("\n".join(format_results(results)[1:]))
-    print("seed 003 claim: " + check_seed_claim(results)[0])
+    print("batching target: " + check_batching_target(results)[0])
     limited = replay_azure(trace, "llmds", load=2.0, replicas=8, qps_limit=8.0)
     print(
         f"with admission at 8 req/s: {limited.rejected:,} of {limited.requests:,} turned away "

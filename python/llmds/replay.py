@@ -11,7 +11,7 @@ policies, in front of one model replica whose batch service time follows ``Servi
 * ``llmds``: llmds.scheduler.Scheduler with ``max_wait_ms``: a batch leaves when it is full, the
   oldest request has waited ``max_wait_ms`` or an SLO is at risk; fewer tokens first.
 
-The replica runs static batches (seed 001's micro-batching): a batch is prefilled together, then
+The replica runs static batches (the Scheduler's micro-batching): a batch is prefilled together, then
 decoded step by step until its longest request ends; each request's response is complete at its
 own last token, but the next batch starts only when the whole batch is done. Time never passes in
 the real world: a ManualClock is advanced from event to event (arrival, batch end, the
@@ -389,9 +389,9 @@ def format_results(results: Sequence[ReplayResult]) -> list[str]:
     return lines
 
 
-def check_seed_claim(results: Sequence[ReplayResult], wait_ms: float = 50.0) -> list[str]:
-    """Seed 003: "with max_wait_ms=50 about 95% of the throughput of maximum batching at p95 below
-    100 ms", read as throughput >= 0.95 x max_batch's with the p95 queue wait (the delay that
+def check_batching_target(results: Sequence[ReplayResult], wait_ms: float = 50.0) -> list[str]:
+    """The batching target, "with max_wait_ms=50 about 95% of the throughput of maximum batching
+    at p95 below 100 ms", read as throughput >= 0.95 x max_batch's with the p95 queue wait (the delay that
     batching adds) below 100 ms; the p95 end-to-end latency is shown beside it."""
     lines = []
     for load in sorted({r.load for r in results}):

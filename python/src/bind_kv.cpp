@@ -360,7 +360,7 @@ cached until the room is needed. Running out of pages raises MemoryError and cha
            py::arg("enable_prefix_sharing") = true, py::arg("entry_width") = 1,
            py::arg("dtype") = "float32")
       .def("attach",
-           [](PyKVCache& self, std::int64_t seq_id, const py::object& kv_tokens,
+           [](PyKVCache& self, llmds::SeqId seq_id, const py::object& kv_tokens,
               const py::object& prefix_tokens, const py::object& cache_salt) {
              const py::array kv = self.entries(kv_tokens);
              const auto prefix = prefix_tokens.is_none() ? std::vector<llmds::TokenId>{}
@@ -375,7 +375,7 @@ cached until the room is needed. Running out of pages raises MemoryError and cha
            py::arg("cache_salt") = py::none(),
            "Store a sequence's KV entries; share the longest cached run of full pages of prefix_tokens.")
       .def("append",
-           [](PyKVCache& self, std::int64_t seq_id, const py::object& kv_tokens) {
+           [](PyKVCache& self, llmds::SeqId seq_id, const py::object& kv_tokens) {
              const py::array kv = self.entries(kv_tokens);
              self.visit([&](auto& c) {
                using Scalar = typename std::decay_t<decltype(c)>::scalar_type;
@@ -385,16 +385,16 @@ cached until the room is needed. Running out of pages raises MemoryError and cha
            py::arg("seq_id"), py::arg("kv_tokens"),
            "Append entries (decode steps); a shared partial last page is copied first.")
       .def("fork",
-           [](PyKVCache& self, std::int64_t src, std::int64_t dst) {
+           [](PyKVCache& self, llmds::SeqId src, llmds::SeqId dst) {
              self.visit([&](auto& c) { c.fork(src, dst); });
            },
            py::arg("src_seq_id"), py::arg("new_seq_id"),
            "A new sequence sharing every page of src_seq_id, copied on first write.")
       .def("detach",
-           [](PyKVCache& self, std::int64_t seq_id) { self.visit([&](auto& c) { c.detach(seq_id); }); },
+           [](PyKVCache& self, llmds::SeqId seq_id) { self.visit([&](auto& c) { c.detach(seq_id); }); },
            py::arg("seq_id"), "Release a sequence's pages, tail first; hashed pages stay cached.")
       .def("get",
-           [](const PyKVCache& self, std::int64_t seq_id) -> py::object {
+           [](const PyKVCache& self, llmds::SeqId seq_id) -> py::object {
              return self.visit([&](const auto& c) -> py::object {
                using Scalar = typename std::decay_t<decltype(c)>::scalar_type;
                auto data = c.get(seq_id);
@@ -411,12 +411,12 @@ cached until the room is needed. Running out of pages raises MemoryError and cha
            "A deep copy of the sequence's entries, or None: a list of floats when entry_width is "
            "1, else an array (n_tokens, entry_width).")
       .def("num_tokens",
-           [](const PyKVCache& self, std::int64_t seq_id) {
+           [](const PyKVCache& self, llmds::SeqId seq_id) {
              return self.visit([&](const auto& c) { return c.num_tokens(seq_id); });
            },
            py::arg("seq_id"))
       .def("block_table",
-           [](const PyKVCache& self, std::int64_t seq_id) {
+           [](const PyKVCache& self, llmds::SeqId seq_id) {
              return self.visit([&](const auto& c) {
                const auto table = c.block_table(seq_id);
                return py::array_t<std::int32_t>(static_cast<py::ssize_t>(table.size()), table.data());
@@ -483,7 +483,7 @@ cached until the room is needed. Running out of pages raises MemoryError and cha
            "Pages (free, cached, used, shared), reference counts, prefix hits, evictions, "
            "copy-on-write copies and the memory sharing saves.")
       .def("__contains__",
-           [](const PyKVCache& self, std::int64_t seq_id) {
+           [](const PyKVCache& self, llmds::SeqId seq_id) {
              return self.visit([&](const auto& c) { return c.contains(seq_id); });
            })
       .def("__len__",

@@ -101,7 +101,7 @@ adding or removing a document clears the cache.
            py::arg("fusion") = "weighted", py::arg("rrf_k") = 60.0, py::arg("candidates") = 100,
            py::arg("hot_query_threshold") = 2, py::arg("cache_budget") = 100000)
       .def("add_document",
-           [](PyRetrievalPipeline& self, std::int64_t doc_id, std::string_view text, const py::object& embedding) {
+           [](PyRetrievalPipeline& self, llmds::DocId doc_id, std::string_view text, const py::object& embedding) {
              const auto e = embedding_of(embedding, self.pipeline->dim(), "embedding");
              py::gil_scoped_release release;
              std::lock_guard g(self.lock);
@@ -110,7 +110,7 @@ adding or removing a document clears the cache.
            py::arg("doc_id"), py::arg("text"), py::arg("embedding") = py::none(),
            "Indexes a document; ValueError (nothing added) for a duplicate id or a bad embedding.")
       .def("remove_document",
-           [](PyRetrievalPipeline& self, std::int64_t doc_id) {
+           [](PyRetrievalPipeline& self, llmds::DocId doc_id) {
              std::lock_guard g(self.lock);
              self.pipeline->remove_document(doc_id);
            },
@@ -168,7 +168,7 @@ adding or removing a document clears the cache.
         std::lock_guard g(self.lock);
         return self.pipeline->size();
       })
-      .def("__contains__", [](PyRetrievalPipeline& self, std::int64_t doc_id) {
+      .def("__contains__", [](PyRetrievalPipeline& self, llmds::DocId doc_id) {
         std::lock_guard g(self.lock);
         return self.pipeline->contains(doc_id);
       })

@@ -140,7 +140,7 @@ earlier added document.
            py::arg("k1") = 1.2, py::arg("b") = 0.75, py::kw_only(), py::arg("stem") = false,
            py::arg("stop_words") = false)
       .def("add_document",
-           [](PyInvertedIndex& self, std::int64_t doc_id, std::string_view text) {
+           [](PyInvertedIndex& self, llmds::DocId doc_id, std::string_view text) {
              py::gil_scoped_release release;
              std::unique_lock g(self.lock);
              self.index.add_document(doc_id, text);
@@ -166,7 +166,7 @@ earlier added document.
            py::arg("doc_ids"), py::arg("texts"),
            "Indexes many documents in one call; all or nothing for repeated ids.")
       .def("remove_document",
-           [](PyInvertedIndex& self, std::int64_t doc_id) {
+           [](PyInvertedIndex& self, llmds::DocId doc_id) {
              const auto g = write_lock(self.lock);
              self.index.remove_document(doc_id);
            },
@@ -216,14 +216,14 @@ earlier added document.
            py::arg("queries"), py::arg("top_k") = 10, py::arg("num_threads") = 1,
            "search() for each query on num_threads threads (0: every core).")
       .def("score",
-           [](const PyInvertedIndex& self, std::string_view query, std::int64_t doc_id) {
+           [](const PyInvertedIndex& self, std::string_view query, llmds::DocId doc_id) {
              const auto g = read_lock(self.lock);
              return self.index.score(query, doc_id);
            },
            py::arg("query"), py::arg("doc_id"),
            "The BM25 score of one document (0.0 if it shares no term); KeyError if unknown.")
       .def("get_term_frequency",
-           [](const PyInvertedIndex& self, std::string_view term, std::int64_t doc_id) {
+           [](const PyInvertedIndex& self, std::string_view term, llmds::DocId doc_id) {
              const auto g = read_lock(self.lock);
              return self.index.term_frequency(term, doc_id);
            },
@@ -236,7 +236,7 @@ earlier added document.
            },
            py::arg("term"), "Number of documents that contain term (analysed like a query).")
       .def("document_length",
-           [](const PyInvertedIndex& self, std::int64_t doc_id) {
+           [](const PyInvertedIndex& self, llmds::DocId doc_id) {
              const auto g = read_lock(self.lock);
              return self.index.document_length(doc_id);
            },
@@ -286,7 +286,7 @@ earlier added document.
         return self.index.config().analyzer.stop_words;
       })
       .def("__len__", [](const PyInvertedIndex& self) { return self.index.size(); })
-      .def("__contains__", [](const PyInvertedIndex& self, std::int64_t doc_id) {
+      .def("__contains__", [](const PyInvertedIndex& self, llmds::DocId doc_id) {
         return self.index.contains(doc_id);
       })
       .def("__repr__", [](const PyInvertedIndex& self) {

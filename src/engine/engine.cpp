@@ -74,7 +74,7 @@ void EngineConfig::validate() const {
 
 // A request inside the engine. Its KV sequence id in the cache is its engine id.
 struct Engine::Active {
-  std::uint64_t id = 0;
+  RequestId id = 0;
   RequestId sched_id = -1;
   Request request;
   std::vector<TokenId> context;  // prompt, then generated tokens
@@ -91,7 +91,7 @@ struct Engine::Active {
   bool done = false;
 
   explicit Active(const SamplingParams& params) : sampler(params) {}
-  [[nodiscard]] KVStore::SeqId seq() const { return static_cast<KVStore::SeqId>(id); }
+  [[nodiscard]] SeqId seq() const { return id; }
   [[nodiscard]] std::size_t generated() const { return context.size() - prompt_len; }
   [[nodiscard]] std::size_t pending() const { return context.size() - computed; }
 };
@@ -101,7 +101,7 @@ Engine::Engine(std::shared_ptr<const LlamaModel> model, std::shared_ptr<const To
       tokenizer_(std::move(tokenizer)),
       config_((config.validate(), config)),
       threads_(detail::thread_count(config_.num_threads, std::numeric_limits<std::size_t>::max())),
-      cache_(model_->cache_config(config_.page_size, config_.max_pages, config_.enable_prefix_caching)),
+      cache_(kv_cache_config(model_->config(), config_.page_size, config_.max_pages, config_.enable_prefix_caching)),
       scheduler_(scheduler_config(config_)) {
   if (!model_ || !tokenizer_) throw std::invalid_argument("Engine: a model and a tokenizer are needed");
   if (tokenizer_->vocab_size() != model_->config().vocab_size) {
@@ -169,7 +169,7 @@ GenerationHandle Engine::generate_async(Request request) {
   a->cancel = std::make_shared<std::atomic<bool>>(false);
   a->submitted = Clock::now();
   std::shared_future<Response> result = a->promise.get_future().share();
-  std::uint64_t id = 0;
+  RequestId id = 0;
   {
     std::lock_guard lock(mutex_);
     if (stopping_) throw std::runtime_error("Engine: shut down");
@@ -184,7 +184,7 @@ GenerationHandle Engine::generate_async(Request request) {
   }
 }
 
-bool Engine::cancel(std::uint64_t id) {
+bool Engine::cancel(RequestId id) {
   std::lock_guard lock(mutex_);
   auto it = cancel_flags_.find(id);
   if (it == cancel_flags_.end()) return false;
@@ -193,7 +193,7 @@ bool Engine::cancel(std::uint64_t id) {
   return true;
 }
 
-bool Engine::release(std::uint64_t id) {
+bool Engine::release(RequestId id) {
   std::lock_guard lock(mutex_);
   const auto it = kept_.find(id);
   if (it == kept_.end()) return false;
@@ -518,7 +518,7 @@ void Engine::forward(std::span<const ForwardChunk> chunks) {
     }
   }
   detail::parallel_for(groups, groups, [&](std::size_t g) {
-    model_->forward(cache_, chunks.subspan(bounds[g], bounds[g + 1] - bounds[g]),
+    model_->forward(chunks.subspan(bounds[g], bounds[g + 1] - bounds[g]),
                     std::span(kv_out_).subspan(kv_at[g], kv_at[g + 1] - kv_at[g]),
                     std::span(logits_).subspan(logits_at[g], logits_at[g + 1] - logits_at[g]), scratch_[g]);
   });
@@ -530,7 +530,7 @@ void Engine::run_batch(const std::vector<Active*>& batch, const std::vector<std:
   for (std::size_t i = 0; i < batch.size(); ++i) {
     Active& a = *batch[i];
     const bool samples = counts[i] == a.pending();  // the chunk reaches the last token
-    chunks.push_back({cache_.block_table(a.seq()), a.computed, std::span(a.context).subspan(a.computed, counts[i]),
+    chunks.push_back({cache_.view(a.seq()), a.computed, std::span(a.context).subspan(a.computed, counts[i]),
                       samples});
     total += counts[i];
     sampled += samples ? 1 : 0;

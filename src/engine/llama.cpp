@@ -336,13 +336,11 @@ AttendFn attend_for(int hs) {
 
 }  // namespace
 
-void LlamaModel::attention(const KVStore& cache, const ForwardChunk& chunk, std::size_t row0, int layer,
-                           ForwardScratch& s) const {
+void LlamaModel::attention(const ForwardChunk& chunk, std::size_t row0, int layer, ForwardScratch& s) const {
   const int hs = config_.head_size(), kv_dim = config_.kv_dim(), group = config_.n_heads / config_.n_kv_heads;
   const std::size_t width = config_.kv_entry_width();
   const std::size_t k_off = static_cast<std::size_t>(layer) * 2 * static_cast<std::size_t>(kv_dim);
-  const std::size_t page_size = cache.config().page_size;
-  const float* arena = cache.arena().data();
+  const std::size_t page_size = chunk.kv.page_size();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   const std::size_t m = chunk.tokens.size();
   const std::size_t context = chunk.start + m;
@@ -351,11 +349,10 @@ void LlamaModel::attention(const KVStore& cache, const ForwardChunk& chunk, std:
   const AttendFn fn = attend_for(hs);
 
   for (int kvh = 0; kvh < config_.n_kv_heads; ++kvh) {
-    // Earlier positions, page by page through the block table; then this step's rows.
+    // Earlier positions, a page at a time (its rows are entry_width apart); then this step's rows.
     s.runs.clear();
     for (std::size_t p = 0; p < chunk.start; p += page_size) {
-      const auto page = static_cast<std::size_t>(chunk.table[p / page_size]);
-      const float* base = arena + page * page_size * width + k_off + static_cast<std::size_t>(kvh * hs);
+      const float* base = chunk.kv.row(p) + k_off + static_cast<std::size_t>(kvh * hs);
       s.runs.push_back({base, base + kv_dim, width, std::min(page_size, chunk.start - p)});
     }
     const std::size_t earlier = s.runs.size();
@@ -372,14 +369,10 @@ void LlamaModel::attention(const KVStore& cache, const ForwardChunk& chunk, std:
   }
 }
 
-void LlamaModel::forward(const KVStore& cache, std::span<const ForwardChunk> chunks, std::span<float> kv_out,
-                         std::span<float> logits_out, ForwardScratch& s) const {
+void LlamaModel::forward(std::span<const ForwardChunk> chunks, std::span<float> kv_out, std::span<float> logits_out,
+                         ForwardScratch& s) const {
   const LlamaConfig& c = config_;
   const std::size_t width = c.kv_entry_width();
-  if (cache.config().entry_width != width) {
-    throw std::invalid_argument(fmt::format("LlamaModel::forward: the cache's entries are {} floats, the model's {}",
-                                            cache.config().entry_width, width));
-  }
   std::size_t total = 0, with_logits = 0;
   for (const ForwardChunk& ch : chunks) {
     if (ch.tokens.empty()) throw std::invalid_argument("LlamaModel::forward: an empty chunk");
@@ -387,10 +380,15 @@ void LlamaModel::forward(const KVStore& cache, std::span<const ForwardChunk> chu
       throw std::invalid_argument(fmt::format("LlamaModel::forward: positions up to {} exceed the model's seq_len {}",
                                               ch.start + ch.tokens.size(), c.seq_len));
     }
-    const std::size_t page_size = cache.config().page_size;
-    if (ch.table.size() * page_size < ch.start) {
+    if (ch.kv.capacity() < ch.start) {
       throw std::invalid_argument(fmt::format(
-          "LlamaModel::forward: a block table of {} pages cannot hold {} earlier positions", ch.table.size(), ch.start));
+          "LlamaModel::forward: a block table of {} pages cannot hold {} earlier positions", ch.kv.table().size(),
+          ch.start));
+    }
+    // An empty view (no earlier positions) has no entries to disagree with.
+    if (!ch.kv.table().empty() && ch.kv.entry_width() != width) {
+      throw std::invalid_argument(fmt::format("LlamaModel::forward: the cache's entries are {} floats, the model's {}",
+                                              ch.kv.entry_width(), width));
     }
     for (const TokenId t : ch.tokens) {
       if (t < 0 || t >= static_cast<TokenId>(c.vocab_size)) {
@@ -437,7 +435,7 @@ void LlamaModel::forward(const KVStore& cache, std::span<const ForwardChunk> chu
         std::memcpy(entry, s.k.row(r).data(), sizeof(float) * static_cast<std::size_t>(kv_dim));
         std::memcpy(entry + kv_dim, s.v.row(r).data(), sizeof(float) * static_cast<std::size_t>(kv_dim));
       }
-      attention(cache, ch, row0, l, s);
+      attention(ch, row0, l, s);
       row0 += ch.tokens.size();
     }
     s.x.noalias() += s.attn * L.wo.transpose();

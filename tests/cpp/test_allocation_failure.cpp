@@ -137,7 +137,7 @@ std::string cache_state(const Cache& kv) {
                                 s.sequences, s.tokens, s.free_pages, s.cached_pages, s.used_pages, s.shared_pages,
                                 s.total_refs, s.prefix_lookup_pages, s.prefix_hit_pages, s.evictions, s.cow_copies,
                                 kv.available_pages());
-  for (const Cache::SeqId seq : {1, 2, 3, 4}) {
+  for (const llmds::SeqId seq : {1, 2, 3, 4}) {
     if (!kv.contains(seq)) continue;
     out += fmt::format("\n{}: [{}] {}", seq, fmt::join(kv.block_table(seq), " "), fmt::join(*kv.get(seq), " "));
   }

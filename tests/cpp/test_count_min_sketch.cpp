@@ -54,7 +54,7 @@ std::unordered_map<std::string, std::uint64_t> exact_counts(const std::vector<st
   return counts;
 }
 
-TEST(CountMinSketch, DefaultsFollowTheSeed) {
+TEST(CountMinSketch, DefaultsAreThePythonAPIs) {
   const CountMinSketch sketch;
   EXPECT_EQ(sketch.config().width, 2048u);
   EXPECT_EQ(sketch.config().depth, 4u);

@@ -46,7 +46,7 @@ Floats iota_floats(std::size_t n, float start) {
 
 std::span<const std::byte> salt(std::string_view s) { return std::as_bytes(std::span(s.data(), s.size())); }
 
-TEST(KVCache, DefaultsFollowTheSeed) {
+TEST(KVCache, DefaultsAreThePythonAPIs) {
   const KVCache<> cache;
   EXPECT_EQ(cache.config().page_size, 512u);
   EXPECT_EQ(cache.config().max_pages, 10000u);
@@ -177,6 +177,30 @@ TEST(KVCache, GetReturnsADeepCopy) {
   (*copy)[0] = 99;
   EXPECT_EQ(cache.get(1), (Floats{1, 2, 3}));
   EXPECT_FALSE(cache.get(2).has_value());
+}
+
+TEST(KVCache, AViewReadsEachTokensEntryInPlace) {
+  KVCache<> cache(small(8, 2));
+  const Floats kv = iota_floats(2 * 6, 0.0f);  // 6 tokens of width 2 over two pages of 4
+  cache.attach(1, kv);
+  const auto view = cache.view(1);
+  EXPECT_EQ(view.page_size(), 4u);
+  EXPECT_EQ(view.entry_width(), 2u);
+  EXPECT_EQ(view.capacity(), 8u);  // two pages
+  ASSERT_EQ(view.table().size(), 2u);
+  EXPECT_EQ(view.table()[1], cache.block_table(1)[1]);
+  for (std::size_t t = 0; t < 6; ++t) {
+    EXPECT_EQ(view.row(t)[0], kv[2 * t]) << t;
+    EXPECT_EQ(view.row(t)[1], kv[2 * t + 1]) << t;
+  }
+  // Rows of a page follow each other entry_width apart; a page starts where page() says.
+  EXPECT_EQ(view.row(1), view.row(0) + 2);
+  EXPECT_EQ(view.row(4), cache.page(cache.block_table(1)[1]).data());
+  // A fork's view reads the same pages.
+  cache.fork(1, 2);
+  EXPECT_EQ(cache.view(2).row(5), view.row(5));
+  EXPECT_THROW((void)cache.view(3), llmds::KeyError);
+  EXPECT_EQ(llmds::KVView<float>().capacity(), 0u);
 }
 
 TEST(KVCache, ForkSharesPagesUntilFirstWrite) {
@@ -419,6 +443,11 @@ TEST(KVCache, RandomisedOperationsMatchANaiveModel) {
     for (const auto& [id, kv] : model) {
       ASSERT_EQ(cache.get(id), kv) << "sequence " << id << " at step " << step;
       ASSERT_EQ(cache.num_tokens(id), kv.size() / kWidth);
+      const auto view = cache.view(id);  // what a model reads, in place
+      for (std::size_t t = 0; t < kv.size() / kWidth; ++t) {
+        ASSERT_TRUE(std::equal(view.row(t), view.row(t) + kWidth, kv.begin() + static_cast<std::ptrdiff_t>(t * kWidth)))
+            << "sequence " << id << " token " << t << " at step " << step;
+      }
       logical += cache.block_table(id).size();
     }
     const auto st = cache.stats();

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "llmds/core/errors.hpp"
+#include "llmds/engine/engine.hpp"
 #include "llmds/engine/sampler.hpp"
 #include "llmds/engine/tokenizer.hpp"
 #include "reference_outputs.hpp"
@@ -33,7 +34,7 @@ using llmds::TokenId;
 // chunk), then argmax, `steps` forward calls in all. Returns [first prompt token] + every next.
 std::vector<TokenId> greedy(const LlamaModel& model, const std::vector<TokenId>& prompt, std::size_t steps,
                             bool prefill_as_chunk, std::size_t page_size = 16) {
-  KVStore cache(model.cache_config(page_size, 64));
+  KVStore cache(llmds::kv_cache_config(model.config(), page_size, 64));
   ForwardScratch scratch;
   const std::size_t width = model.config().kv_entry_width();
   std::vector<float> logits(static_cast<std::size_t>(model.config().vocab_size));
@@ -41,9 +42,9 @@ std::vector<TokenId> greedy(const LlamaModel& model, const std::vector<TokenId>&
   cache.attach(1, std::span<const float>{});
   std::size_t pos = 0;
   if (prefill_as_chunk && prompt.size() > 1) {
-    ForwardChunk chunk{cache.block_table(1), 0, prompt, true};
+    ForwardChunk chunk{cache.view(1), 0, prompt, true};
     std::vector<float> kv(prompt.size() * width);
-    model.forward(cache, std::span(&chunk, 1), kv, logits, scratch);
+    model.forward(std::span(&chunk, 1), kv, logits, scratch);
     cache.append(1, kv);
     out.insert(out.end(), prompt.begin() + 1, prompt.end());
     pos = prompt.size();
@@ -52,8 +53,8 @@ std::vector<TokenId> greedy(const LlamaModel& model, const std::vector<TokenId>&
   std::vector<float> kv(width);
   while (out.size() < steps + 1) {
     const TokenId token = out.back();
-    ForwardChunk chunk{cache.block_table(1), pos, std::span(&token, 1), true};
-    model.forward(cache, std::span(&chunk, 1), kv, logits, scratch);
+    ForwardChunk chunk{cache.view(1), pos, std::span(&token, 1), true};
+    model.forward(std::span(&chunk, 1), kv, logits, scratch);
     cache.append(1, kv);
     ++pos;
     out.push_back(pos < prompt.size() ? prompt[pos] : llmds::Sampler::argmax(logits));
@@ -100,22 +101,22 @@ TEST(LlamaModel, ChunkedPrefillAndBatchedDecodeGiveTheSameLogits) {
   for (int i = 0; i < 40; ++i) prompt.push_back(static_cast<TokenId>(3 + (i * 37) % 500));
 
   // Whole prompt in one chunk.
-  KVStore a(model.cache_config(8, 64));
+  KVStore a(llmds::kv_cache_config(model.config(), 8, 64));
   ForwardScratch scratch;
   a.attach(1, std::span<const float>{});
   std::vector<float> kv(prompt.size() * width), whole(vocab);
-  ForwardChunk c{a.block_table(1), 0, prompt, true};
-  model.forward(a, std::span(&c, 1), kv, whole, scratch);
+  ForwardChunk c{a.view(1), 0, prompt, true};
+  model.forward(std::span(&c, 1), kv, whole, scratch);
 
   // In chunks of 7, 13 and the rest, each appended before the next.
-  KVStore b(model.cache_config(8, 64));
+  KVStore b(llmds::kv_cache_config(model.config(), 8, 64));
   b.attach(1, std::span<const float>{});
   std::vector<float> last(vocab);
   std::size_t done = 0;
   for (const std::size_t n : {7u, 13u, 20u}) {
-    ForwardChunk ch{b.block_table(1), done, std::span(prompt).subspan(done, n), true};
+    ForwardChunk ch{b.view(1), done, std::span(prompt).subspan(done, n), true};
     std::vector<float> part(n * width);
-    model.forward(b, std::span(&ch, 1), part, last, scratch);
+    model.forward(std::span(&ch, 1), part, last, scratch);
     b.append(1, part);
     done += n;
   }
@@ -130,14 +131,14 @@ TEST(LlamaModel, ChunkedPrefillAndBatchedDecodeGiveTheSameLogits) {
   a.attach(2, std::span<const float>{});
   const TokenId next = 300;
   const std::vector<TokenId> other = {1, 20, 30, 40};
-  std::vector<ForwardChunk> both = {{a.block_table(1), prompt.size(), std::span(&next, 1), true},
-                                    {a.block_table(2), 0, other, true}};
+  std::vector<ForwardChunk> both = {{a.view(1), prompt.size(), std::span(&next, 1), true},
+                                    {a.view(2), 0, other, true}};
   std::vector<float> kv_both((1 + other.size()) * width), logits_both(2 * vocab);
-  model.forward(a, both, kv_both, logits_both, scratch);
+  model.forward(both, kv_both, logits_both, scratch);
   std::vector<float> kv_one(width), logits_one(vocab);
-  model.forward(a, std::span(both).subspan(0, 1), kv_one, logits_one, scratch);
+  model.forward(std::span(both).subspan(0, 1), kv_one, logits_one, scratch);
   std::vector<float> kv_two(other.size() * width), logits_two(vocab);
-  model.forward(a, std::span(both).subspan(1, 1), kv_two, logits_two, scratch);
+  model.forward(std::span(both).subspan(1, 1), kv_two, logits_two, scratch);
   for (std::size_t i = 0; i < vocab; ++i) {
     EXPECT_NEAR(logits_both[i], logits_one[i], 1e-4f);
     EXPECT_NEAR(logits_both[vocab + i], logits_two[i], 1e-4f);
@@ -147,23 +148,31 @@ TEST(LlamaModel, ChunkedPrefillAndBatchedDecodeGiveTheSameLogits) {
 TEST(LlamaModel, RejectsBadInputWithoutTouchingTheCache) {
   LLMDS_REQUIRE_DATA_FILE(path, "models/stories260K.bin");
   const LlamaModel model = LlamaModel::load(path);
-  KVStore cache(model.cache_config(16, 8));
+  KVStore cache(llmds::kv_cache_config(model.config(), 16, 8));
   ForwardScratch scratch;
   cache.attach(1, std::span<const float>{});
   const std::size_t width = model.config().kv_entry_width();
   std::vector<float> kv(width), logits(512);
   const TokenId bad = 512;
-  ForwardChunk chunk{cache.block_table(1), 0, std::span(&bad, 1), true};
-  EXPECT_THROW(model.forward(cache, std::span(&chunk, 1), kv, logits, scratch), std::invalid_argument);
+  ForwardChunk chunk{cache.view(1), 0, std::span(&bad, 1), true};
+  EXPECT_THROW(model.forward(std::span(&chunk, 1), kv, logits, scratch), std::invalid_argument);
   const TokenId ok = 5;
-  ForwardChunk late{cache.block_table(1), 512, std::span(&ok, 1), true};
-  EXPECT_THROW(model.forward(cache, std::span(&late, 1), kv, logits, scratch), std::invalid_argument);
-  ForwardChunk missing{cache.block_table(1), 3, std::span(&ok, 1), true};  // no pages for 0..2
-  EXPECT_THROW(model.forward(cache, std::span(&missing, 1), kv, logits, scratch), std::invalid_argument);
+  ForwardChunk late{cache.view(1), 512, std::span(&ok, 1), true};
+  EXPECT_THROW(model.forward(std::span(&late, 1), kv, logits, scratch), std::invalid_argument);
+  ForwardChunk missing{cache.view(1), 3, std::span(&ok, 1), true};  // no pages for 0..2
+  EXPECT_THROW(model.forward(std::span(&missing, 1), kv, logits, scratch), std::invalid_argument);
   std::vector<float> short_logits(10);
-  ForwardChunk good{cache.block_table(1), 0, std::span(&ok, 1), true};
-  EXPECT_THROW(model.forward(cache, std::span(&good, 1), kv, short_logits, scratch), std::invalid_argument);
+  ForwardChunk good{cache.view(1), 0, std::span(&ok, 1), true};
+  EXPECT_THROW(model.forward(std::span(&good, 1), kv, short_logits, scratch), std::invalid_argument);
   EXPECT_EQ(cache.num_tokens(1), 0u);
+
+  // Entries of another width (a cache shaped for another model) are refused, not misread.
+  llmds::KVCacheConfig narrow = llmds::kv_cache_config(model.config(), 16, 8);
+  narrow.entry_width = width / 2;
+  KVStore other(narrow);
+  other.attach(1, std::vector<float>(narrow.entry_width));
+  ForwardChunk misread{other.view(1), 1, std::span(&ok, 1), true};
+  EXPECT_THROW(model.forward(std::span(&misread, 1), kv, logits, scratch), std::invalid_argument);
 }
 
 TEST(LlamaModel, CorruptCheckpointsNameTheFileAndTheProblem) {

@@ -18,7 +18,7 @@ PagedAllocator make(std::size_t max_pages, std::size_t page_size = 16) {
   return PagedAllocator(PagedAllocatorConfig{page_size, max_pages});
 }
 
-TEST(PagedAllocator, DefaultsFollowTheSeed) {
+TEST(PagedAllocator, DefaultsAreThePythonAPIs) {
   const PagedAllocator a;
   EXPECT_EQ(a.page_size(), 512u);
   EXPECT_EQ(a.max_pages(), 10000u);

@@ -105,7 +105,8 @@ TEST(PrefixCacheReplay, RejectsRequestsItCannotReplay) {
 }
 
 // The bar: the hit rates a widely used serving engine's LRU block pool reaches on the same
-// traces under the same protocol (../shared/data/traces/README.md, section 3), within 0.2 points.
+// traces under the same protocol (docs/kv-cache.md; the figures are from the data folder's
+// traces/README.md, section 3), within 0.2 points.
 struct Reference {
   const char* file;
   std::map<std::size_t, double> hit_rate_percent;

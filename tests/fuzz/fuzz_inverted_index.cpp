@@ -65,7 +65,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       index.remove_document(ids.front());
       check_search(index, own_words);
     }
-    InvertedIndex::DocId fresh = 0;
+    llmds::DocId fresh = 0;
     while (index.contains(fresh)) ++fresh;
     index.add_document(fresh, own_words);
     check_search(index, own_words);

@@ -23,13 +23,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto& c = model->config();
     c.validate();
     if (c.parameters() > 2'000'000) return;
-    llmds::KVStore cache(model->cache_config(/*page_size=*/4, /*max_pages=*/2));
     const llmds::TokenId token = c.vocab_size > 1 ? 1 : 0;
-    const llmds::ForwardChunk chunk{{}, 0, std::span<const llmds::TokenId>(&token, 1), true};
+    const llmds::ForwardChunk chunk{{}, 0,  // an empty view: no earlier positions
+                                     std::span<const llmds::TokenId>(&token, 1), true};
     std::vector<float> kv(c.kv_entry_width());
     std::vector<float> logits(static_cast<std::size_t>(c.vocab_size));
     llmds::ForwardScratch scratch;
-    model->forward(cache, std::span(&chunk, 1), kv, logits, scratch);
+    model->forward(std::span(&chunk, 1), kv, logits, scratch);
   }, "one forward step of the loaded model");
   return 0;
 }

@@ -36,7 +36,7 @@ def test_demo_runs_on_the_real_traces(demo):
     assert "8,819 requests of the Azure LLM code trace" in result.stdout
     assert "heavy hitters of the wider sketch" in result.stdout
     assert "19,366 requests over 3,502 s at 2x their real rate" in result.stdout
-    assert "llmds wait=50ms" in result.stdout and "seed 003 claim: load x2" in result.stdout
+    assert "llmds wait=50ms" in result.stdout and "batching target: load x2" in result.stdout
     assert "turned away ('qps_limit')" in result.stdout
     assert "cranfield    1400       225   0.305 (0.294)" in result.stdout  # judged: MAP beside Xapian's
     assert "model: 260,032 parameters" in result.stdout

@@ -1,4 +1,4 @@
-"""llmds.cmsketch.CountMinSketch: seed 001's contract, the guarantees, batch calls, persistence."""
+"""llmds.cmsketch.CountMinSketch: the documented contract, the guarantees, batch calls, persistence."""
 
 from __future__ import annotations
 

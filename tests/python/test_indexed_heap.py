@@ -1,4 +1,4 @@
-"""llmds.indexed_heap.IndexedHeap: seed 001's contract, its error cases, and a randomised check."""
+"""llmds.indexed_heap.IndexedHeap: the documented contract, its error cases, and a randomised check."""
 
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ def test_every_score_of_every_query_is_lucene_bm25(shared_data, name):
     assert checked > 100_000
 
 
-REFERENCE = {  # Xapian BM25 k1=1.2, b=0.75, stemmed, stop words removed (shared/data/ir/README.md)
+REFERENCE = {  # Xapian BM25 k1=1.2, b=0.75, stemmed, stop words removed (the data folder's ir/README.md)
     "cranfield": {"MAP": 0.294, "nDCG@10": 0.373},
     "cisi": {"MAP": 0.215, "nDCG@10": 0.373},
 }

@@ -1,4 +1,4 @@
-"""llmds.kv_cache: KVCache and BlockPool, as seed 001 and issue 3 describe them."""
+"""llmds.kv_cache: KVCache and BlockPool, as docs/python-api.md and docs/kv-cache.md describe them."""
 
 from __future__ import annotations
 

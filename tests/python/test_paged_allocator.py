@@ -1,4 +1,4 @@
-"""llmds.paged_allocator.PagedAllocator: seed 001's contract and its error cases."""
+"""llmds.paged_allocator.PagedAllocator: the documented contract and its error cases."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmds.replay import AzureTrace, ServiceModel, check_seed_claim, compare_policies, load_azure_trace, replay_azure
+from llmds.replay import AzureTrace, ServiceModel, check_batching_target, compare_policies, load_azure_trace, replay_azure
 
 
 def trace_of(arrivals: list[float], prompts: list[int], outputs: list[int]) -> AzureTrace:
@@ -114,7 +114,7 @@ def test_compare_and_claim_check_on_the_real_trace(shared_data: Path) -> None:
     results = compare_policies(t, loads=(1.0,), waits_ms=(50.0,), replicas=8, limit=3000)
     assert [r.label for r in results] == ["fcfs", "max_batch", "llmds wait=50ms"]
     assert all(r.completed == 3000 for r in results)
-    (line,) = check_seed_claim(results)
+    (line,) = check_batching_target(results)
     base, ours = results[1], results[2]
     holds = ours.throughput_rps >= 0.95 * base.throughput_rps and ours.queue_wait_ms["p95"] < 100
     assert line.startswith("load x1: throughput")
@@ -133,6 +133,6 @@ def test_replay_azure_command(shared_data: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "8,819 requests over 3,436 s" in out
-    assert "llmds wait=50ms" in out and "seed 003 claim" in out
+    assert "llmds wait=50ms" in out and "batching target" in out
     missing = run_cli("replay", "azure", str(shared_data / "nope.csv"))
     assert missing.returncode == 2 and "no such trace file" in missing.stderr

@@ -1,4 +1,4 @@
-"""llmds.token_lru.TokenLRU: seed 001's contract, its error cases, and a randomised check."""
+"""llmds.token_lru.TokenLRU: the documented contract, its error cases, and a randomised check."""
 
 from __future__ import annotations
 

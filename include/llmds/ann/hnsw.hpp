@@ -25,7 +25,7 @@
 //   batch calls read the caller's rows in place and search_batch_into writes results straight
 //   into the caller's arrays. The greedy descent through the upper layers skips nodes it has
 //   already measured, which cannot change its path (see greedy_closest).
-// - Levels: ml defaults to 1/ln 2 (seed 001's API), which gives about log2(n) layers, where the
+// - Levels: ml defaults to 1/ln 2 (the Python API's default), which gives about log2(n) layers, where the
 //   paper's and hnswlib's 1/ln M gives log_M(n). Recall is the same either way; the extra layers
 //   cost build time (each node on layer l >= 1 is inserted with a full ef_construction search
 //   there): on Fashion-MNIST 10k a build with ml = 1/ln 16 takes about 0.57x the time.
@@ -140,8 +140,8 @@ struct HNSWConfig {
   std::size_t dim = 0;
   std::size_t M = 16;                 // links per node on layers >= 1 (2M on layer 0); paper, hnswlib
   std::size_t ef_construction = 200;  // hnswlib's default
-  std::size_t ef_search = 50;         // seed 001's default
-  double ml = 1.0 / std::log(2.0);    // seed 001's default level multiplier
+  std::size_t ef_search = 50;         // the Python API's default (hnswlib's is 10)
+  double ml = 1.0 / std::log(2.0);    // the Python API's default level multiplier
   std::optional<std::uint64_t> seed = std::nullopt;  // none: a random seed per index
   Metric metric = Metric::l2;
   std::size_t initial_capacity = 1024;  // grows by doubling

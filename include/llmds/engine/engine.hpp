@@ -1,4 +1,4 @@
-// Engine: a reference inference engine (seed 002) that runs requests on a LlamaModel with
+// Engine: a reference inference engine that runs requests on a LlamaModel with
 // continuous batching, its KV in a paged KVCache, its order from the Scheduler.
 //
 // It is the worked example of linking llmds into a server: every structure is used the way a
@@ -61,6 +61,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "llmds/core/types.hpp"
 #include "llmds/engine/llama.hpp"
 #include "llmds/engine/sampler.hpp"
 #include "llmds/engine/tokenizer.hpp"
@@ -68,6 +69,20 @@
 #include "llmds/sched/scheduler.hpp"
 
 namespace llmds {
+
+/// The KV cache a LlamaModel's entries live in: float32, as the model computes them.
+using KVStore = KVCache<float>;
+
+/// A KVCacheConfig shaped for a model: its entries are the model's kv_entry_width() floats.
+[[nodiscard]] inline KVCacheConfig kv_cache_config(const LlamaConfig& model, std::size_t page_size,
+                                                   std::size_t max_pages, bool enable_prefix_sharing = true) {
+  KVCacheConfig c;
+  c.page_size = page_size;
+  c.max_pages = max_pages;
+  c.entry_width = model.kv_entry_width();
+  c.enable_prefix_sharing = enable_prefix_sharing;
+  return c;
+}
 
 enum class FinishReason { eos, max_tokens, stop_token, stop_string, cancelled, error };
 
@@ -107,7 +122,7 @@ struct TokenLogit {
 };
 
 struct Response {
-  std::uint64_t id = 0;
+  RequestId id = 0;
   std::vector<TokenId> tokens;  // generated, without end or stop tokens
   std::string text;
   /// With Request::top_logits = n: per sampled step (end and stop tokens included), the n
@@ -152,10 +167,10 @@ struct EngineStats {
 class GenerationHandle {
  public:
   /// `engine_thread`: the thread that produces the result, which must never wait for it.
-  GenerationHandle(std::uint64_t id, std::shared_future<Response> result, std::shared_ptr<std::atomic<bool>> cancel,
+  GenerationHandle(RequestId id, std::shared_future<Response> result, std::shared_ptr<std::atomic<bool>> cancel,
                    std::thread::id engine_thread = {})
       : id_(id), result_(std::move(result)), cancel_(std::move(cancel)), engine_thread_(engine_thread) {}
-  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+  [[nodiscard]] RequestId id() const noexcept { return id_; }
   /// Asks the engine to stop the request; it ends with reason cancelled at its next step.
   void cancel() const noexcept { cancel_->store(true, std::memory_order_relaxed); }
   [[nodiscard]] const std::shared_future<Response>& future() const noexcept { return result_; }
@@ -174,7 +189,7 @@ class GenerationHandle {
   }
 
  private:
-  std::uint64_t id_;
+  RequestId id_;
   std::shared_future<Response> result_;
   std::shared_ptr<std::atomic<bool>> cancel_;
   std::thread::id engine_thread_;
@@ -216,11 +231,11 @@ class Engine {
   [[nodiscard]] bool on_engine_thread() const noexcept { return std::this_thread::get_id() == engine_thread_id_; }
 
   /// Cancels a queued or running request; false if no such request is in the engine.
-  bool cancel(std::uint64_t id);
+  bool cancel(RequestId id);
 
   /// Frees the pages a finished request kept (free_cache_on_finish = false). Its full pages stay
   /// cached for prefix reuse. false if it kept none.
-  bool release(std::uint64_t id);
+  bool release(RequestId id);
 
   [[nodiscard]] EngineStats stats() const;
   [[nodiscard]] const LlamaModel& model() const noexcept { return *model_; }
@@ -251,12 +266,12 @@ class Engine {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::unique_ptr<Active>> inbox_;
-  std::unordered_map<std::uint64_t, std::shared_ptr<std::atomic<bool>>> cancel_flags_;
-  std::vector<KVStore::SeqId> to_release_;  // kept sequences to detach
+  std::unordered_map<RequestId, std::shared_ptr<std::atomic<bool>>> cancel_flags_;
+  std::vector<SeqId> to_release_;  // kept sequences to detach
   EngineStats stats_;
   bool stopping_ = false;
-  std::uint64_t next_id_ = 1;
-  std::unordered_map<std::uint64_t, KVStore::SeqId> kept_;  // finished requests that kept pages
+  RequestId next_id_ = 1;
+  std::unordered_map<RequestId, SeqId> kept_;  // finished requests that kept pages
 
   std::mutex shutdown_mutex_;  // serialises the join of concurrent shutdown() calls
 

@@ -1,24 +1,25 @@
-// LlamaModel: a Llama-2-architecture transformer whose attention reads K and V from KVCache pages.
+// LlamaModel: a Llama-2-architecture transformer whose attention reads K and V from KV pages in place.
 //
 // The engine needs a real model so that the KV cache, the scheduler and prefix sharing are
 // exercised the way a server exercises them. This is the Llama 2 forward pass as llama2.c's
 // run.c computes it (RMSNorm, rotary embeddings on adjacent pairs, grouped-query attention,
 // SwiGLU feed-forward, optionally tied classifier), loading llama2.c "v0" float32 checkpoints
-// (the format is described in ../shared/data/models/README.md).
+// (docs/engine.md, "The file formats", describes the format).
 //
 // One call, many sequences. forward() takes a list of chunks, each a run of consecutive tokens
 // of one sequence: a prompt chunk being prefilled, or the single newest token of a sequence being
 // decoded. All their tokens are stacked into one matrix, so every weight multiplication is one
 // matrix product over the whole step (this is what makes continuous batching pay: the weights are
 // read once per step, not once per sequence). Only attention is per sequence: token i of a chunk
-// starting at position s attends to positions [0, s) read through the sequence's block table
-// from the KVCache arena, and to positions [s, s + i] of its own chunk, held in the step's
+// starting at position s attends to positions [0, s), read in place through the chunk's KVView
+// (kv_view.hpp: the arena, page size, entry width and block table of its sequence, whichever
+// cache or tier filled them), and to positions [s, s + i] of its own chunk, held in the step's
 // scratch. The chunk's new K and V come back as KV entries for the caller to append to the cache
 // (the model never writes the cache, so a failed step leaves it unchanged).
 //
 // KV entry layout, one per token: for each layer l, K (kv_dim floats) then V (kv_dim floats), so
 // entry_width = n_layers * 2 * kv_dim; inside K and V, head h occupies [h*head_size,
-// (h+1)*head_size). The KVCache's page_size is the caller's choice.
+// (h+1)*head_size). The page size is the cache's choice.
 //
 // The constructor checks every weight's shape and that every weight is finite (a single NaN
 // would turn every logit it reaches into NaN), so a LlamaModel that exists computes numbers.
@@ -45,7 +46,8 @@
 #include <Eigen/Core>
 #include <fmt/format.h>
 
-#include "llmds/kv/kv_cache.hpp"
+#include "llmds/core/types.hpp"
+#include "llmds/kv/kv_view.hpp"
 
 namespace llmds {
 
@@ -95,12 +97,10 @@ struct LlamaWeights {
   RowMatrix classifier;  // vocab x dim; empty when shared with the embedding
 };
 
-using KVStore = KVCache<float>;
-
 /// A run of consecutive tokens of one sequence for forward(): positions [start, start + size).
-/// `table` lists the sequence's pages in `cache`, which must hold its positions [0, start).
+/// `kv` shows the sequence's entries, which must hold its positions [0, start).
 struct ForwardChunk {
-  std::span<const BlockId> table;
+  KVView<float> kv;
   std::size_t start = 0;
   std::span<const TokenId> tokens;
   bool want_logits = true;  // logits of the chunk's last token
@@ -139,25 +139,13 @@ class LlamaModel {
   /// Runs one step over `chunks`. Writes each chunk's KV entries, in chunk order, to `kv_out`
   /// (total tokens x kv_entry_width floats) and the logits of each chunk with want_logits, in
   /// chunk order, to `logits_out` (rows of vocab_size floats). Throws std::invalid_argument
-  /// for a token id out of range, a position at or past seq_len, a table too short for its
-  /// start, or output spans of the wrong size.
-  void forward(const KVStore& cache, std::span<const ForwardChunk> chunks, std::span<float> kv_out,
-               std::span<float> logits_out, ForwardScratch& scratch) const;
-
-  /// A KVCache shaped for this model (entry width from the config).
-  [[nodiscard]] KVCacheConfig cache_config(std::size_t page_size, std::size_t max_pages,
-                                           bool enable_prefix_sharing = true) const {
-    KVCacheConfig c;
-    c.page_size = page_size;
-    c.max_pages = max_pages;
-    c.entry_width = config_.kv_entry_width();
-    c.enable_prefix_sharing = enable_prefix_sharing;
-    return c;
-  }
+  /// for a token id out of range, a position at or past seq_len, a view too short for its
+  /// start or with entries of another width, or output spans of the wrong size.
+  void forward(std::span<const ForwardChunk> chunks, std::span<float> kv_out, std::span<float> logits_out,
+               ForwardScratch& scratch) const;
 
  private:
-  void attention(const KVStore& cache, const ForwardChunk& chunk, std::size_t row0, int layer,
-                 ForwardScratch& s) const;
+  void attention(const ForwardChunk& chunk, std::size_t row0, int layer, ForwardScratch& s) const;
 
   LlamaConfig config_;
   LlamaWeights weights_;

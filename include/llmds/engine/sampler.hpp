@@ -33,7 +33,7 @@
 
 #include <fmt/format.h>
 
-#include "llmds/kv/block_hash.hpp"
+#include "llmds/core/types.hpp"
 
 namespace llmds {
 

@@ -1,7 +1,7 @@
 // Tokenizer: the byte-fallback BPE of llama2.c's tokenizer files (SentencePiece exports).
 //
 // A model is only reproducible token for token if its prompts are encoded exactly as the
-// reference encodes them, so this follows run.c's rules (../shared/data/models/README.md):
+// reference encodes them, so this follows run.c's rules (the file format: docs/engine.md):
 //   encode: BOS if asked; a dummy-prefix space token if the text is not empty; each UTF-8 code
 //   point becomes its vocabulary entry, or one byte-fallback token per byte (the token spelled
 //   "<0xAB>" for byte 0xAB: byte + 3 in llama2.c's files; std::invalid_argument if the
@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "llmds/detail/hash.hpp"
-#include "llmds/kv/block_hash.hpp"
+#include "llmds/core/types.hpp"
 
 namespace llmds {
 

@@ -40,10 +40,9 @@
 #include <fmt/format.h>
 
 #include "llmds/core/sha256.hpp"
+#include "llmds/core/types.hpp"
 
 namespace llmds {
-
-using TokenId = std::int32_t;
 
 /// The SHA-256 identity of one full page of tokens and everything before it.
 struct BlockHash {

@@ -51,12 +51,11 @@
 #include <fmt/format.h>
 
 #include "llmds/core/errors.hpp"
+#include "llmds/core/types.hpp"
 #include "llmds/detail/assert.hpp"
 #include "llmds/kv/paged_allocator.hpp"
 
 namespace llmds {
-
-using BlockId = PageId;
 
 struct BlockPoolStats {
   std::size_t num_blocks = 0;

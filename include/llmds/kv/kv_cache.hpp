@@ -61,17 +61,19 @@
 
 #include "llmds/core/errors.hpp"
 #include "llmds/core/float16.hpp"
+#include "llmds/core/types.hpp"
 #include "llmds/detail/assert.hpp"
 #include "llmds/kv/block_hash.hpp"
 #include "llmds/kv/block_pool.hpp"
+#include "llmds/kv/kv_view.hpp"
 
 namespace llmds {
 
 struct KVCacheConfig {
-  std::size_t page_size = 512;    // tokens per page; seed 001's default
-  std::size_t max_pages = 10000;  // seed 001's default
+  std::size_t page_size = 512;    // tokens per page; the Python API's default (docs/python-api.md)
+  std::size_t max_pages = 10000;  // the Python API's default
   std::size_t entry_width = 1;    // scalars per token, e.g. 2 * layers * kv_heads * head_dim
-  bool enable_prefix_sharing = true;  // seed 001's default
+  bool enable_prefix_sharing = true;  // the Python API's default
 
   void validate() const {
     if (page_size == 0) throw std::invalid_argument("KVCacheConfig.page_size must be at least 1");
@@ -122,7 +124,6 @@ class KVCache {
                 "KVCache stores scalars by memcpy; Scalar must be trivially copyable");
 
  public:
-  using SeqId = std::int64_t;
   using scalar_type = Scalar;
 
   explicit KVCache(KVCacheConfig config = {})
@@ -327,6 +328,13 @@ class KVCache {
     return find(seq, "block_table").table;
   }
 
+  /// What a reader (a model's attention) needs to find each of seq's entries in place: the
+  /// arena, the page size, the entry width and the block table. Valid until the sequence
+  /// changes. Throws llmds::KeyError.
+  [[nodiscard]] KVView<Scalar> view(SeqId seq) const {
+    return {arena_.get(), config_.page_size, config_.entry_width, find(seq, "view").table};
+  }
+
   /// Page p's page_size * entry_width scalars, in place. Throws std::out_of_range.
   [[nodiscard]] std::span<const Scalar> page(BlockId p) const {
     check_page(p);
@@ -452,9 +460,9 @@ class KVCache {
         needed, pool_.free_blocks(), pool_.cached_blocks(), config_.max_pages));
   }
 
-  Scalar* page_data(BlockId p) noexcept { return arena_.get() + static_cast<std::size_t>(p) * page_elems_; }
+  Scalar* page_data(BlockId p) noexcept { return detail::page_start(arena_.get(), p, page_elems_); }
   const Scalar* page_data(BlockId p) const noexcept {
-    return arena_.get() + static_cast<std::size_t>(p) * page_elems_;
+    return detail::page_start(static_cast<const Scalar*>(arena_.get()), p, page_elems_);
   }
 
   // Writes entries for tokens [first_token, first_token + n) through the block table.

@@ -36,14 +36,13 @@
 #include <fmt/format.h>
 
 #include "llmds/core/errors.hpp"
+#include "llmds/core/types.hpp"
 
 namespace llmds {
 
-using PageId = std::int32_t;
-
 struct PagedAllocatorConfig {
-  std::size_t page_size = 512;  // tokens per page; seed 001's default (and seed 003's rationale)
-  std::size_t max_pages = 10000;  // seed 001's default
+  std::size_t page_size = 512;  // tokens per page; the Python API's default (docs/python-api.md)
+  std::size_t max_pages = 10000;  // the Python API's default
 
   void validate() const {
     if (page_size == 0) throw std::invalid_argument("PagedAllocatorConfig.page_size must be at least 1");

@@ -6,7 +6,7 @@
 // equal prefixes through block i), which is exactly what a BlockPool registers, so the replay
 // feeds them to the pool as keys directly.
 //
-// The protocol (../shared/data/traces/README.md, section 3): requests are served one after
+// The protocol (docs/kv-cache.md, "Trace replay"): requests are served one after
 // another in trace order; a request looks up its full prompt blocks (input_length / 512), of
 // which at most (input_length - 1) / 512 may hit, since at least one prompt token is always
 // computed; it holds ceil((input + output) / 512) blocks while it runs, the missed full prompt

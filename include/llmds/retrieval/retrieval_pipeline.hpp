@@ -16,7 +16,7 @@
 // (BM25 scores, or dense similarities), so a text-only pipeline is plain BM25.
 // The top k of the fused scores are kept with a size-k heap; ties go to the smaller doc id.
 //
-// Hot queries (seed 000): every search is counted in a CountMinSketch under its key (the text,
+// Hot queries: every search is counted in a CountMinSketch under its key (the text,
 // the embedding's bytes and the parameters). Once a key's estimated count reaches
 // hot_query_threshold its results are kept in a TokenLRU whose budget is counted in result
 // entries, and a repeat is answered from it. Adding or removing a document clears the cache, since
@@ -50,6 +50,7 @@
 #include "llmds/ann/hnsw.hpp"
 #include "llmds/core/errors.hpp"
 #include "llmds/core/token_lru.hpp"
+#include "llmds/core/types.hpp"
 #include "llmds/detail/top_k.hpp"
 #include "llmds/sketch/count_min_sketch.hpp"
 #include "llmds/text/inverted_index.hpp"
@@ -76,7 +77,7 @@ struct RetrievalPipelineConfig {
   std::size_t candidates = 100;      // taken from each list before fusion (at least top_k)
   std::uint64_t hot_query_threshold = 2;  // a query's results are cached from its 2nd search on
   std::uint64_t cache_budget = 100'000;   // cached result entries (doc, score) in all
-  CountMinSketchConfig sketch;       // the hot-query counter; seed 001's width 2048, depth 4
+  CountMinSketchConfig sketch;       // the hot-query counter; CountMinSketch's default width 2048, depth 4
 
   void validate() const {
     hnsw.validate();
@@ -105,7 +106,6 @@ struct RetrievalPipelineStats {
 
 class RetrievalPipeline {
  public:
-  using DocId = std::int64_t;
   using Hit = InvertedIndex::Hit;
 
   explicit RetrievalPipeline(RetrievalPipelineConfig config)

@@ -57,7 +57,7 @@ enum class RateLimitMode { moving_window, token_bucket };
 struct AdmissionConfig {
   std::optional<double> qps_limit;         // requests per second; none: unlimited
   std::optional<double> token_rate_limit;  // tokens per second; none: unlimited
-  double window_s = 1.0;                   // seed 001: the averaging window (moving_window)
+  double window_s = 1.0;                   // the averaging window of moving_window (the Python API's default)
   RateLimitMode mode = RateLimitMode::moving_window;
   /// token_bucket: request tokens the bucket holds (the burst that passes at once);
   /// none means qps_limit * window_s, at least 1.

@@ -3,7 +3,7 @@
 //
 // A serving process receives requests one at a time but runs them best in batches: one forward
 // pass over 32 sequences costs little more than over one. Waiting to fill a batch buys throughput
-// and costs latency. The Scheduler makes that trade explicit with two knobs (seed 001/003):
+// and costs latency. The Scheduler makes that trade explicit with two knobs:
 // a batch is released as soon as max_batch_size requests wait, or the oldest has waited
 // max_wait_ms, or a request's SLO deadline is at risk, or the caller forces it.
 //
@@ -65,16 +65,15 @@
 #include "llmds/core/errors.hpp"
 #include "llmds/core/indexed_heap.hpp"
 #include "llmds/core/statistics.hpp"
+#include "llmds/core/types.hpp"
 #include "llmds/detail/assert.hpp"
 #include "llmds/sched/clock.hpp"
 
 namespace llmds {
 
-using RequestId = std::int64_t;
-
 struct SchedulerConfig {
-  std::size_t max_batch_size = 32;  // seed 001
-  double max_wait_ms = 50.0;        // seed 001; seed 003's claim is made at this value
+  std::size_t max_batch_size = 32;  // the Python API's default (docs/python-api.md)
+  double max_wait_ms = 50.0;        // the Python API's default; docs/scheduling.md measures it
   /// Caps the tokens of one get_batch batch (none: only max_batch_size counts). The first request
   /// of a batch is always taken, so a request larger than the cap still runs, alone.
   std::optional<std::int64_t> max_batch_tokens;

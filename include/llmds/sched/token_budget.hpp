@@ -1,5 +1,5 @@
-// TokenBudget: global token budgets for KV-cache, prompt and context-window tokens (seed 000,
-// "Token Budgeting"), with reserve / commit / release.
+// TokenBudget: global token budgets for KV-cache, prompt and context-window tokens, with
+// reserve / commit / release.
 //
 // A server has three token resources that run out independently: KV-cache slots (memory), prompt
 // tokens being processed at once (compute per step), and context tokens of running requests. A

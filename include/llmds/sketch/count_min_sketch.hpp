@@ -51,8 +51,8 @@
 namespace llmds {
 
 struct CountMinSketchConfig {
-  std::uint32_t width = 2048;  // seed 001's default: epsilon = e / 2048, about 0.13% of N
-  std::uint32_t depth = 4;     // seed 001's default: delta = e^-4, about 1.8%
+  std::uint32_t width = 2048;  // the Python API's default: epsilon = e / 2048, about 0.13% of N
+  std::uint32_t depth = 4;     // the Python API's default: delta = e^-4, about 1.8%
   std::uint64_t seed = 0;      // sketches merge only when their seeds (hash functions) agree
   bool conservative = true;    // Estan & Varghese's conservative update; see the header essay
   std::uint32_t top_k = 0;     // heavy hitters to track; 0 tracks none

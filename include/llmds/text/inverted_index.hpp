@@ -64,6 +64,7 @@
 #include <fmt/format.h>
 
 #include "llmds/core/errors.hpp"
+#include "llmds/core/types.hpp"
 #include "llmds/detail/assert.hpp"
 #include "llmds/detail/binary_io.hpp"
 #include "llmds/detail/hash.hpp"
@@ -119,8 +120,6 @@ struct InvertedIndexStats {
 
 class InvertedIndex {
  public:
-  using DocId = std::int64_t;
-
   struct Hit {
     DocId doc_id;
     double score;
