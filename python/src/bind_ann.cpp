@@ -24,6 +24,7 @@
 #include "arguments.hpp"
 #include "object_lock.hpp"
 #include "initialised.hpp"
+#include "stats_dict.hpp"
 
 namespace py = pybind11;
 
@@ -97,26 +98,6 @@ FloatArray vector(const py::object& obj, std::size_t dim, const char* name) {
     throw std::invalid_argument(fmt::format("{} must have shape ({},)", name, dim));
   }
   return a;
-}
-
-py::dict stats_dict(const HNSW& h) {
-  const auto s = h.stats();
-  const auto& c = h.config();
-  py::dict d;
-  d["num_vectors"] = s.num_vectors;
-  d["num_deleted"] = s.num_deleted;
-  d["capacity"] = s.capacity;
-  d["num_layers"] = s.num_layers;
-  d["entry_point"] = s.entry_point ? py::object(py::int_(*s.entry_point)) : py::object(py::none());
-  d["edges"] = s.edges;
-  d["memory_bytes"] = s.memory_bytes;
-  d["dim"] = c.dim;
-  d["M"] = c.M;
-  d["ef_construction"] = c.ef_construction;
-  d["ef_search"] = c.ef_search;
-  d["metric"] = llmds::metric_name(c.metric);
-  d["simd"] = s.isa;
-  return d;
 }
 
 }  // namespace
@@ -257,7 +238,7 @@ replace_deleted=True) reuses their slots. Searches may run from several Python t
       .def("stats",
            [](const PyHNSW& self) {
              const auto g = read_lock(self.lock);
-             return stats_dict(*self.index);
+             return llmds::python::stats_dict(self.index->stats());
            })
       .def("save",
            [](const PyHNSW& self, const std::filesystem::path& path) {

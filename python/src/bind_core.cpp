@@ -17,6 +17,7 @@
 #include "arguments.hpp"
 #include "object_lock.hpp"
 #include "initialised.hpp"
+#include "stats_dict.hpp"
 
 namespace py = pybind11;
 
@@ -32,7 +33,7 @@ namespace {
 // --- IndexedHeap: int keys, float scores -------------------------------------------------------
 
 using Heap = llmds::IndexedHeap<std::int64_t, double>;
-using HeapTuple = std::tuple<double, std::int64_t>;  // the seed's (score, key_id)
+using HeapTuple = std::tuple<double, std::int64_t>;  // the documented (score, key_id)
 
 HeapTuple as_tuple(const Heap::entry_type& e) { return {e.score, e.key}; }
 
@@ -306,18 +307,7 @@ cycles through them are collected.
            "The keys, least recently used first.")
       .def("stats",
            [](const PyTokenLRU& self) {
-             const auto s = self.lru.stats();
-             py::dict d;
-             d["size"] = s.size;
-             d["total_tokens"] = s.total_tokens;
-             d["max_tokens"] = s.max_tokens;
-             d["hits"] = s.hits;
-             d["misses"] = s.misses;
-             d["hit_rate"] = s.hits + s.misses == 0
-                                 ? 0.0
-                                 : static_cast<double>(s.hits) / double(s.hits + s.misses);
-             d["evictions"] = s.evictions;
-             return d;
+             return llmds::python::stats_dict(self.lru.stats());
            },
            "size, total_tokens, max_tokens, hits, misses, hit_rate and evictions.")
       .def("clear",

@@ -27,6 +27,7 @@
 
 #include "llmds/engine/engine.hpp"
 #include "initialised.hpp"
+#include "stats_dict.hpp"
 
 namespace py = pybind11;
 
@@ -406,21 +407,7 @@ void bind_engine_class(py::module_& m) {
           py::arg("tokens"))
       .def("stats",
            [](const Engine& e) {
-             const auto s = e.stats();
-             py::dict d;
-             d["steps"] = s.steps;
-             d["requests_finished"] = s.requests_finished;
-             d["generated_tokens"] = s.generated_tokens;
-             d["prefill_tokens"] = s.prefill_tokens;
-             d["cached_prompt_tokens"] = s.cached_prompt_tokens;
-             d["preemptions"] = s.preemptions;
-             d["waiting"] = s.waiting;
-             d["running"] = s.running;
-             d["cache_used_pages"] = s.cache.used_pages;
-             d["cache_cached_pages"] = s.cache.cached_pages;
-             d["cache_free_pages"] = s.cache.free_pages;
-             d["cache_prefix_hit_rate"] = s.cache.prefix_hit_rate();
-             return d;
+             return llmds::python::stats_dict(e.stats());
            })
       .def_property_readonly("config",
                              [](const Engine& e) {

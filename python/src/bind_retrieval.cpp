@@ -20,6 +20,7 @@
 
 #include "arguments.hpp"
 #include "initialised.hpp"
+#include "stats_dict.hpp"
 
 namespace py = pybind11;
 
@@ -144,24 +145,7 @@ adding or removing a document clears the cache.
       .def("stats",
            [](PyRetrievalPipeline& self) {
              std::lock_guard g(self.lock);
-             const auto s = self.pipeline->stats();
-             const auto& c = self.pipeline->config();
-             py::dict d;
-             d["documents"] = s.documents;
-             d["documents_with_embeddings"] = s.documents_with_embeddings;
-             d["searches"] = s.searches;
-             d["cache_hits"] = s.cache_hits;
-             d["cache_misses"] = s.cache_misses;
-             d["cache_hit_rate"] = s.searches == 0 ? 0.0 : static_cast<double>(s.cache_hits) / static_cast<double>(s.searches);
-             d["cached_queries"] = s.cached_queries;
-             d["cached_entries"] = s.cached_entries;
-             d["cache_invalidations"] = s.cache_invalidations;
-             d["dense_searches"] = s.dense_searches;
-             d["sparse_searches"] = s.sparse_searches;
-             d["hot_query_threshold"] = c.hot_query_threshold;
-             d["fusion"] = llmds::fusion_name(c.fusion);
-             d["dim"] = c.hnsw.dim;
-             return d;
+             return llmds::python::stats_dict(self.pipeline->stats());
            })
       .def_property_readonly("dim", [](PyRetrievalPipeline& self) { return self.pipeline->dim(); })
       .def("__len__", [](PyRetrievalPipeline& self) {

@@ -20,6 +20,7 @@
 
 #include "arguments.hpp"
 #include "initialised.hpp"
+#include "stats_dict.hpp"
 
 namespace py = pybind11;
 
@@ -57,17 +58,6 @@ llmds::ClockFunction clock_of(const py::object& clock) {
   };
 }
 
-py::dict summary(const llmds::MetricSummary& m) {
-  py::dict d;
-  d["count"] = m.count;
-  d["mean"] = m.mean;
-  d["p50"] = m.p50;
-  d["p95"] = m.p95;
-  d["p99"] = m.p99;
-  d["max"] = m.max;
-  return d;
-}
-
 const char* state_name(llmds::RequestState s) { return s == llmds::RequestState::queued ? "queued" : "in_flight"; }
 
 BudgetResource resource_of(const std::string& name) {
@@ -75,14 +65,6 @@ BudgetResource resource_of(const std::string& name) {
     if (llmds::resource_name(r) == name) return r;
   }
   throw std::invalid_argument(fmt::format("unknown resource '{}': expected 'kv_cache', 'prompt' or 'context'", name));
-}
-
-py::dict amounts_dict(const TokenAmounts& a) {
-  py::dict d;
-  d["kv_cache"] = a.kv_cache;
-  d["prompt"] = a.prompt;
-  d["context"] = a.context;
-  return d;
 }
 
 llmds::RateLimitMode mode_of(const std::string& name) {
@@ -166,28 +148,7 @@ void bind_scheduler(py::module_& m) {
       .def("reset_metrics", &Scheduler::reset_metrics)
       .def("stats",
            [](const Scheduler& s) {
-             const auto st = s.stats();
-             py::dict d;
-             d["submitted"] = st.submitted;
-             d["dispatched"] = st.dispatched;
-             d["completed"] = st.completed;
-             d["cancelled"] = st.cancelled;
-             d["preempted"] = st.preempted;
-             d["batches"] = st.batches;
-             d["queued"] = st.queued;
-             d["in_flight"] = st.in_flight;
-             d["queued_tokens"] = st.queued_tokens;
-             d["queue_wait_ms"] = summary(st.queue_wait_ms);
-             d["latency_ms"] = summary(st.latency_ms);
-             d["batch_size"] = summary(st.batch_size);
-             d["slo_requests"] = st.slo_requests;
-             d["slo_met"] = st.slo_met;
-             d["slo_attainment"] = st.slo_attainment;
-             d["elapsed_s"] = st.elapsed_s;
-             d["throughput_rps"] = st.throughput_rps;
-             d["throughput_tokens_per_s"] = st.throughput_tokens_per_s;
-             d["clock_went_back"] = st.clock_went_back;
-             return d;
+             return llmds::python::stats_dict(s.stats());
            })
       .def_property_readonly("max_batch_size", [](const Scheduler& s) { return s.config().max_batch_size; })
       .def_property_readonly("max_wait_ms", [](const Scheduler& s) { return s.config().max_wait_ms; })
@@ -248,20 +209,7 @@ void bind_admissions(py::module_& m) {
           py::arg("tenant"), "(requests per second, tokens per second) of one tenant over the window.")
       .def("stats",
            [](const AdmissionController& a) {
-             const auto s = a.stats();
-             py::dict rejected;
-             rejected["qps_limit"] = s.rejected_qps;
-             rejected["token_rate_limit"] = s.rejected_tokens;
-             py::dict d;
-             d["admitted"] = s.admitted;
-             d["rejected"] = s.rejected_qps + s.rejected_tokens;
-             d["rejected_by_reason"] = rejected;
-             d["recorded"] = s.recorded;
-             d["current_qps"] = s.current_qps;
-             d["current_token_rate"] = s.current_token_rate;
-             d["tenants"] = s.tenants;
-             d["clock_went_back"] = s.clock_went_back;
-             return d;
+             return llmds::python::stats_dict(a.stats());
            })
       .def_property_readonly("qps_limit", [](const AdmissionController& a) { return a.config().qps_limit; })
       .def_property_readonly("token_rate_limit", [](const AdmissionController& a) { return a.config().token_rate_limit; })
@@ -320,9 +268,9 @@ void bind_token_budget(py::module_& m) {
           py::arg("key"), py::arg("kv_cache") = py::none(), py::arg("prompt") = py::none(),
           py::arg("context") = py::none(),
           "Records what `key` holds now (an omitted resource keeps its amount); growth must fit (MemoryError).")
-      .def("release", [](TokenBudget& b, std::int64_t key) { return amounts_dict(b.release(key)); }, py::arg("key"),
+      .def("release", [](TokenBudget& b, std::int64_t key) { return llmds::python::stats_dict(b.release(key)); }, py::arg("key"),
            "Gives back everything `key` holds; returns the amounts.")
-      .def("holding", [](const TokenBudget& b, std::int64_t key) { return amounts_dict(b.holding(key)); }, py::arg("key"))
+      .def("holding", [](const TokenBudget& b, std::int64_t key) { return llmds::python::stats_dict(b.holding(key)); }, py::arg("key"))
       .def("is_committed", &TokenBudget::is_committed, py::arg("key"))
       .def(
           "available", [](const TokenBudget& b, const std::string& resource) { return b.available(resource_of(resource)); },
@@ -331,22 +279,7 @@ void bind_token_budget(py::module_& m) {
       .def("__len__", [](const TokenBudget& b) { return b.stats().reservations; })
       .def("stats",
            [](const TokenBudget& b) {
-             const auto s = b.stats();
-             py::dict d;
-             for (const BudgetResource r : llmds::kBudgetResources) {
-               const auto& u = s.resources[static_cast<std::size_t>(r)];
-               py::dict e;
-               e["limit"] = u.limit;
-               e["reserved"] = u.reserved;
-               e["committed"] = u.committed;
-               e["available"] = b.available(r);
-               e["peak"] = u.peak;
-               e["refusals"] = u.refusals;
-               d[py::str(std::string(llmds::resource_name(r)))] = e;
-             }
-             d["reservations"] = s.reservations;
-             d["committed_reservations"] = s.committed_reservations;
-             return d;
+             return llmds::python::stats_dict(b.stats());
            })
       .def("__repr__", [](const TokenBudget& b) {
         const auto& c = b.config();

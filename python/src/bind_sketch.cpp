@@ -15,6 +15,7 @@
 
 #include "llmds/sketch/count_min_sketch.hpp"
 #include "initialised.hpp"
+#include "stats_dict.hpp"
 
 namespace py = pybind11;
 
@@ -219,19 +220,7 @@ tracks the top_k items by estimate (heavy_hitters()). A str counts as its UTF-8 
       .def("clear", &CountMinSketch::clear)
       .def("stats",
            [](const CountMinSketch& s) {
-             const auto& c = s.config();
-             py::dict d;
-             d["width"] = c.width;
-             d["depth"] = c.depth;
-             d["seed"] = c.seed;
-             d["conservative"] = c.conservative;
-             d["top_k"] = c.top_k;
-             d["total_count"] = s.total_count();
-             d["epsilon"] = s.epsilon();
-             d["delta"] = s.delta();
-             d["error_bound"] = s.get_error_bound();
-             d["memory_bytes"] = s.memory_bytes();
-             return d;
+             return llmds::python::stats_dict(s.stats());
            })
       .def_property_readonly("width", [](const CountMinSketch& s) { return s.config().width; })
       .def_property_readonly("depth", [](const CountMinSketch& s) { return s.config().depth; })

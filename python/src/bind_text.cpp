@@ -25,6 +25,7 @@
 #include "arguments.hpp"
 #include "object_lock.hpp"
 #include "initialised.hpp"
+#include "stats_dict.hpp"
 
 namespace py = pybind11;
 
@@ -74,28 +75,6 @@ py::list as_pairs(const std::vector<InvertedIndex::Hit>& hits) {
   py::list out;
   for (const auto& h : hits) out.append(py::make_tuple(h.doc_id, h.score));
   return out;
-}
-
-py::dict stats_dict(const InvertedIndex& index) {
-  const auto s = index.stats();
-  py::dict d;
-  d["num_documents"] = s.num_documents;
-  d["scored_documents"] = s.scored_documents;
-  d["num_terms"] = s.num_terms;
-  d["num_postings"] = s.num_postings;
-  d["stored_postings"] = s.stored_postings;
-  d["dead_documents"] = s.dead_documents;
-  d["total_terms"] = s.total_terms;
-  d["avg_doc_length"] = s.avg_doc_length;
-  d["posting_bytes"] = s.posting_bytes;
-  d["skip_bytes"] = s.skip_bytes;
-  d["bits_per_posting"] = s.bits_per_posting;
-  d["bits_per_posting_with_skips"] = s.bits_per_posting_with_skips;
-  d["forward_bytes"] = s.forward_bytes;
-  d["memory_bytes"] = s.memory_bytes;
-  d["k1"] = index.config().k1;
-  d["b"] = index.config().b;
-  return d;
 }
 
 std::unique_ptr<PyInvertedIndex> from_bytes(std::string_view bytes) {
@@ -260,7 +239,7 @@ earlier added document.
       .def("stats",
            [](const PyInvertedIndex& self) {
              const auto g = read_lock(self.lock);
-             return stats_dict(self.index);
+             return llmds::python::stats_dict(self.index.stats());
            })
       .def("save",
            [](const PyInvertedIndex& self, const std::filesystem::path& path) {

@@ -11,6 +11,7 @@
 #include "llmds/core/statistics.hpp"
 #include "llmds/core/timer.hpp"
 #include "initialised.hpp"
+#include "stats_dict.hpp"
 
 namespace py = pybind11;
 
@@ -76,12 +77,7 @@ inside the interval is seen even if it ended between two samples.
   m.def(
       "compute_percentiles",
       [](const Values& values) {
-        const auto p = llmds::compute_percentiles(as_span(values, "compute_percentiles"));
-        py::dict d;
-        d["p50"] = p.p50;
-        d["p95"] = p.p95;
-        d["p99"] = p.p99;
-        return d;
+        return llmds::python::stats_dict(llmds::compute_percentiles(as_span(values, "compute_percentiles")));
       },
       py::arg("values"),
       "p50, p95 and p99 of `values`, interpolated linearly as numpy.percentile does.");
@@ -91,19 +87,7 @@ inside the interval is seen even if it ended between two samples.
       [](const Values& values, double confidence_level) {
         const auto s = llmds::calculate_statistics(as_span(values, "calculate_statistics"),
                                                    confidence_level);
-        py::dict d;
-        d["mean"] = s.mean;
-        d["std"] = s.std;
-        d["min"] = s.min;
-        d["max"] = s.max;
-        d["p50"] = s.p50;
-        d["p95"] = s.p95;
-        d["p99"] = s.p99;
-        d["ci_lower"] = s.ci_lower;
-        d["ci_upper"] = s.ci_upper;
-        d["cv"] = s.cv;
-        d["count"] = s.count;
-        return d;
+        return llmds::python::stats_dict(s);
       },
       py::arg("values"), py::arg("confidence_level") = 0.95,
       "Mean, sample std, min, max, percentiles, Student-t confidence interval of the mean, "

@@ -79,6 +79,7 @@
 
 #include "llmds/ann/distance.hpp"
 #include "llmds/core/errors.hpp"
+#include "llmds/core/stats_fields.hpp"
 #include "llmds/detail/assert.hpp"
 #include "llmds/detail/binary_io.hpp"
 #include "llmds/detail/checked_size.hpp"
@@ -179,7 +180,30 @@ struct HNSWStats {
   std::optional<std::int64_t> entry_point;  // id of the entry node
   std::uint64_t edges = 0;       // directed links over all layers
   std::size_t memory_bytes = 0;  // vectors, links, ids and the id map
+  std::size_t dim = 0;           // the configuration these figures ran under
+  std::size_t M = 0;
+  std::size_t ef_construction = 0;
+  std::size_t ef_search = 0;
+  const char* metric = "";
   const char* isa = "";          // distance kernels in use
+
+  /// Every figure by name (core/stats_fields.hpp).
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    visit("num_vectors", num_vectors);
+    visit("num_deleted", num_deleted);
+    visit("capacity", capacity);
+    visit("num_layers", num_layers);
+    visit("entry_point", entry_point);
+    visit("edges", edges);
+    visit("memory_bytes", memory_bytes);
+    visit("dim", dim);
+    visit("M", M);
+    visit("ef_construction", ef_construction);
+    visit("ef_search", ef_search);
+    visit("metric", metric);
+    visit("simd", isa);
+  }
 };
 
 /// Which ids a filtered search may return.
@@ -400,6 +424,11 @@ class HNSW {
                      levels_.capacity() * sizeof(int) + labels_.capacity() * sizeof(Label) +
                      deleted_.capacity() + slot_of_.size() * (sizeof(Label) + sizeof(std::uint32_t) + 16) +
                      slot_of_.bucket_count() * sizeof(void*);
+    s.dim = config_.dim;
+    s.M = config_.M;
+    s.ef_construction = config_.ef_construction;
+    s.ef_search = config_.ef_search;
+    s.metric = metric_name(config_.metric);
     s.isa = kernels_.isa;
     return s;
   }

@@ -15,12 +15,22 @@
 #include <cstddef>
 #include <span>
 
+#include "llmds/core/stats_fields.hpp"
+
 namespace llmds {
 
 struct Percentiles {
   double p50;
   double p95;
   double p99;
+
+  /// Every figure by name (core/stats_fields.hpp).
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    visit("p50", p50);
+    visit("p95", p95);
+    visit("p99", p99);
+  }
 };
 
 struct Statistics {
@@ -35,6 +45,22 @@ struct Statistics {
   double ci_upper;
   double cv;  // coefficient of variation, 100 * std / |mean|, in percent
   std::size_t count;
+
+  /// Every figure by name (core/stats_fields.hpp).
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    visit("mean", mean);
+    visit("std", std);
+    visit("min", min);
+    visit("max", max);
+    visit("p50", p50);
+    visit("p95", p95);
+    visit("p99", p99);
+    visit("ci_lower", ci_lower);
+    visit("ci_upper", ci_upper);
+    visit("cv", cv);
+    visit("count", count);
+  }
 };
 
 /// The q-th percentile (q in [0, 100]) of `values`, by linear interpolation. O(n log n).

@@ -36,6 +36,7 @@
 #include <fmt/format.h>
 
 #include "llmds/core/errors.hpp"
+#include "llmds/core/stats_fields.hpp"
 #include "llmds/detail/assert.hpp"
 
 namespace llmds {
@@ -71,6 +72,23 @@ class TokenLRU {
     std::uint64_t hits = 0;       // get found the key
     std::uint64_t misses = 0;     // get did not
     std::uint64_t evictions = 0;  // entries evicted by put or evict_until_budget
+
+    /// Share of gets that found their key; 0 before any get.
+    [[nodiscard]] double hit_rate() const noexcept {
+      return hits + misses == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(hits + misses);
+    }
+
+    /// Every figure by name (core/stats_fields.hpp).
+    template <class Visit>
+    void for_each_field(Visit&& visit) const {
+      visit("size", size);
+      visit("total_tokens", total_tokens);
+      visit("max_tokens", max_tokens);
+      visit("hits", hits);
+      visit("misses", misses);
+      visit("hit_rate", hit_rate());
+      visit("evictions", evictions);
+    }
   };
 
   /// `max_tokens` unset: the cache never evicts by itself.

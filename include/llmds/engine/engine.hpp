@@ -61,6 +61,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "llmds/core/stats_fields.hpp"
 #include "llmds/core/types.hpp"
 #include "llmds/engine/llama.hpp"
 #include "llmds/engine/sampler.hpp"
@@ -161,6 +162,23 @@ struct EngineStats {
   std::size_t waiting = 0;
   std::size_t running = 0;
   KVCacheStats cache;  // refreshed every 64 steps and whenever the engine is idle
+
+  /// Every figure by name (core/stats_fields.hpp); the cache's main figures flattened.
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    visit("steps", steps);
+    visit("requests_finished", requests_finished);
+    visit("generated_tokens", generated_tokens);
+    visit("prefill_tokens", prefill_tokens);
+    visit("cached_prompt_tokens", cached_prompt_tokens);
+    visit("preemptions", preemptions);
+    visit("waiting", waiting);
+    visit("running", running);
+    visit("cache_used_pages", cache.used_pages);
+    visit("cache_cached_pages", cache.cached_pages);
+    visit("cache_free_pages", cache.free_pages);
+    visit("cache_prefix_hit_rate", cache.prefix_hit_rate());
+  }
 };
 
 /// A request in flight: its id, its result, and a thread-safe cancel.

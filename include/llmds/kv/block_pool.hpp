@@ -51,6 +51,7 @@
 #include <fmt/format.h>
 
 #include "llmds/core/errors.hpp"
+#include "llmds/core/stats_fields.hpp"
 #include "llmds/core/types.hpp"
 #include "llmds/detail/assert.hpp"
 #include "llmds/kv/paged_allocator.hpp"
@@ -66,6 +67,19 @@ struct BlockPoolStats {
   std::uint64_t total_refs = 0;   // sum of refcounts
   std::size_t registered_blocks = 0;  // keys in the registry (cached or in use)
   std::uint64_t evictions = 0;    // cached blocks taken for new contents, over the pool's life
+
+  /// Every figure by name (core/stats_fields.hpp).
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    visit("num_blocks", num_blocks);
+    visit("free_blocks", free_blocks);
+    visit("cached_blocks", cached_blocks);
+    visit("in_use_blocks", in_use_blocks);
+    visit("shared_blocks", shared_blocks);
+    visit("total_refs", total_refs);
+    visit("registered_blocks", registered_blocks);
+    visit("evictions", evictions);
+  }
 };
 
 template <class Key, class Hash = std::hash<Key>, class KeyEqual = std::equal_to<Key>>

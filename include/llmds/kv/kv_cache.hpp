@@ -61,6 +61,7 @@
 
 #include "llmds/core/errors.hpp"
 #include "llmds/core/float16.hpp"
+#include "llmds/core/stats_fields.hpp"
 #include "llmds/core/types.hpp"
 #include "llmds/detail/assert.hpp"
 #include "llmds/kv/block_hash.hpp"
@@ -116,6 +117,28 @@ struct KVCacheStats {
                                     : double(prefix_hit_pages) / double(prefix_lookup_pages);
   }
   [[nodiscard]] std::size_t bytes_saved() const noexcept { return pages_saved * bytes_per_page; }
+
+  /// Every figure by name (core/stats_fields.hpp).
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    visit("sequences", sequences);
+    visit("tokens", tokens);
+    visit("total_pages", total_pages);
+    visit("free_pages", free_pages);
+    visit("cached_pages", cached_pages);
+    visit("used_pages", used_pages);
+    visit("shared_pages", shared_pages);
+    visit("total_refs", total_refs);
+    visit("logical_pages", logical_pages);
+    visit("pages_saved", pages_saved);
+    visit("bytes_per_page", bytes_per_page);
+    visit("bytes_saved", bytes_saved());
+    visit("prefix_lookup_pages", prefix_lookup_pages);
+    visit("prefix_hit_pages", prefix_hit_pages);
+    visit("prefix_hit_rate", prefix_hit_rate());
+    visit("evictions", evictions);
+    visit("cow_copies", cow_copies);
+  }
 };
 
 template <class Scalar = float>

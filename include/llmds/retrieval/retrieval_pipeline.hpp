@@ -49,6 +49,7 @@
 
 #include "llmds/ann/hnsw.hpp"
 #include "llmds/core/errors.hpp"
+#include "llmds/core/stats_fields.hpp"
 #include "llmds/core/token_lru.hpp"
 #include "llmds/core/types.hpp"
 #include "llmds/detail/top_k.hpp"
@@ -72,7 +73,7 @@ struct RetrievalPipelineConfig {
   // by angle, and a bare HNSWConfig's l2 would rank them by length too.
   HNSWConfig hnsw{.metric = Metric::cosine};
   InvertedIndexConfig bm25;
-  Fusion fusion = Fusion::weighted;  // the seed's weighted combination
+  Fusion fusion = Fusion::weighted;  // the Python API's default: a weighted sum of normalised scores
   double rrf_k = 60;                 // Cormack et al. 2009
   std::size_t candidates = 100;      // taken from each list before fusion (at least top_k)
   std::uint64_t hot_query_threshold = 2;  // a query's results are cached from its 2nd search on
@@ -102,6 +103,33 @@ struct RetrievalPipelineStats {
   std::uint64_t cache_invalidations = 0;
   std::uint64_t dense_searches = 0;
   std::uint64_t sparse_searches = 0;
+  std::uint64_t hot_query_threshold = 0;  // the configuration these figures ran under
+  const char* fusion = "";
+  std::size_t dim = 0;
+
+  /// Share of searches answered from the hot-query cache; 0 before any search.
+  [[nodiscard]] double cache_hit_rate() const noexcept {
+    return searches == 0 ? 0.0 : static_cast<double>(cache_hits) / static_cast<double>(searches);
+  }
+
+  /// Every figure by name (core/stats_fields.hpp).
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    visit("documents", documents);
+    visit("documents_with_embeddings", documents_with_embeddings);
+    visit("searches", searches);
+    visit("cache_hits", cache_hits);
+    visit("cache_misses", cache_misses);
+    visit("cache_hit_rate", cache_hit_rate());
+    visit("cached_queries", cached_queries);
+    visit("cached_entries", cached_entries);
+    visit("cache_invalidations", cache_invalidations);
+    visit("dense_searches", dense_searches);
+    visit("sparse_searches", sparse_searches);
+    visit("hot_query_threshold", hot_query_threshold);
+    visit("fusion", fusion);
+    visit("dim", dim);
+  }
 };
 
 class RetrievalPipeline {
@@ -209,6 +237,9 @@ class RetrievalPipeline {
     s.cache_invalidations = invalidations_;
     s.dense_searches = dense_searches_;
     s.sparse_searches = sparse_searches_;
+    s.hot_query_threshold = config_.hot_query_threshold;
+    s.fusion = fusion_name(config_.fusion);
+    s.dim = config_.hnsw.dim;
     return s;
   }
 

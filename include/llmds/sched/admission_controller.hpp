@@ -9,7 +9,7 @@
 // when nothing else is charged: delayed, never refused for ever.
 //
 // Two ways to measure a rate, chosen by AdmissionConfig::mode:
-//   - moving_window (the seed's): the requests and tokens recorded in the last window_s seconds,
+//   - moving_window (the default): the requests and tokens recorded in the last window_s seconds,
 //     divided by window_s. should_admit refuses when admitting one more request would lift that
 //     average above qps_limit, or `estimated_tokens` more would lift the token average above
 //     token_rate_limit. Exact: each recorded request is one (time, tokens) entry in a FIFO that
@@ -23,7 +23,7 @@
 //     The token bucket may go into debt when a request used more tokens than were available;
 //     later requests wait until it is paid back, so nothing is under-counted. O(1).
 //
-// Checking and recording are separate, as in the seed: should_admit(estimated_tokens) answers
+// Checking and recording are separate, as in the Python API: should_admit(estimated_tokens) answers
 // (admitted, reason) and counts the decision; record_request(tokens) charges an admitted
 // request and its tokens to the limits. try_admit does both in one call. Limits apply per tenant
 // key: each tenant has its own window or buckets (requests without a tenant share the key "").
@@ -47,6 +47,7 @@
 
 #include <fmt/format.h>
 
+#include "llmds/core/stats_fields.hpp"
 #include "llmds/detail/hash.hpp"
 #include "llmds/sched/clock.hpp"
 
@@ -100,6 +101,33 @@ struct AdmissionStats {
   double current_token_rate = 0;  // tokens recorded in the last window_s / window_s (both modes)
   std::size_t tenants = 0;
   std::uint64_t clock_went_back = 0;  // clock readings earlier than the one before (taken as it)
+
+  [[nodiscard]] std::uint64_t rejected() const noexcept { return rejected_qps + rejected_tokens; }
+
+  /// Rejections by the limit that refused them.
+  struct ByReason {
+    std::uint64_t qps_limit = 0;
+    std::uint64_t token_rate_limit = 0;
+    /// Every figure by name (core/stats_fields.hpp).
+    template <class Visit>
+    void for_each_field(Visit&& visit) const {
+      visit("qps_limit", qps_limit);
+      visit("token_rate_limit", token_rate_limit);
+    }
+  };
+
+  /// Every figure by name (core/stats_fields.hpp).
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    visit("admitted", admitted);
+    visit("rejected", rejected());
+    visit("rejected_by_reason", ByReason{rejected_qps, rejected_tokens});
+    visit("recorded", recorded);
+    visit("current_qps", current_qps);
+    visit("current_token_rate", current_token_rate);
+    visit("tenants", tenants);
+    visit("clock_went_back", clock_went_back);
+  }
 };
 
 class AdmissionController {

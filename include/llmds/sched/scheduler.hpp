@@ -65,6 +65,7 @@
 #include "llmds/core/errors.hpp"
 #include "llmds/core/indexed_heap.hpp"
 #include "llmds/core/statistics.hpp"
+#include "llmds/core/stats_fields.hpp"
 #include "llmds/core/types.hpp"
 #include "llmds/detail/assert.hpp"
 #include "llmds/sched/clock.hpp"
@@ -118,6 +119,17 @@ struct MetricSummary {
   double p95 = 0;
   double p99 = 0;
   double max = 0;
+
+  /// Every figure by name (core/stats_fields.hpp).
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    visit("count", count);
+    visit("mean", mean);
+    visit("p50", p50);
+    visit("p95", p95);
+    visit("p99", p99);
+    visit("max", max);
+  }
 };
 
 struct SchedulerStats {
@@ -141,6 +153,30 @@ struct SchedulerStats {
   double throughput_rps = 0;            // completed / elapsed_s
   double throughput_tokens_per_s = 0;   // tokens submitted by completed requests / elapsed_s
   std::uint64_t clock_went_back = 0;    // clock readings earlier than the one before (taken as it)
+
+  /// Every figure by name (core/stats_fields.hpp).
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    visit("submitted", submitted);
+    visit("dispatched", dispatched);
+    visit("completed", completed);
+    visit("cancelled", cancelled);
+    visit("preempted", preempted);
+    visit("batches", batches);
+    visit("queued", queued);
+    visit("in_flight", in_flight);
+    visit("queued_tokens", queued_tokens);
+    visit("queue_wait_ms", queue_wait_ms);
+    visit("latency_ms", latency_ms);
+    visit("batch_size", batch_size);
+    visit("slo_requests", slo_requests);
+    visit("slo_met", slo_met);
+    visit("slo_attainment", slo_attainment);
+    visit("elapsed_s", elapsed_s);
+    visit("throughput_rps", throughput_rps);
+    visit("throughput_tokens_per_s", throughput_tokens_per_s);
+    visit("clock_went_back", clock_went_back);
+  }
 };
 
 class Scheduler {

@@ -37,6 +37,7 @@
 #include <fmt/format.h>
 
 #include "llmds/core/errors.hpp"
+#include "llmds/core/stats_fields.hpp"
 
 namespace llmds {
 
@@ -56,6 +57,14 @@ struct TokenAmounts {
   std::int64_t kv_cache = 0;
   std::int64_t prompt = 0;
   std::int64_t context = 0;
+
+  /// Each resource's amount under its name (core/stats_fields.hpp).
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    visit("kv_cache", kv_cache);
+    visit("prompt", prompt);
+    visit("context", context);
+  }
 
   [[nodiscard]] std::int64_t operator[](BudgetResource r) const {
     return r == BudgetResource::kv_cache ? kv_cache : r == BudgetResource::prompt ? prompt : context;
@@ -103,12 +112,37 @@ struct ResourceUsage {
   std::int64_t committed = 0;  // held by running requests
   std::int64_t peak = 0;       // highest reserved + committed so far
   std::uint64_t refusals = 0;
+
+  /// Room left under the limit; none without a limit.
+  [[nodiscard]] std::optional<std::int64_t> available() const noexcept {
+    if (!limit) return std::nullopt;
+    return *limit - reserved - committed;
+  }
+
+  /// Every figure by name (core/stats_fields.hpp).
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    visit("limit", limit);
+    visit("reserved", reserved);
+    visit("committed", committed);
+    visit("available", available());
+    visit("peak", peak);
+    visit("refusals", refusals);
+  }
 };
 
 struct TokenBudgetStats {
   std::array<ResourceUsage, 3> resources;  // indexed by BudgetResource
   std::size_t reservations = 0;            // keys held, reserved or committed
   std::size_t committed_reservations = 0;
+
+  /// Every figure by name (core/stats_fields.hpp): each resource's usage under its name.
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    for (const BudgetResource r : kBudgetResources) visit(resource_name(r), resources[static_cast<std::size_t>(r)]);
+    visit("reservations", reservations);
+    visit("committed_reservations", committed_reservations);
+  }
 };
 
 class TokenBudget {
@@ -165,10 +199,9 @@ class TokenBudget {
 
   /// Tokens of `r` still free (limit - reserved - committed), or std::nullopt when unlimited.
   [[nodiscard]] std::optional<std::int64_t> available(BudgetResource r) const {
-    const auto lim = config_.limit(r);
-    if (!lim) return std::nullopt;
-    const auto& u = usage_[index(r)];
-    return *lim - u.reserved - u.committed;
+    ResourceUsage u = usage_[index(r)];
+    u.limit = config_.limit(r);
+    return u.available();
   }
 
   [[nodiscard]] TokenBudgetStats stats() const {

@@ -45,6 +45,7 @@
 #include <fmt/format.h>
 
 #include "llmds/core/indexed_heap.hpp"
+#include "llmds/core/stats_fields.hpp"
 #include "llmds/detail/binary_io.hpp"
 #include "llmds/detail/hash.hpp"
 
@@ -86,6 +87,37 @@ struct CountMinSketchConfig {
     config.depth = static_cast<std::uint32_t>(std::max(1.0, depth));
     config.validate();
     return config;
+  }
+};
+
+/// The sketch's shape, guarantees and size at one moment.
+struct CountMinSketchStats {
+  std::uint32_t width = 0;
+  std::uint32_t depth = 0;
+  std::uint64_t seed = 0;
+  bool conservative = true;
+  std::uint32_t top_k = 0;
+  std::uint64_t total_count = 0;  // N: every count added
+  double epsilon = 0;             // e / width
+  double delta = 0;               // e^-depth
+  std::size_t memory_bytes = 0;
+
+  /// epsilon * N: with probability at least 1 - delta an estimate exceeds the truth by no more.
+  [[nodiscard]] double error_bound() const noexcept { return epsilon * static_cast<double>(total_count); }
+
+  /// Every figure by name (core/stats_fields.hpp).
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    visit("width", width);
+    visit("depth", depth);
+    visit("seed", seed);
+    visit("conservative", conservative);
+    visit("top_k", top_k);
+    visit("total_count", total_count);
+    visit("epsilon", epsilon);
+    visit("delta", delta);
+    visit("error_bound", error_bound());
+    visit("memory_bytes", memory_bytes);
   }
 };
 
@@ -148,15 +180,18 @@ class CountMinSketch {
   }
 
   /// epsilon * N: with probability at least 1 - delta an estimate exceeds the truth by no more.
-  [[nodiscard]] double get_error_bound() const noexcept {
-    return epsilon() * static_cast<double>(total_);
-  }
+  [[nodiscard]] double get_error_bound() const noexcept { return stats().error_bound(); }
   [[nodiscard]] double epsilon() const noexcept { return std::numbers::e / config_.width; }
   [[nodiscard]] double delta() const noexcept { return std::exp(-double(config_.depth)); }
   [[nodiscard]] std::uint64_t total_count() const noexcept { return total_; }
   [[nodiscard]] const CountMinSketchConfig& config() const noexcept { return config_; }
   [[nodiscard]] std::size_t memory_bytes() const noexcept {
     return counters_.capacity() * sizeof(std::uint64_t);
+  }
+
+  [[nodiscard]] CountMinSketchStats stats() const noexcept {
+    return {config_.width, config_.depth,  config_.seed, config_.conservative, config_.top_k,
+            total_,        epsilon(),      delta(),      memory_bytes()};
   }
 
   /// Adds the counts of `other` into this sketch. The two must share width, depth and seed;

@@ -64,6 +64,7 @@
 #include <fmt/format.h>
 
 #include "llmds/core/errors.hpp"
+#include "llmds/core/stats_fields.hpp"
 #include "llmds/core/types.hpp"
 #include "llmds/detail/assert.hpp"
 #include "llmds/detail/binary_io.hpp"
@@ -116,6 +117,29 @@ struct InvertedIndexStats {
   double bits_per_posting_with_skips = 0;
   std::size_t forward_bytes = 0;       // per-document term lists (for exact removal)
   std::size_t memory_bytes = 0;        // everything the index holds on the heap, approximately
+  double k1 = 0;                       // the BM25 parameters in use
+  double b = 0;
+
+  /// Every figure by name (core/stats_fields.hpp).
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    visit("num_documents", num_documents);
+    visit("scored_documents", scored_documents);
+    visit("num_terms", num_terms);
+    visit("num_postings", num_postings);
+    visit("stored_postings", stored_postings);
+    visit("dead_documents", dead_documents);
+    visit("total_terms", total_terms);
+    visit("avg_doc_length", avg_doc_length);
+    visit("posting_bytes", posting_bytes);
+    visit("skip_bytes", skip_bytes);
+    visit("bits_per_posting", bits_per_posting);
+    visit("bits_per_posting_with_skips", bits_per_posting_with_skips);
+    visit("forward_bytes", forward_bytes);
+    visit("memory_bytes", memory_bytes);
+    visit("k1", k1);
+    visit("b", b);
+  }
 };
 
 class InvertedIndex {
@@ -341,6 +365,8 @@ class InvertedIndex {
       s.memory_bytes += term.capacity() + sizeof(std::string) + 3 * sizeof(void*);
     }
     s.memory_bytes += term_ids_.bucket_count() * sizeof(void*);
+    s.k1 = config_.k1;
+    s.b = config_.b;
     return s;
   }
 
