@@ -33,6 +33,7 @@
 #include "llmds/ann/hnsw.hpp"
 
 #include "data_dir.hpp"
+#include "gaussian_rows.hpp"
 
 namespace {
 
@@ -58,13 +59,7 @@ std::vector<std::int64_t> iota_ids(std::size_t n) {
   return ids;
 }
 
-std::vector<float> gaussian_rows(std::size_t n, std::size_t dim, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> v(n * dim);
-  for (auto& x : v) x = normal(rng);
-  return v;
-}
+using llmds::testing::gaussian_rows;
 
 // --- data ---------------------------------------------------------------------------------------
 

@@ -74,7 +74,7 @@ def _sketch(requests: list[tuple[int, list[int]]]) -> None:
     )
     print("   width   memory   fill ms   mean over   max over   bound e/w*N   top-5 exact")
     true_top = {count for _, count in exact.most_common(5)}
-    for width in (2048, 16384):  # the seed's default, and 8x wider
+    for width in (2048, 16384):  # the default width, and 8x wider
         sketch = CountMinSketch(width=width, depth=4, top_k=5)
         with Timer() as t:
             sketch.add_many(blocks)

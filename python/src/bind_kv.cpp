@@ -1,5 +1,5 @@
-// The kv family: llmds.paged_allocator (PagedAllocator, PageStats), llmds.kv_cache (KVCache,
-// BlockPool) and llmds.traces (Mooncake trace loading and the prefix-cache replay).
+// The kv family: llmds.paged_allocator (PagedAllocator, PageStats) and llmds.kv_cache (KVCache,
+// BlockPool). The trace replay, which runs on a BlockPool, is bound in bind_traces.cpp.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -23,24 +23,21 @@
 #include "llmds/kv/block_pool.hpp"
 #include "llmds/kv/kv_cache.hpp"
 #include "llmds/kv/paged_allocator.hpp"
-#include "llmds/kv/trace_replay.hpp"
 
 #include "arguments.hpp"
 #include "initialised.hpp"
+#include "stats_dict.hpp"
 
 namespace py = pybind11;
 
 namespace {
 class PyKVCache;
-struct MooncakeTrace;
 }  // namespace
 
 LLMDS_PY_REQUIRE_INIT(llmds::PageStats)
 LLMDS_PY_REQUIRE_INIT(llmds::PagedAllocator)
 LLMDS_PY_REQUIRE_INIT(llmds::BlockPool<std::int64_t>)
 LLMDS_PY_REQUIRE_INIT(PyKVCache)
-LLMDS_PY_REQUIRE_INIT(MooncakeTrace)
-LLMDS_PY_REQUIRE_INIT(llmds::PrefixCacheReplayResult)
 
 namespace {
 
@@ -57,19 +54,6 @@ py::module_ numpy() { return py::module_::import("numpy"); }
 // --- BlockPool with integer keys (trace hash ids, or any caller-side 64-bit hash) ---------------
 
 using IntBlockPool = llmds::BlockPool<std::int64_t>;
-
-py::dict pool_stats_dict(const llmds::BlockPoolStats& s) {
-  py::dict d;
-  d["num_blocks"] = s.num_blocks;
-  d["free_blocks"] = s.free_blocks;
-  d["cached_blocks"] = s.cached_blocks;
-  d["in_use_blocks"] = s.in_use_blocks;
-  d["shared_blocks"] = s.shared_blocks;
-  d["total_refs"] = s.total_refs;
-  d["registered_blocks"] = s.registered_blocks;
-  d["evictions"] = s.evictions;
-  return d;
-}
 
 // --- KVCache: float32 or float16 pages behind one Python class ---------------------------------
 
@@ -192,26 +176,9 @@ py::dtype dtype_of() {
 
 py::dict cache_stats_dict(const PyKVCache& self) {
   return self.visit([](const auto& c) {
-    const auto s = c.stats();
-    py::dict d;
-    d["sequences"] = s.sequences;
-    d["tokens"] = s.tokens;
-    d["total_pages"] = s.total_pages;
-    d["free_pages"] = s.free_pages;
-    d["cached_pages"] = s.cached_pages;
-    d["used_pages"] = s.used_pages;
-    d["shared_pages"] = s.shared_pages;
-    d["total_refs"] = s.total_refs;
-    d["logical_pages"] = s.logical_pages;
-    d["pages_saved"] = s.pages_saved;
-    d["bytes_per_page"] = s.bytes_per_page;
-    d["bytes_saved"] = s.bytes_saved();
-    d["prefix_lookup_pages"] = s.prefix_lookup_pages;
-    d["prefix_hit_pages"] = s.prefix_hit_pages;
-    d["prefix_hit_rate"] = s.prefix_hit_rate();
-    d["evictions"] = s.evictions;
-    d["cow_copies"] = s.cow_copies;
-    // Reference counts of the pages in use: what the seed's "reference counts" asks to see.
+    py::dict d = llmds::python::stats_dict(c.stats());
+    // Beside the figures, the reference count of every page in use (O(max_pages), so it is
+    // listed here rather than computed by every C++ stats() call).
     py::dict refcounts;
     const auto& pool = c.pool();
     for (std::size_t p = 0; p < pool.num_blocks(); ++p) {
@@ -222,11 +189,6 @@ py::dict cache_stats_dict(const PyKVCache& self) {
     return d;
   });
 }
-
-// A trace stays in C++ (a Python list of 12k dicts would cost more than the replay itself).
-struct MooncakeTrace {
-  std::vector<llmds::MooncakeRequest> requests;
-};
 
 }  // namespace
 
@@ -330,7 +292,7 @@ tail first, so that the tail of a prompt is evicted before its head.
              return moves;
            },
            "Pack used and cached blocks at the lowest ids; return {old_id: new_id} for every move.")
-      .def("stats", [](const IntBlockPool& p) { return pool_stats_dict(p.stats()); })
+      .def("stats", [](const IntBlockPool& p) { return llmds::python::stats_dict(p.stats()); })
       .def_property_readonly("num_blocks", &IntBlockPool::num_blocks)
       .def("__repr__", [](const IntBlockPool& p) {
         return fmt::format("BlockPool(num_blocks={}, in_use={}, cached={}, free={})", p.num_blocks(),
@@ -505,64 +467,4 @@ cached until the room is needed. Running out of pages raises MemoryError and cha
             c.page_size, c.max_pages, c.enable_prefix_sharing ? "True" : "False", c.entry_width,
             self.dtype(), sequences);
       });
-
-  py::class_<MooncakeTrace>(m, "MooncakeTrace", "A parsed Mooncake trace (JSON Lines), held in C++.")
-      .def("__len__", [](const MooncakeTrace& t) { return t.requests.size(); })
-      .def_property_readonly("total_input_tokens",
-                             [](const MooncakeTrace& t) {
-                               std::int64_t sum = 0;
-                               for (const auto& r : t.requests) sum += r.input_length;
-                               return sum;
-                             })
-      .def("__repr__",
-           [](const MooncakeTrace& t) { return fmt::format("MooncakeTrace({} requests)", t.requests.size()); });
-
-  m.def("load_mooncake_trace",
-        [](const std::filesystem::path& path) {
-          py::gil_scoped_release release;
-          return MooncakeTrace{llmds::load_mooncake_trace(path)};
-        },
-        py::arg("path"),
-        "Parse a Mooncake trace file. OSError if it cannot be read, ValueError naming the line "
-        "if it is malformed.");
-  m.def("parse_mooncake_trace",
-        [](std::string_view text) {
-          py::gil_scoped_release release;
-          return MooncakeTrace{llmds::parse_mooncake_trace(text)};
-        },
-        py::arg("text"), "Parse the text of a Mooncake trace. ValueError naming the line if it is malformed.");
-
-  py::class_<llmds::PrefixCacheReplayResult>(m, "PrefixCacheReplayResult",
-                                             "What a prefix-cache replay of a trace measured.")
-      .def_readonly("requests", &llmds::PrefixCacheReplayResult::requests)
-      .def_readonly("capacity_blocks", &llmds::PrefixCacheReplayResult::capacity_blocks)
-      .def_readonly("lookup_blocks", &llmds::PrefixCacheReplayResult::lookup_blocks,
-                    "full prompt blocks looked up")
-      .def_readonly("hit_blocks", &llmds::PrefixCacheReplayResult::hit_blocks,
-                    "of those, served from cache")
-      .def_readonly("allocated_blocks", &llmds::PrefixCacheReplayResult::allocated_blocks,
-                    "blocks written: missed prompt blocks, partial and decode blocks")
-      .def_readonly("evictions", &llmds::PrefixCacheReplayResult::evictions)
-      .def_readonly("seconds", &llmds::PrefixCacheReplayResult::seconds,
-                    "wall time of the replay loop alone")
-      .def_property_readonly("hit_rate", &llmds::PrefixCacheReplayResult::hit_rate)
-      .def_property_readonly("microseconds_per_request",
-                             &llmds::PrefixCacheReplayResult::microseconds_per_request)
-      .def("__repr__", [](const llmds::PrefixCacheReplayResult& r) {
-        return fmt::format(
-            "PrefixCacheReplayResult(requests={}, capacity_blocks={}, hit_rate={:.4f}, "
-            "evictions={}, microseconds_per_request={:.2f})",
-            r.requests, r.capacity_blocks, r.hit_rate(), r.evictions, r.microseconds_per_request());
-      });
-
-  m.def("replay_prefix_cache",
-        [](const MooncakeTrace& trace, std::int64_t capacity_blocks, std::int64_t block_size) {
-          const llmds::PrefixCacheReplayConfig config{positive(capacity_blocks, "capacity_blocks"),
-                                                      positive(block_size, "block_size")};
-          py::gil_scoped_release release;
-          return llmds::replay_prefix_cache(trace.requests, config);
-        },
-        py::arg("trace"), py::arg("capacity_blocks"), py::arg("block_size") = 512,
-        "Replay a trace through an LRU prefix cache of capacity_blocks blocks, under the protocol "
-        "of the shared data's traces README (section 3).");
 }

@@ -1,5 +1,5 @@
 // llmds._core: the one extension module. Each family binds itself in bind_<family>.cpp; the
-// Python package re-exports the classes at the seed's module paths (llmds.indexed_heap, ...).
+// Python package re-exports the classes at the documented module paths (llmds.indexed_heap, ...).
 #include <pybind11/pybind11.h>
 
 #include <string>
@@ -14,6 +14,7 @@ void bind_utils(py::module_& m);
 void bind_core(py::module_& m);
 void bind_sketch(py::module_& m);
 void bind_kv(py::module_& m);
+void bind_traces(py::module_& m);
 void bind_ann(py::module_& m);
 void bind_text(py::module_& m);
 void bind_retrieval(py::module_& m);
@@ -45,6 +46,7 @@ PYBIND11_MODULE(_core, m) {
   bind_core(m);
   bind_sketch(m);
   bind_kv(m);
+  bind_traces(m);
   bind_ann(m);
   bind_text(m);
   bind_retrieval(m);

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "llmds/core/errors.hpp"
+#include "gaussian_rows.hpp"
 #include "saved_bytes.hpp"
 #include "test_data.hpp"
 
@@ -23,13 +24,7 @@ using llmds::HNSW;
 using llmds::HNSWConfig;
 using llmds::Metric;
 
-std::vector<float> random_rows(std::size_t n, std::size_t dim, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> v(n * dim);
-  for (auto& x : v) x = normal(rng);
-  return v;
-}
+using llmds::testing::gaussian_rows;
 
 HNSWConfig config(std::size_t dim, Metric metric = Metric::l2, std::uint64_t seed = 1) {
   HNSWConfig c;
@@ -82,7 +77,7 @@ TEST(DistanceKernels, AgreeWithTheScalarLoopAtEveryLength) {
   const auto& best = llmds::ann::best_kernels();
   const auto scalar = llmds::ann::scalar_kernels();
   for (std::size_t n = 0; n < 80; ++n) {
-    const auto a = random_rows(1, n, n), b = random_rows(1, n, n + 100);
+    const auto a = gaussian_rows(1, n, n), b = gaussian_rows(1, n, n + 100);
     EXPECT_NEAR(best.l2sq(a.data(), b.data(), n), scalar.l2sq(a.data(), b.data(), n),
                 1e-4 * (1 + std::abs(scalar.l2sq(a.data(), b.data(), n))));
     EXPECT_NEAR(best.dot(a.data(), b.data(), n), scalar.dot(a.data(), b.data(), n),
@@ -92,7 +87,7 @@ TEST(DistanceKernels, AgreeWithTheScalarLoopAtEveryLength) {
 
 TEST(HNSW, FindsTheNearestNeighboursOfRandomData) {
   constexpr std::size_t n = 2000, dim = 24, nq = 50;
-  const auto data = random_rows(n, dim, 1), queries = random_rows(nq, dim, 2);
+  const auto data = gaussian_rows(n, dim, 1), queries = gaussian_rows(nq, dim, 2);
   for (const Metric m : {Metric::l2, Metric::ip, Metric::cosine}) {
     HNSW index(config(dim, m));
     for (std::size_t i = 0; i < n; ++i) index.add(row(data, i, dim), static_cast<std::int64_t>(i));
@@ -113,7 +108,7 @@ TEST(HNSW, FindsTheNearestNeighboursOfRandomData) {
 
 TEST(HNSW, ASeedMakesBuildsIdentical) {
   constexpr std::size_t n = 800, dim = 16;
-  const auto data = random_rows(n, dim, 3);
+  const auto data = gaussian_rows(n, dim, 3);
   HNSW a(config(dim, Metric::l2, 42)), b(config(dim, Metric::l2, 42));
   for (std::size_t i = 0; i < n; ++i) {
     a.add(row(data, i, dim), static_cast<std::int64_t>(i));
@@ -150,7 +145,7 @@ TEST(HNSW, BadInputThrowsAndChangesNothing) {
 
 TEST(HNSW, DeletedVectorsAreNeverReturnedAndTheirSlotsCanBeReused) {
   constexpr std::size_t n = 500, dim = 8;
-  const auto data = random_rows(n, dim, 4);
+  const auto data = gaussian_rows(n, dim, 4);
   HNSWConfig c = config(dim);
   c.initial_capacity = n;
   HNSW index(c);
@@ -235,7 +230,7 @@ TEST(HNSW, ReusingDeletedSlotsKeepsRecallCloseToAFreshBuild) {
 
 TEST(HNSW, FilteredSearchReturnsOnlyAllowedIds) {
   constexpr std::size_t n = 3000, dim = 16, nq = 30;
-  const auto data = random_rows(n, dim, 5), queries = random_rows(nq, dim, 6);
+  const auto data = gaussian_rows(n, dim, 5), queries = gaussian_rows(nq, dim, 6);
   HNSW index(config(dim));
   for (std::size_t i = 0; i < n; ++i) index.add(row(data, i, dim), static_cast<std::int64_t>(i));
   const llmds::IdFilter tenth = [](std::int64_t id) { return id % 10 == 3; };
@@ -260,7 +255,7 @@ TEST(HNSW, FilteredSearchReturnsOnlyAllowedIds) {
 
 TEST(HNSW, SavesAndLoadsExactlyAndRejectsDamage) {
   constexpr std::size_t n = 300, dim = 8;
-  const auto data = random_rows(n, dim, 7);
+  const auto data = gaussian_rows(n, dim, 7);
   HNSW index(config(dim, Metric::ip));
   for (std::size_t i = 0; i < n; ++i) index.add(row(data, i, dim), static_cast<std::int64_t>(i) * 3);
   index.mark_deleted(30);
@@ -283,7 +278,7 @@ TEST(HNSW, SavesAndLoadsExactlyAndRejectsDamage) {
 
 TEST(HNSW, GrowsPastItsInitialCapacity) {
   constexpr std::size_t n = 1000, dim = 8;
-  const auto data = random_rows(n, dim, 8);
+  const auto data = gaussian_rows(n, dim, 8);
   HNSWConfig c = config(dim);
   c.initial_capacity = 4;
   HNSW index(c);
@@ -299,7 +294,7 @@ TEST(HNSW, GrowsPastItsInitialCapacity) {
 
 TEST(HNSW, ParallelBatchAddBuildsAGoodGraph) {
   constexpr std::size_t n = 3000, dim = 16, nq = 30;
-  const auto data = random_rows(n, dim, 9), queries = random_rows(nq, dim, 10);
+  const auto data = gaussian_rows(n, dim, 9), queries = gaussian_rows(nq, dim, 10);
   std::vector<std::int64_t> ids(n);
   std::iota(ids.begin(), ids.end(), 0);
   HNSWConfig c = config(dim);
@@ -314,7 +309,7 @@ TEST(HNSW, ParallelBatchAddBuildsAGoodGraph) {
 
 TEST(HNSW, SearchBatchIntoWritesPaddedRowsAndMatchesSearch) {
   constexpr std::size_t n = 40, dim = 8, nq = 5, k = 50;  // k > n: every row is padded
-  const auto data = random_rows(n, dim, 11), queries = random_rows(nq, dim, 12);
+  const auto data = gaussian_rows(n, dim, 11), queries = gaussian_rows(nq, dim, 12);
   HNSW index(config(dim));
   for (std::size_t i = 0; i < n; ++i) index.add(row(data, i, dim), static_cast<std::int64_t>(i) + 100);
   index.mark_deleted(105);
@@ -354,7 +349,7 @@ TEST(HNSW, SearchBatchIntoWritesPaddedRowsAndMatchesSearch) {
 
 TEST(HNSW, SingleThreadedBatchAddIsDeterministicAndEqualsOneByOneAdds) {
   constexpr std::size_t n = 1500, dim = 12;
-  const auto data = random_rows(n, dim, 13);
+  const auto data = gaussian_rows(n, dim, 13);
   std::vector<std::int64_t> ids(n);
   std::iota(ids.begin(), ids.end(), 0);
   for (const Metric m : {Metric::l2, Metric::cosine}) {
@@ -371,7 +366,7 @@ TEST(HNSW, SearchesStayCorrectAcrossGrowthAndManyVisitedEpochs) {
   // Each search starts two visited sets (the descent and layer 0) by bumping a 16-bit epoch, so
   // 40000 searches wrap it; growing the index between searches resizes the pooled scratch.
   constexpr std::size_t dim = 4;
-  const auto data = random_rows(400, dim, 14);
+  const auto data = gaussian_rows(400, dim, 14);
   HNSWConfig c = config(dim);
   c.initial_capacity = 8;
   HNSW index(c);
@@ -492,7 +487,7 @@ TEST(HNSW, ConcurrentInsertsKeepEveryVectorFindable) { expect_every_live_vector_
 // entry 74, then the vectors' length (78) and floats (86), then the layer-0 link records.
 TEST(HNSW, ASavedIndexWhoseSizesExceedItsBytesIsRefusedBeforeAllocating) {
   HNSW index(config(4));
-  const auto data = random_rows(3, 4, 11);
+  const auto data = gaussian_rows(3, 4, 11);
   for (std::size_t i = 0; i < 3; ++i) index.add(row(data, i, 4), static_cast<std::int64_t>(i));
   const std::string bytes = index.to_bytes();
   ASSERT_EQ(HNSW::from_bytes(llmds::test::resealed(bytes))->to_bytes(), bytes);
@@ -515,7 +510,7 @@ TEST(HNSW, ASavedIndexWithNonFiniteVectorsOrABrokenGraphIsRefused) {
   HNSWConfig c = config(4);
   c.M = 2;
   HNSW index(c);
-  const auto data = random_rows(3, 4, 12);
+  const auto data = gaussian_rows(3, 4, 12);
   for (std::size_t i = 0; i < 3; ++i) index.add(row(data, i, 4), static_cast<std::int64_t>(i));
   const std::string bytes = index.to_bytes();
   EXPECT_THROW((void)HNSW::from_bytes(with(bytes, 86, std::numeric_limits<float>::quiet_NaN())), std::invalid_argument);
@@ -540,7 +535,7 @@ TEST(HNSW, ASavedIndexWithNonFiniteVectorsOrABrokenGraphIsRefused) {
 
 TEST(HNSW, ASavedCosineIndexMustHoldUnitVectors) {
   HNSW index(config(4, Metric::cosine));
-  const auto data = random_rows(3, 4, 13);
+  const auto data = gaussian_rows(3, 4, 13);
   for (std::size_t i = 0; i < 3; ++i) index.add(row(data, i, 4), static_cast<std::int64_t>(i));
   const std::string bytes = index.to_bytes();
   ASSERT_EQ(HNSW::from_bytes(bytes)->search(row(data, 0, 4), 1)[0].id, 0);

@@ -12,6 +12,7 @@ import pytest
 
 from llmds.data import read_idx_images, read_idx_labels, read_ivecs
 from llmds.hnsw import HNSW
+from thread_helpers import readers_and_writer
 
 
 def random_data(n=1000, dim=16, seed=0):
@@ -197,37 +198,17 @@ def test_writers_and_filtered_searches_in_other_threads_do_not_deadlock():
     rng = np.random.default_rng(5)
     h = HNSW(8, seed=1)
     h.add_batch(rng.random((200, 8), dtype=np.float32), list(range(200)))
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
     def search() -> None:
-        try:
-            while not stop.is_set():
-                h.search(rng.random(8, dtype=np.float32), 5, filter=lambda i: i % 2 == 0)
-        except BaseException as e:  # noqa: BLE001 - reported by the main thread
-            errors.append(e)
+        h.search(rng.random(8, dtype=np.float32), 5, filter=lambda i: i % 2 == 0)
 
     def write() -> None:
-        try:
-            for i in range(200, 1200):
-                h.add(np.full(8, i / 1200, dtype=np.float32), i)
-                if i % 100 == 0:
-                    h.mark_deleted(i)
-                    h.ef_search = 40 + i % 7
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
+        for i in range(200, 1200):
+            h.add(np.full(8, i / 1200, dtype=np.float32), i)
+            if i % 100 == 0:
+                h.mark_deleted(i)
+                h.ef_search = 40 + i % 7
 
-    # Daemon threads: if the bug came back, the test fails instead of hanging the run.
-    searchers = [threading.Thread(target=search, daemon=True) for _ in range(2)]
-    writer = threading.Thread(target=write, daemon=True)
-    for t in (*searchers, writer):
-        t.start()
-    writer.join(timeout=60)
-    stop.set()
-    for t in searchers:
-        t.join(timeout=60)
-    assert not writer.is_alive() and not any(t.is_alive() for t in searchers), "deadlock"
-    assert errors == []
+    readers_and_writer(search, write)
     assert len(h) == 1200 - 10  # ten were marked deleted
 
 

@@ -22,7 +22,7 @@ def entries(tokens: list[int], width: int = 1) -> np.ndarray:
     return out
 
 
-# --- the seed's signatures --------------------------------------------------------------------
+# --- the documented signatures --------------------------------------------------------------------
 
 
 def test_defaults_follow_the_seed():

@@ -1,4 +1,4 @@
-"""llmds.retrieval_pipeline: the seed's signatures, fusion by its definitions, hot-query caching."""
+"""llmds.retrieval_pipeline: the documented signatures, fusion by its definitions, hot-query caching."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""llmds.scheduler.Scheduler: the seed's signatures, the order, batching rules and errors on a
+"""llmds.scheduler.Scheduler: the documented signatures, the order, batching rules and errors on a
 ManualClock, and random traffic against a naive model."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@
 // are broken by the smaller key in both orders, so pop order is fully determined by the contents
 // (a scheduler that numbers requests by arrival gets first-come-first-served among equals).
 //
-// Re-scoring follows the seed's contract: decrease_key lowers a score and increase_key raises it,
+// Re-scoring follows the Python API's contract: decrease_key lowers a score and increase_key raises it,
 // whatever the order (in a max-heap decrease_key sifts down and increase_key sifts up, in a
 // min-heap the reverse); a call that would move the score the other way is an error. update_key
 // accepts either direction.
@@ -57,7 +57,7 @@ concept HeapKey = std::totally_ordered<K> && std::copy_constructible<K> &&
 template <class S>
 concept HeapScore = std::totally_ordered<S> && std::copyable<S>;
 
-/// What pop, peek and erase hand back: the seed's (score, key_id) pair.
+/// What pop, peek and erase hand back: the Python API's (score, key_id) pair.
 template <class Score, class Key>
 struct HeapEntry {
   Score score;

@@ -1,0 +1,93 @@
+// llmds.traces: Mooncake trace loading and the prefix-cache replay, which runs a trace's
+// requests through a BlockPool (kv/trace_replay.hpp).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <pybind11/stl/filesystem.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "llmds/kv/trace_replay.hpp"
+
+#include "arguments.hpp"
+#include "initialised.hpp"
+
+namespace py = pybind11;
+
+namespace {
+// A trace stays in C++ (a Python list of 12k dicts would cost more than the replay itself).
+struct MooncakeTrace {
+  std::vector<llmds::MooncakeRequest> requests;
+};
+}  // namespace
+
+LLMDS_PY_REQUIRE_INIT(MooncakeTrace)
+LLMDS_PY_REQUIRE_INIT(llmds::PrefixCacheReplayResult)
+
+void bind_traces(py::module_& m) {
+  using llmds::python::positive;
+
+  py::class_<MooncakeTrace>(m, "MooncakeTrace", "A parsed Mooncake trace (JSON Lines), held in C++.")
+      .def("__len__", [](const MooncakeTrace& t) { return t.requests.size(); })
+      .def_property_readonly("total_input_tokens",
+                             [](const MooncakeTrace& t) {
+                               std::int64_t sum = 0;
+                               for (const auto& r : t.requests) sum += r.input_length;
+                               return sum;
+                             })
+      .def("__repr__",
+           [](const MooncakeTrace& t) { return fmt::format("MooncakeTrace({} requests)", t.requests.size()); });
+
+  m.def("load_mooncake_trace",
+        [](const std::filesystem::path& path) {
+          py::gil_scoped_release release;
+          return MooncakeTrace{llmds::load_mooncake_trace(path)};
+        },
+        py::arg("path"),
+        "Parse a Mooncake trace file. OSError if it cannot be read, ValueError naming the line "
+        "if it is malformed.");
+  m.def("parse_mooncake_trace",
+        [](std::string_view text) {
+          py::gil_scoped_release release;
+          return MooncakeTrace{llmds::parse_mooncake_trace(text)};
+        },
+        py::arg("text"), "Parse the text of a Mooncake trace. ValueError naming the line if it is malformed.");
+
+  py::class_<llmds::PrefixCacheReplayResult>(m, "PrefixCacheReplayResult",
+                                             "What a prefix-cache replay of a trace measured.")
+      .def_readonly("requests", &llmds::PrefixCacheReplayResult::requests)
+      .def_readonly("capacity_blocks", &llmds::PrefixCacheReplayResult::capacity_blocks)
+      .def_readonly("lookup_blocks", &llmds::PrefixCacheReplayResult::lookup_blocks,
+                    "full prompt blocks looked up")
+      .def_readonly("hit_blocks", &llmds::PrefixCacheReplayResult::hit_blocks,
+                    "of those, served from cache")
+      .def_readonly("allocated_blocks", &llmds::PrefixCacheReplayResult::allocated_blocks,
+                    "blocks written: missed prompt blocks, partial and decode blocks")
+      .def_readonly("evictions", &llmds::PrefixCacheReplayResult::evictions)
+      .def_readonly("seconds", &llmds::PrefixCacheReplayResult::seconds,
+                    "wall time of the replay loop alone")
+      .def_property_readonly("hit_rate", &llmds::PrefixCacheReplayResult::hit_rate)
+      .def_property_readonly("microseconds_per_request",
+                             &llmds::PrefixCacheReplayResult::microseconds_per_request)
+      .def("__repr__", [](const llmds::PrefixCacheReplayResult& r) {
+        return fmt::format(
+            "PrefixCacheReplayResult(requests={}, capacity_blocks={}, hit_rate={:.4f}, "
+            "evictions={}, microseconds_per_request={:.2f})",
+            r.requests, r.capacity_blocks, r.hit_rate(), r.evictions, r.microseconds_per_request());
+      });
+
+  m.def("replay_prefix_cache",
+        [](const MooncakeTrace& trace, std::int64_t capacity_blocks, std::int64_t block_size) {
+          const llmds::PrefixCacheReplayConfig config{positive(capacity_blocks, "capacity_blocks"),
+                                                      positive(block_size, "block_size")};
+          py::gil_scoped_release release;
+          return llmds::replay_prefix_cache(trace.requests, config);
+        },
+        py::arg("trace"), py::arg("capacity_blocks"), py::arg("block_size") = 512,
+        "Replay a trace through an LRU prefix cache of capacity_blocks blocks, under the protocol "
+        "of docs/kv-cache.md (\"Trace replay\").");
+}
