@@ -157,3 +157,26 @@ def damaged(blob: bytes, data: Any, how: str, garbage: bytes) -> bytes:
     else:
         spoiled = bytearray(garbage)
     return bytes(spoiled)
+
+
+def refuses_damaged_file(snapshot: Callable[[], Any], save: Callable[[str], None], load: Callable[[str], Any],
+                         folder: str, suffix: str, data: Any, garbage: bytes) -> None:
+    """Saves a good file with `save`, spoils it one way (``damaged``), and checks that `load`
+    refuses it with ValueError and that the state `snapshot` shows is unchanged."""
+    path = os.path.join(folder, "good" + suffix)
+    save(path)
+    with open(path, "rb") as f:
+        blob = f.read()
+    how = data.draw(st.sampled_from(["flip", "truncate", "empty", "garbage"]))
+    bad = os.path.join(folder, "bad" + suffix)
+    with open(bad, "wb") as f:
+        f.write(damaged(blob, data, how, garbage))
+    refused(snapshot, ValueError, load, bad)
+
+
+def refuses_unreadable_file(snapshot: Callable[[], Any], save: Callable[[str], None], load: Callable[[str], Any],
+                            folder: str, suffix: str) -> None:
+    """A file that is not there is OSError to `load`, a folder that is not there OSError to `save`;
+    neither changes the state."""
+    refused(snapshot, OSError, load, os.path.join(folder, "missing" + suffix))
+    refused(snapshot, OSError, save, os.path.join(folder, "no-such-dir", "x" + suffix))

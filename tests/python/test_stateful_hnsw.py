@@ -28,7 +28,14 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from stateful_helpers import damaged, fresh_id, fresh_ids, refused, stateful_settings
+from stateful_helpers import (
+    fresh_id,
+    fresh_ids,
+    refused,
+    refuses_damaged_file,
+    refuses_unreadable_file,
+    stateful_settings,
+)
 
 from llmds.hnsw import HNSW
 
@@ -435,19 +442,11 @@ class HNSWMachine(RuleBasedStateMachine):
             refused(self.snapshot, ValueError, setattr, self.index, "ef_search", ef)
 
     def bad_corrupted_file(self, data):
-        path = os.path.join(self.tmp, "good.hnsw")
-        self.index.save(path)
-        with open(path, "rb") as f:
-            blob = f.read()
-        how = data.draw(st.sampled_from(["flip", "truncate", "empty", "garbage"]))
-        bad = os.path.join(self.tmp, "bad.hnsw")
-        with open(bad, "wb") as f:
-            f.write(damaged(blob, data, how, b"LLMDSHNS" + b"\x01\x00\x00\x00" + b"\x00" * 40))
-        refused(self.snapshot, ValueError, HNSW.load, bad)
+        refuses_damaged_file(self.snapshot, self.index.save, HNSW.load, self.tmp, ".hnsw", data,
+                             b"LLMDSHNS" + b"\x01\x00\x00\x00" + b"\x00" * 40)
 
     def bad_unreadable_file(self, data):
-        refused(self.snapshot, OSError, HNSW.load, os.path.join(self.tmp, "missing.hnsw"))
-        refused(self.snapshot, OSError, self.index.save, os.path.join(self.tmp, "no-such-dir", "x.hnsw"))
+        refuses_unreadable_file(self.snapshot, self.index.save, HNSW.load, self.tmp, ".hnsw")
 
     def bad_bad_constructor(self, data):
         for bad in (

@@ -21,7 +21,14 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from stateful_helpers import damaged, fresh_id, fresh_ids, refused, stateful_settings
+from stateful_helpers import (
+    fresh_id,
+    fresh_ids,
+    refused,
+    refuses_damaged_file,
+    refuses_unreadable_file,
+    stateful_settings,
+)
 
 import llmds.inverted_index as inverted_index
 InvertedIndex, porter_stem, ENGLISH_STOP_WORDS = (
@@ -350,19 +357,11 @@ class InvertedIndexMachine(RuleBasedStateMachine):
                 )
 
     def bad_corrupted_file(self, data):
-        path = os.path.join(self.tmp, "good.inv")
-        self.index.save(path)
-        with open(path, "rb") as f:
-            blob = f.read()
-        how = data.draw(st.sampled_from(["flip", "truncate", "empty", "garbage"]))
-        bad = os.path.join(self.tmp, "bad.inv")
-        with open(bad, "wb") as f:
-            f.write(damaged(blob, data, how, b"LLMDSINV" + b"\x01\x00\x00\x00" + b"\xff" * 40))
-        refused(self.snapshot, ValueError, InvertedIndex.load, bad)
+        refuses_damaged_file(self.snapshot, self.index.save, InvertedIndex.load, self.tmp, ".inv", data,
+                             b"LLMDSINV" + b"\x01\x00\x00\x00" + b"\xff" * 40)
 
     def bad_unreadable_file(self, data):
-        refused(self.snapshot, OSError, InvertedIndex.load, os.path.join(self.tmp, "missing.inv"))
-        refused(self.snapshot, OSError, self.index.save, os.path.join(self.tmp, "no-such-dir", "x.inv"))
+        refuses_unreadable_file(self.snapshot, self.index.save, InvertedIndex.load, self.tmp, ".inv")
 
     def bad_bad_constructor(self, data):
         for bad in (

@@ -245,6 +245,18 @@ BASES = [list(range(100, 140)), list(range(200, 240)), [7] * 40]
 SALTS = st.sampled_from([None] * 8 + ["", "a", b"a", "t\u00e9", b"t\xc3\xa9", b"\x00"])
 TOKENS = st.integers(min_value=0, max_value=50) | st.sampled_from([-(2**31), 2**31 - 1])
 
+# The arguments of attach (and of its alias attach_again).
+ATTACH_ARGS = dict(
+    fresh=st.integers(min_value=0, max_value=7),
+    base=st.sampled_from([0, 0, 0, 1, 2]),
+    shared=st.sampled_from([0, 1, 2, 2, 3, 3]),
+    tail=st.lists(TOKENS, max_size=3),
+    data=st.data(),
+    salt=SALTS,
+    kind=st.sampled_from(["2d", "f32", "list", "1d"]),
+    prefix_kind=st.sampled_from(["list", "int32", "int64", "none"]),
+)
+
 
 def salt_bytes(salt) -> bytes:
     return b"" if salt is None else salt.encode() if isinstance(salt, str) else bytes(salt)
@@ -363,16 +375,7 @@ class KVCacheMachine(RuleBasedStateMachine):
         return d
 
     # --- valid operations ------------------------------------------------------------------
-    @rule(
-        fresh=st.integers(min_value=0, max_value=7),
-        base=st.sampled_from([0, 0, 0, 1, 2]),
-        shared=st.sampled_from([0, 1, 2, 2, 3, 3]),
-        tail=st.lists(TOKENS, max_size=3),
-        data=st.data(),
-        salt=SALTS,
-        kind=st.sampled_from(["2d", "f32", "list", "1d"]),
-        prefix_kind=st.sampled_from(["list", "int32", "int64", "none"]),
-    )
+    @rule(**ATTACH_ARGS)
     def attach(self, fresh, base, shared, tail, data, salt, kind, prefix_kind):
         # mostly a new id; now and then one that is attached already (ValueError)
         unused = [s for s in range(8) if s not in self.table]
@@ -422,16 +425,7 @@ class KVCacheMachine(RuleBasedStateMachine):
         event(f"attach: {'evicts' if victims else 'no eviction'}")
 
     # Hypothesis picks rules uniformly: these aliases make attach, append and detach more frequent.
-    @rule(
-        fresh=st.integers(min_value=0, max_value=7),
-        base=st.sampled_from([0, 0, 0, 1, 2]),
-        shared=st.sampled_from([0, 1, 2, 2, 3, 3]),
-        tail=st.lists(TOKENS, max_size=3),
-        data=st.data(),
-        salt=SALTS,
-        kind=st.sampled_from(["2d", "f32", "list", "1d"]),
-        prefix_kind=st.sampled_from(["list", "int32", "int64", "none"]),
-    )
+    @rule(**ATTACH_ARGS)
     def attach_again(self, **kw):
         self.attach(**kw)
 
