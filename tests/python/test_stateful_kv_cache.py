@@ -18,6 +18,17 @@ BlockPool, KVCache = kv_cache.BlockPool, kv_cache.KVCache
 HASHES = st.integers(min_value=0, max_value=6) | st.sampled_from([-(2**63), 2**63 - 1, -1])
 
 
+def cached_run(hashes, registry):
+    """The blocks of the longest leading run of `hashes` that `registry` (hash -> block) holds:
+    what a prefix lookup returns."""
+    run = []
+    for h in hashes:
+        if h not in registry:
+            break
+        run.append(registry[h])
+    return run
+
+
 # ============================================================================================
 # BlockPool
 # ============================================================================================
@@ -124,12 +135,7 @@ class BlockPoolMachine(RuleBasedStateMachine):
 
     @rule(hashes=st.lists(HASHES, max_size=5))
     def lookup(self, hashes):
-        reg = self.registry()
-        expected = []
-        for h in hashes:
-            if h not in reg:
-                break
-            expected.append(reg[h])
+        expected = cached_run(hashes, self.registry())
         before = self.snapshot()
         assert self.pool.lookup(hashes) == expected
         assert self.snapshot() == before  # changes nothing
@@ -393,12 +399,7 @@ class KVCacheMachine(RuleBasedStateMachine):
             return
         hashes = chain(prefix, self.ps, salt) if self.sharing else []
         self.known_hashes |= set(hashes)
-        reg = self.registry()
-        hit_pages = []
-        for h in hashes:
-            if h not in reg:
-                break
-            hit_pages.append(reg[h])
+        hit_pages = cached_run(hashes, self.registry())
         need = self.pages_for(n) - len(hit_pages)
         free, victims = self.allocate(need, exclude=hit_pages)
         if need > len(free) + len([p for p in self.cached if p not in hit_pages]):
@@ -506,12 +507,7 @@ class KVCacheMachine(RuleBasedStateMachine):
         hashes = self.kv.block_hashes(tokens, salt)
         assert hashes == chain(tokens, self.ps, salt)
         self.known_hashes |= set(hashes)
-        reg = self.registry()
-        expected = []
-        for h in hashes:
-            if h not in reg:
-                break
-            expected.append(reg[h])
+        expected = cached_run(hashes, self.registry())
         before = self.snapshot()
         assert self.kv.lookup(hashes) == expected
         assert repr(self.snapshot()) == repr(before)  # lookup changes nothing

@@ -174,23 +174,17 @@ class SchedulerMachine(RuleBasedStateMachine):
         return st_
 
     def snapshot(self):
+        """Everything observable: the state, and what the scheduler answers from the clock."""
         s = self.sched
         return (
-            len(s),
-            s.queued(),
-            s.in_flight(),
-            s.queued_tokens(),
-            self.stats_without_clock(),
+            self.snapshot_without_clock(),
             s.time_until_due(),
             self.clock.now() if self.manual else self.fake.t,
             s.build_decode_batch(),
-            {i: (s.state(i), s.remaining_tokens(i)) for i in sorted(self.reqs)},
-            [i in s for i in self.known_ids()],
         )
 
-    # --- valid operations ------------------------------------------------------------------
     def snapshot_without_clock(self):
-        """snapshot() minus the calls that read the clock (for the rules that break the clock)."""
+        """The state without the calls that read the clock (for the rules that break the clock)."""
         s = self.sched
         return (
             len(s),
@@ -211,6 +205,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.back_seen = True
         self.now()
 
+    # --- valid operations ------------------------------------------------------------------
     @rule(ticks=st.integers(min_value=0, max_value=6))
     def advance(self, ticks):
         if self.manual:
