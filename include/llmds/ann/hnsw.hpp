@@ -54,7 +54,6 @@
 #pragma once
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -64,7 +63,6 @@
 #include <limits>
 #include <memory>
 #include <mutex>
-#include <new>
 #include <optional>
 #include <random>
 #include <span>
@@ -77,134 +75,19 @@
 
 #include <fmt/format.h>
 
+#include "llmds/ann/detail/hnsw_scratch.hpp"
 #include "llmds/ann/distance.hpp"
+#include "llmds/ann/hnsw_config.hpp"
+#include "llmds/ann/metric.hpp"
 #include "llmds/core/errors.hpp"
 #include "llmds/core/stats_fields.hpp"
-#include "llmds/detail/assert.hpp"
 #include "llmds/detail/binary_io.hpp"
+#include "llmds/detail/cache_line.hpp"
 #include "llmds/detail/checked_size.hpp"
+#include "llmds/detail/file_io.hpp"
 #include "llmds/detail/parallel.hpp"
 
 namespace llmds {
-
-namespace detail {
-
-/// An allocator of Align-byte aligned storage, for vectors whose rows SIMD loads read whole.
-template <class T, std::size_t Align>
-struct AlignedAllocator {
-  using value_type = T;
-  template <class U>
-  struct rebind {
-    using other = AlignedAllocator<U, Align>;
-  };
-  AlignedAllocator() noexcept = default;
-  template <class U>
-  explicit AlignedAllocator(const AlignedAllocator<U, Align>&) noexcept {}
-  T* allocate(std::size_t n) {
-    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{Align}));
-  }
-  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{Align}); }
-  friend bool operator==(const AlignedAllocator&, const AlignedAllocator&) noexcept { return true; }
-};
-
-/// Starts loading the cache line holding p into all cache levels; a hint, never a fault.
-inline void prefetch(const void* p) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-  __builtin_prefetch(p, 0, 3);
-#else
-  (void)p;
-#endif
-}
-
-}  // namespace detail
-
-enum class Metric : std::uint8_t { l2 = 0, ip = 1, cosine = 2 };
-
-inline const char* metric_name(Metric m) noexcept {
-  switch (m) {
-    case Metric::l2: return "l2";
-    case Metric::ip: return "ip";
-    case Metric::cosine: return "cosine";
-  }
-  return "?";
-}
-
-inline Metric parse_metric(std::string_view name) {
-  if (name == "l2") return Metric::l2;
-  if (name == "ip") return Metric::ip;
-  if (name == "cosine") return Metric::cosine;
-  throw std::invalid_argument(
-      fmt::format("metric must be \"l2\", \"ip\" or \"cosine\", got \"{}\"", name));
-}
-
-struct HNSWConfig {
-  std::size_t dim = 0;
-  std::size_t M = 16;                 // links per node on layers >= 1 (2M on layer 0); paper, hnswlib
-  std::size_t ef_construction = 200;  // hnswlib's default
-  std::size_t ef_search = 50;         // the Python API's default (hnswlib's is 10)
-  double ml = 1.0 / std::log(2.0);    // the Python API's default level multiplier
-  std::optional<std::uint64_t> seed = std::nullopt;  // none: a random seed per index
-  Metric metric = Metric::l2;
-  std::size_t initial_capacity = 1024;  // grows by doubling
-
-  void validate() const {
-    if (dim == 0) throw std::invalid_argument("HNSWConfig.dim must be at least 1");
-    if (M < 2 || M > 2048) throw std::invalid_argument(fmt::format("HNSWConfig.M must be in [2, 2048], got {}", M));
-    if (ef_construction < 1) throw std::invalid_argument("HNSWConfig.ef_construction must be at least 1");
-    if (ef_search < 1) throw std::invalid_argument("HNSWConfig.ef_search must be at least 1");
-    // A level is floor(-ln U * ml) with U in [2^-64, 1) (random_level), so at most 44.4 * ml:
-    // the bound keeps an index under 711 layers. The paper's choice 1 / ln M is below 1.45 for
-    // every M >= 2; larger multipliers only add layers of one node.
-    if (!(ml > 0.0) || !(ml <= 16.0)) {
-      throw std::invalid_argument(fmt::format("HNSWConfig.ml must be in (0, 16], got {}", ml));
-    }
-    if (initial_capacity > kMaxVectors) {
-      throw std::invalid_argument(
-          fmt::format("HNSWConfig.initial_capacity must be at most 2^32 - 1, got {}", initial_capacity));
-    }
-    // Every size the index allocates is a multiple of these; none may wrap.
-    const std::size_t floats =
-        detail::checked_mul(dim, std::max<std::size_t>(initial_capacity, 1), "HNSWConfig: dim x initial_capacity");
-    (void)detail::checked_mul(floats, sizeof(float), "HNSWConfig: dim x initial_capacity x 4 bytes");
-  }
-
-  /// Slots are 32-bit: an index holds fewer than 2^32 vectors.
-  static constexpr std::size_t kMaxVectors = (std::size_t{1} << 32) - 1;
-};
-
-struct HNSWStats {
-  std::size_t num_vectors = 0;   // searchable (not deleted)
-  std::size_t num_deleted = 0;
-  std::size_t capacity = 0;
-  std::size_t num_layers = 0;    // top level + 1; 0 when empty
-  std::optional<std::int64_t> entry_point;  // id of the entry node
-  std::uint64_t edges = 0;       // directed links over all layers
-  std::size_t memory_bytes = 0;  // vectors, links, ids and the id map
-  std::size_t dim = 0;           // the configuration these figures ran under
-  std::size_t M = 0;
-  std::size_t ef_construction = 0;
-  std::size_t ef_search = 0;
-  const char* metric = "";
-  const char* isa = "";          // distance kernels in use
-
-  /// Every figure by name (core/stats_fields.hpp).
-  template <class Visit>
-  void for_each_field(Visit&& visit) const {
-    visit("num_vectors", num_vectors);
-    visit("num_deleted", num_deleted);
-    visit("capacity", capacity);
-    visit("num_layers", num_layers);
-    visit("entry_point", entry_point);
-    visit("edges", edges);
-    visit("memory_bytes", memory_bytes);
-    visit("dim", dim);
-    visit("M", M);
-    visit("ef_construction", ef_construction);
-    visit("ef_search", ef_search);
-    visit("metric", metric);
-    visit("simd", isa);
-  }
-};
 
 /// Which ids a filtered search may return.
 using IdFilter = std::function<bool(std::int64_t)>;
@@ -222,7 +105,7 @@ class HNSW {
       : config_((config.validate(), config)),
         m0_(2 * config_.M),
         kernels_(ann::best_kernels()),
-        prefetch_lines_(std::min(kMaxPrefetchLines, (config_.dim * sizeof(float) + kCacheLine - 1) / kCacheLine)),
+        prefetch_lines_(std::min(kMaxPrefetchLines, (config_.dim * sizeof(float) + detail::kCacheLine - 1) / detail::kCacheLine)),
         rng_(config_.seed ? *config_.seed : std::random_device{}()) {
     reserve(config_.initial_capacity);
   }
@@ -301,7 +184,7 @@ class HNSW {
     if (k < 1) throw std::invalid_argument("HNSW::search: k must be at least 1");
     if (ef && *ef < 1) throw std::invalid_argument("HNSW::search: ef must be at least 1");
     check_row(query, "search");
-    ScratchLease s(*this);
+    auto s = lease_scratch();
     search_prepared(*s, query.data(), k, std::max(k, ef.value_or(config_.ef_search)), filter);
     std::vector<Result> out(s->top.size());
     for (std::size_t i = 0; i < out.size(); ++i) out[i] = {labels_[s->top[i].slot], s->top[i].distance};
@@ -317,7 +200,7 @@ class HNSW {
     const std::size_t width = std::max(k, ef.value_or(config_.ef_search));
     std::vector<std::vector<Result>> out(n);
     detail::parallel_for(n, num_threads, [&](std::size_t i) {
-      ScratchLease s(*this);
+      auto s = lease_scratch();
       search_prepared(*s, queries.data() + i * config_.dim, k, width, filter);
       out[i].resize(s->top.size());
       for (std::size_t j = 0; j < out[i].size(); ++j) out[i][j] = {labels_[s->top[j].slot], s->top[j].distance};
@@ -342,7 +225,7 @@ class HNSW {
     }
     const std::size_t width = std::max(k, ef.value_or(config_.ef_search));
     detail::parallel_for(n, num_threads, [&](std::size_t i) {
-      ScratchLease s(*this);
+      auto s = lease_scratch();
       search_prepared(*s, queries.data() + i * config_.dim, k, width, filter);
       for (std::size_t j = 0; j < k; ++j) {
         const bool have = j < s->top.size();
@@ -403,8 +286,7 @@ class HNSW {
     labels_.resize(capacity, 0);
     deleted_.resize(capacity, 0);
     capacity_ = capacity;
-    std::lock_guard g(scratch_pool_lock_);
-    scratch_pool_.clear();  // visited sets sized for the old capacity
+    scratch_pool_.set_slots(capacity);  // pooled visited sets are sized for the old capacity
   }
 
   [[nodiscard]] HNSWStats stats() const {
@@ -433,36 +315,14 @@ class HNSW {
     return s;
   }
 
-  // --- persistence --------------------------------------------------------------------------
+  // --- persistence (hnsw_io.hpp) ------------------------------------------------------------
 
   static constexpr std::string_view kMagic = "LLMDSHNS";
   static constexpr std::uint32_t kFormatVersion = 1;
 
   /// The whole index (parameters, vectors, graph, ids, deletions) as bytes: magic, format
   /// version, little-endian payload, checksum.
-  [[nodiscard]] std::string to_bytes() const {
-    detail::BinaryWriter w(kMagic, kFormatVersion);
-    w.put<std::uint64_t>(config_.dim);
-    w.put<std::uint64_t>(config_.M);
-    w.put<std::uint64_t>(config_.ef_construction);
-    w.put<std::uint64_t>(config_.ef_search);
-    w.put<std::uint64_t>(std::bit_cast<std::uint64_t>(config_.ml));
-    w.put<std::uint8_t>(config_.seed.has_value());
-    w.put<std::uint64_t>(config_.seed.value_or(0));
-    w.put<std::uint8_t>(static_cast<std::uint8_t>(config_.metric));
-    w.put<std::uint64_t>(size_);
-    w.put<std::int32_t>(max_level_);
-    w.put<std::uint32_t>(entry_);
-    w.put_bytes(raw_bytes(std::span(vectors_).first(size_ * config_.dim)));
-    w.put_bytes(raw_bytes(std::span(links0_).first(size_ * (m0_ + 1))));
-    for (std::uint32_t i = 0; i < size_; ++i) {
-      w.put<std::int32_t>(levels_[i]);
-      w.put<std::int64_t>(labels_[i]);
-      w.put<std::uint8_t>(deleted_[i]);
-      w.put_bytes(raw_bytes(std::span(upper_[i])));
-    }
-    return std::move(w).finish();
-  }
+  [[nodiscard]] std::string to_bytes() const;
 
   /// Rebuilds an index from to_bytes() output. Throws std::invalid_argument for anything that is
   /// not a complete, uncorrupted index of this format version that add() could have built:
@@ -470,87 +330,7 @@ class HNSW {
   /// is allocated, and every field against its meaning (finite vectors, unit vectors under
   /// "cosine", distinct ids, links to existing nodes on their layers without repeats, a
   /// consistent entry point).
-  static std::unique_ptr<HNSW> from_bytes(std::string_view bytes) {
-    detail::BinaryReader r(bytes, kMagic, kFormatVersion, "HNSW index");
-    HNSWConfig c;
-    c.dim = r.get<std::uint64_t>();
-    c.M = r.get<std::uint64_t>();
-    c.ef_construction = r.get<std::uint64_t>();
-    c.ef_search = r.get<std::uint64_t>();
-    c.ml = std::bit_cast<double>(r.get<std::uint64_t>());
-    const bool has_seed = r.get_flag();
-    const auto seed = r.get<std::uint64_t>();
-    if (has_seed) c.seed = seed;
-    if (!has_seed && seed != 0) r.fail("saved {} has a seed value without its seed flag");
-    const auto metric = r.get<std::uint8_t>();
-    if (metric > 2) r.fail("saved {} has an unknown metric");
-    c.metric = static_cast<Metric>(metric);
-    const auto n = r.get<std::uint64_t>();
-    try {
-      c.validate();
-    } catch (const std::invalid_argument&) {
-      r.fail("saved {} has invalid parameters");
-    }
-    // Slots are 32-bit and kNone (2^32 - 1) means "no slot": slots 0 .. 2^32 - 2 at most.
-    if (n > kNone) r.fail("saved {} holds too many vectors");
-    const auto max_level = r.get<std::int32_t>();
-    const auto entry = r.get<std::uint32_t>();
-
-    // The two big sections are sized from the header and compared with the bytes that hold them
-    // before the index (which allocates room for n vectors) exists: a header alone cannot make
-    // the loader ask for more memory than the file's own size.
-    const std::string_view vectors = r.get_bytes();
-    const std::string_view links0 = r.get_bytes();
-    const std::size_t m0 = 2 * c.M;
-    try {
-      const std::size_t floats = detail::checked_mul(n, c.dim, "HNSW vectors");
-      const std::size_t words = detail::checked_mul(n, m0 + 1, "HNSW links");
-      if (vectors.size() != detail::checked_mul(floats, sizeof(float), "HNSW vectors") ||
-          links0.size() != detail::checked_mul(words, sizeof(std::uint32_t), "HNSW links")) {
-        r.fail("saved {} has a section of the wrong size");
-      }
-    } catch (const std::invalid_argument&) {
-      r.fail("saved {} has a section of the wrong size");
-    }
-    // Level, id, deletion flag and the length of the upper links: 21 bytes per node at least.
-    if (n > r.remaining() / 21) r.fail("saved {} is truncated");
-    // An index always has room for one vector, and every search leases a query buffer of dim
-    // floats; with no vector stored, nothing in the file vouches for dim, so it is bounded.
-    if (n == 0 && c.dim > kMaxLoadedDimWithoutVectors) r.fail("saved {} has no vectors and an implausible dimension");
-    if (n == 0 ? (max_level != -1 || entry != kNone) : (max_level < 0 || entry >= n)) {
-      r.fail("saved {} has a bad entry point");
-    }
-    check_loaded_vectors(r, c, vectors);
-
-    c.initial_capacity = std::max<std::size_t>(static_cast<std::size_t>(n), 1);
-    auto index = std::make_unique<HNSW>(c);
-    HNSW& h = *index;
-    h.max_level_ = max_level;
-    h.entry_ = entry;
-    if (!vectors.empty()) std::memcpy(h.vectors_.data(), vectors.data(), vectors.size());
-    if (!links0.empty()) std::memcpy(h.links0_.data(), links0.data(), links0.size());
-    h.size_ = static_cast<std::uint32_t>(n);
-    for (std::uint32_t i = 0; i < n; ++i) {
-      h.levels_[i] = r.get<std::int32_t>();
-      h.labels_[i] = r.get<std::int64_t>();
-      h.deleted_[i] = r.get_flag() ? 1 : 0;
-      if (h.levels_[i] < 0 || h.levels_[i] > h.max_level_) r.fail("saved {} has a node above the top level");
-      const auto upper = r.get_bytes();
-      const std::size_t want = static_cast<std::size_t>(h.levels_[i]) * (c.M + 1) * sizeof(std::uint32_t);
-      if (upper.size() != want) r.fail("saved {} has a malformed link list");
-      h.upper_[i].resize(want / sizeof(std::uint32_t));
-      if (want > 0) std::memcpy(h.upper_[i].data(), upper.data(), upper.size());
-      if (!h.slot_of_.emplace(h.labels_[i], i).second) r.fail("saved {} repeats an id");
-      if (h.deleted_[i]) {
-        h.deleted_slots_.push_back(i);
-        ++h.num_deleted_;
-      }
-    }
-    r.expect_end();
-    if (n > 0 && h.levels_[h.entry_] != h.max_level_) r.fail("saved {} has a bad entry point");
-    h.check_loaded_links(r);
-    return index;
-  }
+  static std::unique_ptr<HNSW> from_bytes(std::string_view bytes);
 
   void save(const std::filesystem::path& path) const { detail::write_file(path, to_bytes()); }
   static std::unique_ptr<HNSW> load(const std::filesystem::path& path) {
@@ -558,42 +338,18 @@ class HNSW {
   }
 
  private:
-  using Slot = std::uint32_t;
-  struct Candidate {
-    float distance;
-    Slot slot;
-    // Ties are broken by slot, so every ordering (and so every build and search) is the same
-    // whatever order the candidates arrived in.
-    //
-    // The comparison runs in one integer compare of (distance, slot) packed into 64 bits: the
-    // heaps of a search and the sort of neighbour selection call it millions of times per build,
-    // and the float compare-then-tie-break form costs two data-dependent branches that the CPU
-    // mispredicts about as often as not. Mapping a float's bits to an unsigned integer that
-    // orders the same way (negative numbers flipped whole, others with the sign bit set) keeps
-    // the order exactly that of (distance, slot) for every distance the index produces: all are
-    // finite and none is -0 (a sum of squares starts at +0, and 1 - x is never -0).
-    static std::uint64_t order_key(float d, Slot s) noexcept {
-      const auto bits = std::bit_cast<std::uint32_t>(d);
-      const std::uint32_t flip = (bits >> 31) != 0 ? 0xFFFFFFFFu : 0x80000000u;
-      return (std::uint64_t{bits ^ flip} << 32) | s;
-    }
-    bool operator<(const Candidate& o) const noexcept {
-      return order_key(distance, slot) < order_key(o.distance, o.slot);
-    }
-    bool operator>(const Candidate& o) const noexcept { return o < *this; }
-  };
+  using Slot = ann::detail::Slot;
+  using Candidate = ann::detail::Candidate;
+  using Scratch = ann::detail::Scratch;
 
   static constexpr Slot kNone = std::numeric_limits<Slot>::max();
   static constexpr std::size_t kLockStripes = 4096;
-  static constexpr std::size_t kCacheLine = 64;
   // How far ahead (in vectors) a distance loop prefetches whole vectors, and how much of one it
   // prefetches: all of a 784-d vector; longer vectors rely on the hardware prefetcher, which by
   // then has seen a sequential stream. Measured on Fashion-MNIST (60k and 10k): one ahead is
   // 5-10% slower, three ahead no better; 4 or 16 lines instead of the whole vector within noise.
   static constexpr std::size_t kPrefetchAhead = 2;
   static constexpr std::size_t kMaxPrefetchLines = 64;
-
-  using FloatBuffer = std::vector<float, detail::AlignedAllocator<float, kCacheLine>>;
 
   // The distance of config_.metric, captured once. Hot loops copy it into a local so the kernel
   // pointer, dimension and metric stay in registers: through `this` the compiler would reload
@@ -608,109 +364,10 @@ class HNSW {
     }
   };
 
-  // Everything one search or insert works in besides the index: the visited set, both heaps,
-  // neighbour buffers and an aligned copy of the query. Pooled (ScratchLease), so once the pool
-  // is warm a search allocates nothing, where a priority_queue per layer, a copied link list
-  // per expanded node and a copied query would each cost a trip through malloc.
-  struct Scratch {
-    // Visited set, epoch-tagged: slot s is visited when tags[s] == epoch, so starting a new set
-    // is one increment, not a clear of `capacity` entries. 16-bit tags (as hnswlib) keep the
-    // array at 2 bytes a slot, so it stays in L2 for indexes of a few hundred thousand vectors.
-    std::vector<std::uint16_t> tags;
-    std::uint16_t epoch = 0;
-    std::vector<Candidate> top;       // max-heap of the best admitted nodes (after a search:
-                                      // the results, nearest first)
-    std::vector<Candidate> frontier;  // min-heap of found but not yet expanded nodes
-    std::vector<Slot> fresh;          // the unvisited neighbours of the node being expanded
-    std::vector<Slot> to_measure;     // those of them an insert has not measured yet
-    std::vector<Slot> links;          // a link list copied under its node's lock (concurrent adds)
-    std::vector<Candidate> pool;      // neighbour selection for the node being inserted ...
-    std::vector<Slot> kept;
-    std::vector<Candidate> relink_pool;  // ... and for a neighbour whose full list is re-selected
-    std::vector<Slot> relink_kept;
-    std::vector<Slot> check_order;    // select_neighbors' order of trying kept neighbours
-    std::vector<Slot> plan;           // an insert's chosen neighbours, per layer (plan_links)
-    std::vector<Slot> repairs;        // new link lists for a reused slot's neighbours (plan_repairs)
-    std::vector<Slot> repair_neighbours;
-    std::vector<Slot> repair_from;    // the candidates for them: the slot's one- and two-hop nodes
-    std::vector<Candidate> repair_pool;
-    std::vector<Slot> repair_kept;
-    FloatBuffer query;                // the query, 64-byte aligned (normalised under "cosine")
-
-    // An insert's memo of the distances from its vector to the nodes it has measured, over all
-    // the layers it searches: slot s's distance is known[s].distance when known[s].insert equals
-    // insert_epoch. Every node of layer l + 1 is also on layer l, so the search on layer l meets
-    // again many of the nodes the searches above it measured (with ml = 1/ln 2 half the new nodes
-    // have a level >= 1; on Fashion-MNIST a quarter of all insert-time distances are repeats). A
-    // lookup replaces a distance computation and, since known nodes are not prefetched, a 3 KB
-    // read. The values are the kernel's own, so the graph is the same as without the memo.
-    // Sized on a scratch's first insert: searches never pay for it.
-    struct Known {
-      float distance;
-      std::uint32_t insert;
-    };
-    std::vector<Known> known;
-    std::uint32_t insert_epoch = 0;
-
-    void new_insert(std::size_t capacity) {
-      if (known.size() < capacity) {
-        known.assign(capacity, Known{0.0f, 0});
-        insert_epoch = 0;
-      }
-      if (++insert_epoch == 0) {  // wrapped after 2^32 inserts
-        std::fill(known.begin(), known.end(), Known{0.0f, 0});
-        insert_epoch = 1;
-      }
-    }
-    bool is_known(Slot s) const noexcept { return known[s].insert == insert_epoch; }
-    void remember(Slot s, float d) noexcept { known[s] = {d, insert_epoch}; }
-
-    void new_epoch() noexcept {
-      if (++epoch == 0) {  // wrapped: tags from 65535 epochs ago would read as visited
-        std::fill(tags.begin(), tags.end(), std::uint16_t{0});
-        epoch = 1;
-      }
-    }
-    bool visit(Slot s) noexcept {
-      if (tags[s] == epoch) return false;
-      tags[s] = epoch;
-      return true;
-    }
-  };
-
-  class ScratchLease {
-   public:
-    explicit ScratchLease(const HNSW& h) : h_(h) {
-      {
-        std::lock_guard g(h_.scratch_pool_lock_);
-        if (!h_.scratch_pool_.empty()) {
-          scratch_ = std::move(h_.scratch_pool_.back());
-          h_.scratch_pool_.pop_back();
-        }
-      }
-      if (!scratch_) scratch_ = h_.make_scratch();
-      if (scratch_->tags.size() < h_.capacity_) {
-        scratch_->tags.assign(h_.capacity_, 0);
-        scratch_->epoch = 0;
-      }
-    }
-    ~ScratchLease() {
-      std::lock_guard g(h_.scratch_pool_lock_);
-      if (scratch_->tags.size() < h_.capacity_) return;
-      try {
-        h_.scratch_pool_.push_back(std::move(scratch_));
-      } catch (const std::bad_alloc&) {  // out of memory: the scratch is freed instead of pooled
-      }
-    }
-    ScratchLease(const ScratchLease&) = delete;
-    ScratchLease& operator=(const ScratchLease&) = delete;
-    Scratch& operator*() const noexcept { return *scratch_; }
-    Scratch* operator->() const noexcept { return scratch_.get(); }
-
-   private:
-    const HNSW& h_;
-    std::unique_ptr<Scratch> scratch_;
-  };
+  // One search's or insert's working memory, from the pool (so a warm search allocates nothing).
+  ann::detail::ScratchPool::Lease lease_scratch() const {
+    return scratch_pool_.lease([this] { return make_scratch(); });
+  }
 
   // Buffers sized for the largest use up front, so they never grow inside a search.
   std::unique_ptr<Scratch> make_scratch() const {
@@ -785,7 +442,7 @@ class HNSW {
   // hardware prefetcher only joins once it has seen a few sequential lines of it.
   void prefetch_vector(Slot s) const noexcept {
     const char* p = reinterpret_cast<const char*>(vector_of(s));
-    for (std::size_t line = 0; line < prefetch_lines_; ++line) detail::prefetch(p + line * kCacheLine);
+    for (std::size_t line = 0; line < prefetch_lines_; ++line) detail::prefetch(p + line * detail::kCacheLine);
   }
 
   // A link record: [count, id_1, ..., id_max]. Layer 0 lives in links0_, higher layers in upper_.
@@ -870,13 +527,6 @@ class HNSW {
     }
   }
 
-  int random_level() {
-    std::lock_guard g(rng_lock_);
-    const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
-    // u is a multiple of 2^-64 at least, so a level is at most ln(2^64) * ml, under 44.4 * ml.
-    return static_cast<int>(-std::log(std::max(u, 0x1p-64)) * config_.ml);
-  }
-
   // Greedy walk on one layer: moves from `best` to its closest neighbour while that is closer,
   // leaving the closest node reached in best / best_d. Nodes already visited in this descent
   // (marked in s, on this layer or one above) are skipped without computing their distance: a
@@ -954,268 +604,18 @@ class HNSW {
     }
   }
 
-  // The paper's Algorithm 4 (without extending candidates or keeping pruned ones, as hnswlib):
-  // from candidates nearest first, keep one only if it is closer to the base than to every
-  // neighbour kept so far. Sorts candidates; the choice goes to kept, in the order chosen.
-  //
-  // Most candidates are rejected (a handful of the ef_construction are kept), and a rejection
-  // costs one distance per kept neighbour tried until one is closer. Which neighbours are tried
-  // first does not change the outcome (a candidate goes if any kept one is closer), so they are
-  // tried in `order`, where the one that rejected the last candidate moves to the front: a few
-  // kept neighbours cover most directions the candidates come from. On Fashion-MNIST this tries
-  // 14% fewer pairs than the order of choice, with the same result. `vector` gives a slot's
-  // vector (plan_repairs passes one that sees a reused slot's new vector before it is stored).
-  //
-  // Fewer candidates than m are all kept, as hnswlib keeps them: pruning then only removes links
-  // a list has room for. In a small index, where every candidate pool is that small, pruning
-  // every list of a neighbourhood at once (a reused slot's repair) could drop the last link into
-  // a node and leave it unreachable.
+  // --- construction (hnsw_build.hpp) ---------------------------------------------------------
+
+  int random_level();
+  void insert(const float* vec, Label id, bool replace_deleted, bool locked);
+  void plan_links(Scratch& s, const float* q, Slot reused, int level, int top_level, Slot ep, bool locked);
+  void plan_repairs(Scratch& s, const float* q, Slot slot, int level, bool locked);
+  void link_back(Scratch& s, Slot n, Slot slot, int level, bool locked);
   void select_neighbors(std::vector<Candidate>& candidates, std::size_t m, std::vector<Slot>& kept,
-                        std::vector<Slot>& order) const {
-    select_neighbors(candidates, m, kept, order, [this](Slot n) { return vector_of(n); });
-  }
+                        std::vector<Slot>& order) const;
   template <class VectorOf>
   void select_neighbors(std::vector<Candidate>& candidates, std::size_t m, std::vector<Slot>& kept,
-                        std::vector<Slot>& order, VectorOf&& vector) const {
-    const Distance dist = distance_fn();
-    std::sort(candidates.begin(), candidates.end());
-    kept.clear();
-    order.clear();
-    if (candidates.size() < m) {
-      for (const Candidate& c : candidates) kept.push_back(c.slot);
-      return;
-    }
-    for (const Candidate& c : candidates) {
-      if (kept.size() >= m) break;
-      const float* v = vector(c.slot);
-      bool diverse = true;
-      for (std::size_t i = 0; i < order.size(); ++i) {
-        if (dist(v, vector(order[i])) < c.distance) {
-          diverse = false;
-          std::rotate(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(i),
-                      order.begin() + static_cast<std::ptrdiff_t>(i) + 1);
-          break;
-        }
-      }
-      if (diverse) {
-        kept.push_back(c.slot);
-        order.push_back(c.slot);
-      }
-    }
-  }
-
-  // Inserts one vector in two phases, so that running out of memory changes nothing. The first
-  // phase does everything that may allocate and changes nothing another thread or a later call
-  // could see: it claims the id (and a deleted slot to reuse), builds the new node's upper link
-  // records, and searches every layer, writing down the neighbours chosen on each (s.plan). The
-  // second commits: it takes the slot, stores the vector and links it in, none of which
-  // allocates. Linking each layer only after every search is the same graph as linking as one
-  // goes: the links a layer gains are never read by the searches below it.
-  void insert(const float* vec, Label id, bool replace_deleted, bool locked) {
-    ScratchLease lease(*this);
-    Scratch& s = *lease;
-    s.new_insert(capacity_);
-    // The query of the searches is an aligned copy, normalised under "cosine"; the commit stores
-    // it (add_batch's rows are read in place, and copied once).
-    float* const q = s.query.data();
-    std::memcpy(q, vec, config_.dim * sizeof(float));
-    if (config_.metric == Metric::cosine) normalize(q);
-
-    // Claim the id, and the deleted slot to reuse, if any; both are given back on failure.
-    Slot* claimed_slot;  // the id's entry in slot_of_ (element references survive rehashing)
-    Slot reused = kNone;
-    {
-      std::unique_lock g(labels_lock_, std::defer_lock);
-      if (locked) g.lock();
-      claimed_slot = &slot_of_.try_emplace(id, kNone).first->second;  // the only step that may throw here
-      if (replace_deleted && !deleted_slots_.empty()) {
-        reused = deleted_slots_.back();
-        deleted_slots_.pop_back();
-      }
-    }
-    auto give_back = [&] {
-      std::unique_lock g(labels_lock_, std::defer_lock);
-      if (locked) g.lock();
-      slot_of_.erase(id);
-      if (reused != kNone) deleted_slots_.push_back(reused);  // into the room it left: no allocation
-    };
-
-    int level;
-    std::vector<std::uint32_t> upper;  // a new node's upper link records, moved in on commit
-    std::unique_lock top_lock(entry_lock_, std::defer_lock);
-    int top_level;
-    Slot ep;
-    try {
-      if (reused != kNone) {
-        level = levels_[reused];  // a reused slot keeps its layers, and its link records
-      } else {
-        level = random_level();
-        upper.assign(static_cast<std::size_t>(level) * (config_.M + 1), 0);
-      }
-      if (locked) top_lock.lock();
-      top_level = max_level_;
-      ep = entry_;
-      if (ep != kNone && level <= top_level && locked) top_lock.unlock();  // kept only to raise the top level
-      if (ep != kNone) plan_links(s, q, reused, level, top_level, ep, locked);
-      if (reused != kNone) plan_repairs(s, q, reused, level, locked);
-    } catch (...) {
-      give_back();
-      throw;
-    }
-
-    // Commit: nothing below allocates or throws.
-    Slot slot;
-    {
-      std::unique_lock g(labels_lock_, std::defer_lock);
-      if (locked) g.lock();
-      if (reused != kNone) {
-        slot = reused;
-        slot_of_.erase(labels_[slot]);
-        deleted_[slot] = 0;
-        --num_deleted_;
-      } else {
-        LLMDS_ASSERT(size_ < capacity_, "HNSW: insert without room");
-        slot = size_++;
-        levels_[slot] = level;
-        upper_[slot] = std::move(upper);
-        links0_[std::size_t{slot} * (m0_ + 1)] = 0;
-      }
-      *claimed_slot = slot;
-      labels_[slot] = id;
-    }
-    std::memcpy(vector_of(slot), q, config_.dim * sizeof(float));
-    if (reused != kNone) {
-      // Each repair record: [layer, node, count, links...].
-      for (std::size_t at = 0; at < s.repairs.size(); at += 3 + s.repairs[at + 2]) {
-        const auto l = static_cast<int>(s.repairs[at]);
-        const Slot n = s.repairs[at + 1];
-        std::unique_lock g(lock_of(n), std::defer_lock);
-        if (locked) g.lock();
-        set_links(n, l, std::span<const Slot>(s.repairs.data() + at + 3, s.repairs[at + 2]));
-      }
-    }
-    if (ep == kNone) {  // the first node
-      entry_ = slot;
-      max_level_ = level;
-      return;
-    }
-    // The new node's own lists, on every layer, before any other node links to it: once a
-    // neighbour links back on layer l, a concurrent insert can reach the node there and start its
-    // search of the layer below from it, and link back to it on that layer; writing that layer's
-    // list afterwards would overwrite the link, and could leave a node no other node links to.
-    const Slot* planned = s.plan.data();
-    {
-      std::unique_lock g(lock_of(slot), std::defer_lock);
-      if (locked) g.lock();
-      for (int l = std::min(level, top_level); l >= 0; --l) {
-        const std::span<const Slot> kept(planned + 1, *planned);
-        planned += 1 + *planned;
-        if (!kept.empty()) set_links(slot, l, kept);  // empty: a reused slot that is the only node
-      }
-    }
-    planned = s.plan.data();
-    for (int l = std::min(level, top_level); l >= 0; --l) {
-      const std::span<const Slot> kept(planned + 1, *planned);
-      planned += 1 + *planned;
-      for (const Slot n : kept) link_back(s, n, slot, l, locked);
-    }
-    if (level > top_level) {
-      entry_ = slot;
-      max_level_ = level;
-    }
-  }
-
-  // The search half of an insert of q at `level` (the paper's Algorithm 1): descends greedily
-  // from ep on the layers above level, then on each layer from min(level, top_level) down to 0
-  // searches with ef_construction and chooses the new node's neighbours by the heuristic. Leaves
-  // them in s.plan, each layer's list as [count, slots...], top layer first. `reused` (or kNone)
-  // is a slot being reused, which is not its own neighbour.
-  void plan_links(Scratch& s, const float* q, Slot reused, int level, int top_level, Slot ep, bool locked) {
-    const Distance dist = distance_fn();
-    s.plan.clear();
-    float ep_d = dist(q, vector_of(ep));
-    s.remember(ep, ep_d);
-    s.new_epoch();
-    s.visit(ep);
-    for (int l = top_level; l > level; --l) greedy_closest<true>(s, q, ep, ep_d, l, locked);
-    for (int l = std::min(level, top_level); l >= 0; --l) {
-      search_layer<true>(s, q, ep, ep_d, config_.ef_construction, l, locked, [reused](Slot n) { return n != reused; });
-      s.kept.clear();
-      if (!s.top.empty()) {
-        s.pool.assign(s.top.begin(), s.top.end());
-        const Candidate nearest = *std::min_element(s.pool.begin(), s.pool.end());
-        ep = nearest.slot;
-        ep_d = nearest.distance;
-        select_neighbors(s.pool, config_.M, s.kept, s.check_order);
-      }
-      s.plan.push_back(static_cast<Slot>(s.kept.size()));
-      s.plan.insert(s.plan.end(), s.kept.begin(), s.kept.end());
-    }
-  }
-
-  // A reused slot takes a new vector, but the links other nodes had to it stay, and would now
-  // lead somewhere else. So, as hnswlib does, each of the slot's neighbours on each of its layers
-  // chooses its links again by the heuristic, from the nodes around the slot (its neighbours and
-  // theirs, the slot itself with its new vector q among them). On Fashion-MNIST (20k vectors,
-  // half of them replaced in four rounds; python -m llmds.benchmarks.hnsw_churn) recall@10 at
-  // ef 64 is 0.9962 with this and was 0.9918 without; a fresh build of the same vectors gives
-  // 0.9984, hnswlib after the same churn 0.9956. A replacing add took 1.04 ms there, 0.66 ms
-  // without the repair. Leaves the new lists in s.repairs as [layer, node, count, links...];
-  // the commit writes them.
-  void plan_repairs(Scratch& s, const float* q, Slot slot, int level, bool locked) {
-    const Distance dist = distance_fn();
-    s.repairs.clear();
-    for (int l = level; l >= 0; --l) {
-      // The candidates: the slot's neighbours and their neighbours, each once.
-      s.repair_from.clear();
-      s.new_epoch();
-      s.visit(slot);
-      s.repair_from.push_back(slot);
-      const auto one_hop = read_links(slot, l, locked, s.links);
-      s.repair_neighbours.assign(one_hop.begin(), one_hop.end());  // s.links is reused below
-      for (const Slot n : s.repair_neighbours) {
-        if (s.visit(n)) s.repair_from.push_back(n);
-        for (const Slot m : read_links(n, l, locked, s.links)) {
-          if (s.visit(m)) s.repair_from.push_back(m);
-        }
-      }
-      auto vector = [&](Slot n) { return n == slot ? q : vector_of(n); };
-      for (const Slot n : s.repair_neighbours) {
-        const float* base = vector_of(n);
-        s.repair_pool.clear();
-        for (const Slot c : s.repair_from) {
-          if (c != n) s.repair_pool.push_back({dist(base, vector(c)), c});
-        }
-        select_neighbors(s.repair_pool, max_links(l), s.repair_kept, s.check_order, vector);
-        s.repairs.push_back(static_cast<Slot>(l));
-        s.repairs.push_back(n);
-        s.repairs.push_back(static_cast<Slot>(s.repair_kept.size()));
-        s.repairs.insert(s.repairs.end(), s.repair_kept.begin(), s.repair_kept.end());
-      }
-    }
-  }
-
-  // Adds slot to n's links on one layer; if full, re-selects n's links by the heuristic.
-  void link_back(Scratch& s, Slot n, Slot slot, int level, bool locked) {
-    std::unique_lock g(lock_of(n), std::defer_lock);
-    if (locked) g.lock();
-    const auto current = links(n, level);
-    if (std::find(current.begin(), current.end(), slot) != current.end()) return;
-    const std::size_t cap = max_links(level);
-    if (current.size() < cap) {
-      std::uint32_t* r = record(n, level);
-      r[1 + r[0]] = slot;
-      ++r[0];
-      return;
-    }
-    const Distance dist = distance_fn();
-    const float* base = vector_of(n);
-    s.relink_pool.clear();
-    s.relink_pool.push_back({dist(base, vector_of(slot)), slot});
-    for (const Slot c : current) s.relink_pool.push_back({dist(base, vector_of(c)), c});
-    select_neighbors(s.relink_pool, cap, s.relink_kept, s.check_order);
-    set_links(n, level, s.relink_kept);
-  }
+                        std::vector<Slot>& order, VectorOf&& vector) const;
 
   // The search proper, for a query already checked: copies it into s.query (normalised under
   // "cosine"), descends greedily to layer 1, searches layer 0 with ef, and leaves the k
@@ -1255,53 +655,10 @@ class HNSW {
   // A dimension a saved index with no vectors may claim (a 4 MiB vector): see from_bytes.
   static constexpr std::size_t kMaxLoadedDimWithoutVectors = std::size_t{1} << 20;
 
-  // Every stored vector passed add()'s check_row: finite, and under "cosine" normalised to unit
-  // length. A NaN or infinity would make every distance to it NaN or infinite, and a zero or
-  // absurdly long "cosine" vector would give distances outside [0, 2] and be refused as a
-  // query by search. The window on the squared length is wide because normalising a vector
-  // whose squares are subnormal floats is not exact (each square rounds to a multiple of 2^-149,
-  // which at worst halves or doubles a sum of a few of them); no vector add() stores falls
-  // outside it, and a zero or overflowing one always does.
-  static void check_loaded_vectors(const detail::BinaryReader& r, const HNSWConfig& c, std::string_view vectors) {
-    const std::size_t count = vectors.size() / sizeof(float);
-    double squares = 0;
-    for (std::size_t i = 0; i < count; ++i) {
-      float x;
-      std::memcpy(&x, vectors.data() + i * sizeof(float), sizeof(float));
-      if (!std::isfinite(x)) r.fail("saved {} holds a vector with NaN or infinity");
-      squares += double{x} * double{x};
-      if (c.metric == Metric::cosine && (i + 1) % c.dim == 0) {
-        if (!(squares >= 0.25 && squares <= 4.0)) r.fail("saved {} holds a \"cosine\" vector that is not of unit length");
-        squares = 0;
-      }
-    }
-  }
-
-  // Every link names another node of the index that lives on the link's layer, at most once,
-  // and no list is longer than its layer allows: otherwise a search would read out of bounds,
-  // or step in place. Repeats are found with one mark per node, stamped with the list's number.
-  void check_loaded_links(const detail::BinaryReader& r) const {
-    std::vector<std::uint64_t> mark(size_, 0);
-    std::uint64_t list = 0;
-    for (Slot i = 0; i < size_; ++i) {
-      for (int l = 0; l <= levels_[i]; ++l) {
-        ++list;
-        const std::uint32_t count = record(i, l)[0];
-        if (count > max_links(l)) r.fail("saved {} has an overfull link list");
-        for (const Slot j : links(i, l)) {
-          if (j >= size_ || levels_[j] < l) r.fail("saved {} has a link to a missing node");
-          if (j == i) r.fail("saved {} has a node linked to itself");
-          if (mark[j] == list) r.fail("saved {} has a link list that names a node twice");
-          mark[j] = list;
-        }
-      }
-    }
-  }
-
-  template <class T>
-  static std::string_view raw_bytes(std::span<const T> s) {
-    return {reinterpret_cast<const char*>(s.data()), s.size_bytes()};
-  }
+  // What from_bytes checks beyond the format: the vectors are ones add() could have stored, the
+  // links ones it could have made.
+  static void check_loaded_vectors(const detail::BinaryReader& r, const HNSWConfig& c, std::string_view vectors);
+  void check_loaded_links(const detail::BinaryReader& r) const;
 
   HNSWConfig config_;
   std::size_t m0_;
@@ -1309,7 +666,7 @@ class HNSW {
 
   std::size_t prefetch_lines_;  // cache lines of a vector to prefetch: all, up to kMaxPrefetchLines
 
-  FloatBuffer vectors_;                 // capacity x dim, 64-byte aligned
+  detail::CacheAlignedVector<float> vectors_;  // capacity x dim, 64-byte aligned
   std::vector<std::uint32_t> links0_;   // capacity x (2M + 1): [count, ids...]
   std::vector<std::vector<std::uint32_t>> upper_;  // per slot: level x (M + 1)
   std::vector<int> levels_;
@@ -1328,8 +685,11 @@ class HNSW {
   std::mutex labels_lock_;
   std::mutex entry_lock_;
   mutable std::unique_ptr<std::mutex[]> link_locks_ = std::make_unique<std::mutex[]>(kLockStripes);
-  mutable std::mutex scratch_pool_lock_;
-  mutable std::vector<std::unique_ptr<Scratch>> scratch_pool_;
+  mutable ann::detail::ScratchPool scratch_pool_;
 };
 
 }  // namespace llmds
+
+// The members above that build the graph, and those that save and load it.
+#include "llmds/ann/hnsw_build.hpp"
+#include "llmds/ann/hnsw_io.hpp"

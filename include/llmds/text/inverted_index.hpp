@@ -43,8 +43,6 @@
 #pragma once
 
 #include <algorithm>
-#include <array>
-#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -67,13 +65,13 @@
 #include "llmds/core/stats_fields.hpp"
 #include "llmds/core/types.hpp"
 #include "llmds/detail/assert.hpp"
-#include "llmds/detail/binary_io.hpp"
+#include "llmds/detail/file_io.hpp"
 #include "llmds/detail/hash.hpp"
 #include "llmds/detail/parallel.hpp"
 #include "llmds/detail/reserve.hpp"
-#include "llmds/detail/top_k.hpp"
 #include "llmds/detail/varint.hpp"
 #include "llmds/text/analyzer.hpp"
+#include "llmds/text/detail/maxscore.hpp"
 #include "llmds/text/posting_list.hpp"
 
 namespace llmds {
@@ -261,9 +259,9 @@ class InvertedIndex {
     if (!q.terms.empty()) {
       if (strategy == QueryStrategy::automatic) strategy = choose_strategy(q);
       if (strategy == QueryStrategy::exhaustive) {
-        score_every_posting(q, top);
+        text::detail::score_every_posting(q, documents(), top);
       } else {
-        block_max_maxscore(q, top);
+        text::detail::block_max_maxscore(q, documents(), top);
       }
     }
     std::vector<Hit> hits;
@@ -393,7 +391,7 @@ class InvertedIndex {
       fresh.lists_.emplace_back();
       fresh.df_.push_back(df_[t]);
       auto& list = fresh.lists_.back();
-      for_each_posting(lists_[t], [&](text::DocNum doc, std::uint32_t tf) {
+      text::for_each_posting(lists_[t], [&](text::DocNum doc, std::uint32_t tf) {
         if (renumber[doc] == text::kNoMoreDocs) return;
         list.reserve_one_more();
         list.append(renumber[doc], tf, lengths_[doc]);
@@ -435,115 +433,21 @@ class InvertedIndex {
     std::swap(total_terms_, other.total_terms_);
   }
 
-  // ---- Persistence ----------------------------------------------------------------------------
+  // ---- Persistence (inverted_index_io.hpp) ------------------------------------------------------
 
   static constexpr std::string_view kMagic = "LLMDSINV";
   static constexpr std::uint32_t kFormatVersion = 1;
 
   /// The index as bytes: magic, version, parameters, documents, then each term with its
   /// compressed postings; a checksum at the end. Removed documents are left out.
-  [[nodiscard]] std::string to_bytes() const {
-    if (dead_docs_ > 0) {
-      InvertedIndex live(*this);
-      live.compact();
-      return live.to_bytes();
-    }
-    detail::BinaryWriter w(kMagic, kFormatVersion);
-    w.put(std::bit_cast<std::uint64_t>(config_.k1));
-    w.put(std::bit_cast<std::uint64_t>(config_.b));
-    w.put(static_cast<std::uint8_t>(config_.analyzer.stem));
-    w.put(static_cast<std::uint64_t>(config_.analyzer.stop_words.size()));
-    for (const auto& word : config_.analyzer.stop_words) w.put_bytes(word);
-    w.put(static_cast<std::uint64_t>(doc_ids_.size()));
-    for (std::size_t d = 0; d < doc_ids_.size(); ++d) {
-      w.put(doc_ids_[d]);
-      w.put(lengths_[d]);
-    }
-    std::vector<const std::string*> term_of(lists_.size());
-    for (const auto& [term, id] : term_ids_) term_of[id] = &term;
-    w.put(static_cast<std::uint64_t>(lists_.size()));
-    for (std::size_t t = 0; t < lists_.size(); ++t) {
-      w.put_bytes(*term_of[t]);
-      w.put(static_cast<std::uint64_t>(lists_[t].size()));
-      const auto bytes = lists_[t].bytes();
-      w.put_bytes(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
-    }
-    return std::move(w).finish();
-  }
+  [[nodiscard]] std::string to_bytes() const;
 
   /// Rebuilds an index from to_bytes() output; std::invalid_argument for anything that is not
   /// a well-formed saved index. Skip entries, impacts, df and the forward lists are rebuilt from
   /// the postings (PostingList::decode_checked), and every posting is checked against the
   /// document lengths. Every count is checked against the bytes left before anything is sized
   /// by it, and a saved index has one spelling: what loads saves back as the same bytes.
-  static InvertedIndex from_bytes(std::string_view bytes) {
-    detail::BinaryReader r(bytes, kMagic, kFormatVersion, "inverted index");
-    InvertedIndexConfig config;
-    config.k1 = std::bit_cast<double>(r.get<std::uint64_t>());
-    config.b = std::bit_cast<double>(r.get<std::uint64_t>());
-    config.analyzer.stem = r.get_flag();
-    const auto stop_count = r.get_count(sizeof(std::uint64_t));  // each one a length and its bytes
-    for (std::uint64_t i = 0; i < stop_count; ++i) config.analyzer.stop_words.emplace_back(r.get_bytes());
-    try {
-      config.validate();
-    } catch (const std::invalid_argument&) {
-      r.fail("saved {} has invalid parameters");
-    }
-    InvertedIndex index(std::move(config));
-
-    const auto num_docs = r.get_count(sizeof(DocId) + sizeof(std::uint32_t));
-    if (num_docs >= text::kNoMoreDocs) r.fail("saved {} holds more documents than it can number");
-    index.doc_ids_.resize(num_docs);
-    index.lengths_.resize(num_docs);
-    index.dead_.assign(num_docs, 0);
-    for (std::size_t d = 0; d < num_docs; ++d) {
-      index.doc_ids_[d] = r.get<DocId>();
-      index.lengths_[d] = r.get<std::uint32_t>();
-      if (!index.doc_of_.emplace(index.doc_ids_[d], static_cast<text::DocNum>(d)).second) {
-        r.fail("saved {} repeats a document id");
-      }
-    }
-    // Each term: its text's length, the posting count and the postings' length (24 bytes).
-    const auto num_terms = r.get_count(3 * sizeof(std::uint64_t));
-    if (num_terms >= kNoTerm) r.fail("saved {} holds more terms than it can number");
-    std::vector<std::vector<std::uint32_t>> forward(num_docs);
-    std::vector<std::uint64_t> tf_sum(num_docs, 0);
-    for (std::uint64_t t = 0; t < num_terms; ++t) {
-      const auto term = r.get_bytes();
-      const auto count = r.get<std::uint64_t>();
-      const auto data = r.get_bytes();
-      const auto id = static_cast<std::uint32_t>(t);
-      if (!text::is_single_term(term)) r.fail("saved {} holds a term its analyzer cannot produce");
-      if (count == 0 || !index.term_ids_.emplace(std::string(term), id).second) {
-        r.fail("saved {} has an empty or repeated term");
-      }
-      try {
-        index.lists_.push_back(text::PostingList::decode_checked(
-            std::span(reinterpret_cast<const std::uint8_t*>(data.data()), data.size()), count, num_docs,
-            [&](text::DocNum d) { return index.lengths_[d]; },
-            [&](text::DocNum d, std::uint32_t tf) {
-              forward[d].push_back(id);
-              tf_sum[d] += tf;
-            }));
-      } catch (const std::invalid_argument& e) {
-        r.fail(fmt::format("saved {{}} has a bad posting list: {}", e.what()));
-      }
-      index.df_.push_back(static_cast<std::uint32_t>(count));
-      index.postings_ += count;
-    }
-    r.expect_end();
-    for (std::size_t d = 0; d < num_docs; ++d) {
-      if (tf_sum[d] != index.lengths_[d]) r.fail("saved {} has a document length that its postings contradict");
-      std::vector<std::pair<std::uint32_t, std::uint32_t>> terms;
-      terms.reserve(forward[d].size());
-      for (auto t : forward[d]) terms.emplace_back(t, 0);
-      index.reserve_document(terms);
-      index.append_forward(terms);
-      if (index.lengths_[d] > 0) ++index.scored_docs_;
-      index.total_terms_ += index.lengths_[d];
-    }
-    return index;
-  }
+  static InvertedIndex from_bytes(std::string_view bytes);
 
   void save(const std::filesystem::path& path) const { detail::write_file(path, to_bytes()); }
   static InvertedIndex load(const std::filesystem::path& path) {
@@ -553,40 +457,9 @@ class InvertedIndex {
  private:
   static constexpr std::uint32_t kNoTerm = std::numeric_limits<std::uint32_t>::max();
 
-  // One distinct query term: its list and the factor qtf * idf * (k1 + 1).
-  struct QueryTerm {
-    const text::PostingList* list;
-    double weight;
-  };
-
-  // A query ready to score: its terms and the length normalisation k1 * (1 - b + b * dl / avgdl)
-  // as c1 + c2 * dl.
-  struct Query {
-    std::vector<QueryTerm> terms;
-    double c1 = 0;
-    double c2 = 0;
-
-    [[nodiscard]] double contribution(const QueryTerm& t, std::uint32_t tf,
-                                      std::uint32_t dl) const noexcept {
-      const auto f = static_cast<double>(tf);
-      return t.weight * f / (f + c1 + c2 * static_cast<double>(dl));
-    }
-  };
-
-  // A scored document; the better of two has the higher score, ties going to the earlier
-  // document. Documents are offered in increasing order, so a newcomer tied with the worst kept
-  // one loses, as in Lucene.
-  using Scored = std::pair<double, text::DocNum>;
-  struct ScoredBetter {
-    bool operator()(const Scored& a, const Scored& b) const noexcept {
-      return a.first > b.first || (a.first == b.first && a.second < b.second);
-    }
-  };
-  using TopK = detail::TopK<Scored, ScoredBetter>;
-
-  // The score a candidate must beat: the k-th best so far, or 0 until k are kept (every
-  // match scores above 0).
-  static double threshold(const TopK& top) noexcept { return top.full() ? top.worst().first : 0.0; }
+  using Query = text::detail::Query;
+  using QueryTerm = text::detail::QueryTerm;
+  using TopK = text::detail::TopK;
 
   [[nodiscard]] double avg_doc_length() const noexcept {
     return scored_docs_ == 0 ? 0.0
@@ -652,127 +525,13 @@ class InvertedIndex {
     return q;
   }
 
-  // Block-max MaxScore does O(query terms) work per candidate document and wins by skipping;
-  // scoring every posting does O(1) work per posting plus one pass over an accumulator of every
-  // document. So a long query whose lists cover much of the collection (an abstract used as a
-  // query) is cheaper to score exhaustively, and a short query over long lists is cheaper to
-  // prune. The factor 2 is where the two cost the same in bench_inverted_index (BM_Search).
+  // The cheaper way to the same answer (text/detail/maxscore.hpp).
   [[nodiscard]] QueryStrategy choose_strategy(const Query& q) const noexcept {
-    std::size_t postings = 0;
-    for (const auto& t : q.terms) postings += t.list->size();
-    const std::size_t docs = doc_ids_.size();
-    const std::size_t candidate_work = q.terms.size() * std::min(docs, postings);
-    return candidate_work > 2 * (postings + docs) ? QueryStrategy::exhaustive
-                                                  : QueryStrategy::block_max_maxscore;
+    return text::detail::exhaustive_is_cheaper(q, doc_ids_.size()) ? QueryStrategy::exhaustive
+                                                                     : QueryStrategy::block_max_maxscore;
   }
 
-  void score_every_posting(const Query& q, TopK& top) const {
-    std::vector<double> acc(doc_ids_.size(), 0.0);
-    for (const auto& t : q.terms) {
-      for_each_posting(*t.list, [&](text::DocNum doc, std::uint32_t tf) {
-        acc[doc] += q.contribution(t, tf, lengths_[doc]);
-      });
-    }
-    for (std::size_t d = 0; d < acc.size(); ++d) {
-      if (acc[d] > 0 && !dead_[d]) top.offer({acc[d], static_cast<text::DocNum>(d)});
-    }
-  }
-
-  // Block-max MaxScore; see the header essay. Bounds are compared with a relative slack far
-  // above rounding error, so that a document is only skipped when it certainly cannot enter.
-  // A document's final score is summed in the query's term order, as score_every_posting sums
-  // it, so that both give bit-identical scores.
-  void block_max_maxscore(const Query& q, TopK& top) const {
-    const std::size_t n = q.terms.size();
-    struct Term {
-      std::size_t position;  // in q.terms
-      text::PostingCursor cursor;
-      std::vector<double> block_max;
-      double list_max;
-    };
-    std::vector<Term> terms;
-    terms.reserve(n);
-    for (std::size_t position = 0; position < n; ++position) {
-      const QueryTerm& t = q.terms[position];
-      const auto blocks = t.list->blocks();
-      std::vector<double> block_max(blocks.size(), 0.0);
-      double list_max = 0;
-      for (std::size_t b = 0; b < blocks.size(); ++b) {
-        for (const auto& impact : t.list->impacts(b)) {
-          block_max[b] = std::max(block_max[b], q.contribution(t, impact.tf, impact.doc_length));
-        }
-        list_max = std::max(list_max, block_max[b]);
-      }
-      terms.push_back(Term{position, text::PostingCursor(*t.list), std::move(block_max), list_max});
-    }
-    std::sort(terms.begin(), terms.end(),
-              [](const Term& a, const Term& b) { return a.list_max < b.list_max; });
-    std::vector<double> prefix(n);  // prefix[i]: sum of list_max over terms 0..i
-    double sum = 0;
-    for (std::size_t i = 0; i < n; ++i) prefix[i] = sum += terms[i].list_max;
-
-    constexpr double slack = 1e-9;
-    auto cannot_enter = [&](double bound) {
-      return top.full() && bound * (1 + slack) < threshold(top);
-    };
-    std::size_t essential = 0;  // terms[essential..n) are essential
-    std::vector<double> block_bound(n);
-    std::vector<double> parts(n);  // this document's contribution of each term, by position
-    while (essential < n) {
-      text::DocNum doc = text::kNoMoreDocs;
-      for (std::size_t i = essential; i < n; ++i) doc = std::min(doc, terms[i].cursor.doc());
-      if (doc == text::kNoMoreDocs) break;
-      const bool live = dead_[doc] == 0;
-      const std::uint32_t dl = lengths_[doc];
-      std::fill(parts.begin(), parts.end(), 0.0);
-      double score = 0;
-      for (std::size_t i = essential; i < n; ++i) {
-        auto& c = terms[i].cursor;
-        if (c.doc() != doc) continue;
-        if (live) {
-          const double part = q.contribution(q.terms[terms[i].position], c.tf(), dl);
-          parts[terms[i].position] = part;
-          score += part;
-        }
-        c.next();
-      }
-      if (!live) continue;
-      double rest = 0;  // what the non-essential terms could still add, by block maxima
-      for (std::size_t i = 0; i < essential; ++i) {
-        const std::size_t b = terms[i].cursor.block_of(doc);
-        block_bound[i] = b < terms[i].block_max.size() ? terms[i].block_max[b] : 0.0;
-        rest += block_bound[i];
-      }
-      bool pruned = cannot_enter(score + rest);
-      for (std::size_t i = essential; i-- > 0 && !pruned;) {
-        auto& c = terms[i].cursor;
-        c.next_geq(doc);
-        if (c.doc() == doc) {
-          const double part = q.contribution(q.terms[terms[i].position], c.tf(), dl);
-          parts[terms[i].position] = part;
-          score += part;
-        }
-        rest -= block_bound[i];
-        pruned = cannot_enter(score + rest);
-      }
-      if (pruned) continue;
-      double final_score = 0;
-      for (const double part : parts) final_score += part;
-      if (top.offer({final_score, doc})) {
-        while (essential < n && cannot_enter(prefix[essential])) ++essential;
-      }
-    }
-  }
-
-  template <class OnPosting>
-  static void for_each_posting(const text::PostingList& list, OnPosting&& on_posting) {
-    std::array<text::DocNum, text::PostingList::kBlockSize> docs{};
-    std::array<std::uint32_t, text::PostingList::kBlockSize> tfs{};
-    for (std::size_t b = 0; b < list.blocks().size(); ++b) {
-      const std::size_t count = list.decode_block(b, docs.data(), tfs.data());
-      for (std::size_t i = 0; i < count; ++i) on_posting(docs[i], tfs[i]);
-    }
-  }
+  [[nodiscard]] text::detail::Documents documents() const noexcept { return {lengths_, dead_}; }
 
   static std::vector<std::pair<std::uint32_t, std::uint32_t>> merge_runs(
       const std::vector<std::pair<std::uint32_t, std::uint32_t>>& sorted) {
@@ -846,3 +605,6 @@ class InvertedIndex {
 };
 
 }  // namespace llmds
+
+// The members above that save and load the index.
+#include "llmds/text/inverted_index_io.hpp"

@@ -275,4 +275,15 @@ class PostingCursor {
   std::array<std::uint32_t, PostingList::kBlockSize> tfs_{};
 };
 
+/// Calls on_posting(doc, tf) for every posting of list, in document order, a block at a time.
+template <class OnPosting>
+void for_each_posting(const PostingList& list, OnPosting&& on_posting) {
+  std::array<DocNum, PostingList::kBlockSize> docs{};
+  std::array<std::uint32_t, PostingList::kBlockSize> tfs{};
+  for (std::size_t b = 0; b < list.blocks().size(); ++b) {
+    const std::size_t count = list.decode_block(b, docs.data(), tfs.data());
+    for (std::size_t i = 0; i < count; ++i) on_posting(docs[i], tfs[i]);
+  }
+}
+
 }  // namespace llmds::text
