@@ -167,7 +167,7 @@ run_fuzzers() {
     -DLLMDS_INSTALL=OFF "${EXTRA_CMAKE_ARGS[@]}" > "$dir.configure.log" 2>&1 || { cat "$dir.configure.log"; return 1; }
   cmake --build "$dir" -j "$JOBS"
   "$dir/tests/fuzz/make_fuzz_corpus" "$dir/corpus"
-  # The Python target imports the compiled llmds package (replay.py's scheduler and admission).
+  # The Python target imports the compiled llmds package (traces.py's Mooncake reader).
   $PYTHON -c 'import llmds._core' 2>/dev/null || install_python_package
 
   # Longest input per target: the largest seed with room to grow (the llama2.c target's real

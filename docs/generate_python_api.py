@@ -56,7 +56,9 @@ OUTPUT = ROOT / "docs" / "python-api.md"
 PACKAGE = "llmds"
 CORE = "llmds._core"
 # Modules that are not API: the command line (mentioned in one line) and `python -m llmds`.
-NOT_API = {"llmds.cli", "llmds.__main__"}
+# The CLI's parts, and two benchmark scripts that need what the package does not install at import
+# (torch and the MiniLM model; Debian's Xapian bindings): their docstrings say how to run them.
+NOT_API = {"llmds.cli", "llmds.__main__", "llmds.benchmarks.hybrid_minilm", "llmds.benchmarks.xapian_reference"}
 # Special methods that belong to a class's interface: len(x), `in`, `with`, iteration, calls.
 PROTOCOL_DUNDERS = {
     "__call__",

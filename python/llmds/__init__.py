@@ -13,8 +13,8 @@ The structures live at the module paths of the API reference::
     from llmds.scheduler import Scheduler, ManualClock
     from llmds.admissions import AdmissionController
     from llmds.token_budget import TokenBudget
-    from llmds.traces import load_mooncake_trace, replay_prefix_cache
-    from llmds.replay import load_azure_trace, replay_azure
+    from llmds.traces import load_mooncake_trace, load_azure_trace
+    from llmds.replay import replay_prefix_cache, prefix_cache_sweep, replay_azure
     from llmds.utils import Timer, MemoryProfiler, memory_profiler
     from llmds.utils import compute_percentiles, calculate_statistics
 

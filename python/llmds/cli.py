@@ -26,17 +26,16 @@ from llmds.data import data_dir, locate
 from llmds.demo import BLOCK_TOKENS
 from llmds.demo import run as run_demo
 from llmds.engine import STORIES_MODEL, STORIES_TOKENIZER, Engine, Request, SamplingParams
-from llmds.progress import track
-from llmds.replay import ServiceModel, check_batching_target, compare_policies, format_results, load_azure_trace
-from llmds.traces import load_mooncake_trace, replay_prefix_cache
+from llmds.replay import ServiceModel, check_batching_target, compare_policies, format_results, prefix_cache_sweep
+from llmds.traces import load_azure_trace, load_mooncake_trace
 
 
 def _print_replay(path: Path, capacities: Sequence[int], block_size: int = BLOCK_TOKENS) -> None:
     trace = load_mooncake_trace(path)
     print(f"{path.name}: {len(trace):,} requests, {trace.total_input_tokens:,} prompt tokens")
+    results = prefix_cache_sweep(trace, capacities, block_size, progress="  replaying")
     print("  capacity (blocks)   hit rate   blocks from cache   blocks written   evictions   us/request")
-    for capacity in track(capacities, "  replaying"):
-        r = replay_prefix_cache(trace, capacity, block_size)
+    for capacity, r in zip(capacities, results):
         print(
             f"  {capacity:>17,}   {r.hit_rate:>7.2%}   {r.hit_blocks:>17,}   {r.allocated_blocks:>14,}"
             f"   {r.evictions:>9,}   {r.microseconds_per_request:>10.2f}"

@@ -27,17 +27,18 @@ import llmds
 from llmds.cmsketch import CountMinSketch
 from llmds.data import data_dir, locate, open_text, read_idx_images, read_idx_labels
 from llmds.engine import STORIES_MODEL, STORIES_TOKENIZER, Engine, Request, SamplingParams
+from llmds.evaluation import kth_nearest_distances, squared_distances, tie_aware_recall
 from llmds.hnsw import HNSW
 from llmds.indexed_heap import IndexedHeap
 from llmds.inverted_index import InvertedIndex
 from llmds.ir import IRCollection, evaluate, load_collection, load_debian_packages
 from llmds.kv_cache import KVCache
 from llmds.progress import Progress, track
-from llmds.replay import POLICIES, check_batching_target, format_results, load_azure_trace, replay_azure
+from llmds.replay import POLICIES, check_batching_target, format_results, prefix_cache_sweep, replay_azure
 from llmds.report import Report, machine_summary
 from llmds.retrieval_pipeline import RetrievalPipeline
 from llmds.token_lru import TokenLRU
-from llmds.traces import load_mooncake_trace, replay_prefix_cache
+from llmds.traces import load_azure_trace, load_mooncake_trace
 from llmds.utils import Timer, calculate_statistics, compute_percentiles
 
 MOONCAKE = "traces/mooncake_fast25_conversation_trace.jsonl"
@@ -139,10 +140,8 @@ def _prefix_cache_replay(report: Report, path: Path) -> None:
     print(f"{path.name}: {len(trace):,} requests, {trace.total_input_tokens:,} prompt tokens")
     print("  capacity (blocks)   hit rate   blocks from cache   KV not rewritten (7B)   evictions   us/request")
     capacities = (250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 100_000)
-    results = []
-    for capacity in track(capacities, "  replaying"):
-        r = replay_prefix_cache(trace, capacity, BLOCK_TOKENS)
-        results.append(r)
+    results = prefix_cache_sweep(trace, capacities, BLOCK_TOKENS, progress="  replaying")
+    for capacity, r in zip(capacities, results):
         saved = r.hit_blocks * BLOCK_TOKENS * KV_BYTES_PER_TOKEN_7B
         print(
             f"  {capacity:>17,}   {r.hit_rate:>7.2%}   {r.hit_blocks:>17,}   {saved / 2**40:>17,.1f} TiB"
@@ -211,19 +210,13 @@ def _scheduling(report: Report, path: Path) -> None:
     report.plot("scheduler_latency", "Azure conversation trace at 2x: end-to-end latency by policy", draw)
 
 
-def _exact_sq_dists(base: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Squared L2 distances of every query to every base vector, exact for uint8 pixels (float64)."""
-    b, q = base.astype(np.float64), queries.astype(np.float64)
-    return (q * q).sum(1)[:, None] - 2.0 * (q @ b.T) + (b * b).sum(1)[None, :]
-
-
 def _hnsw(report: Report, folder: Path) -> None:
     n, n_queries, k = 10_000, 1_000, 10
     base_u8 = read_idx_images(folder / "train-images-idx3-ubyte.gz", n)
     queries_u8 = read_idx_images(folder / "t10k-images-idx3-ubyte.gz", n_queries)
     base, queries = base_u8.astype("float32"), queries_u8.astype("float32")
-    exact = _exact_sq_dists(base_u8, queries_u8)
-    kth = np.partition(exact, k - 1, axis=1)[:, k - 1 : k]  # the 10th true distance of each query
+    exact = squared_distances(base_u8, queries_u8)  # exact on 8-bit pixels
+    kth = kth_nearest_distances(base_u8, queries_u8, k)  # the 10th true distance of each query
     index = HNSW(784, seed=1)
     with Timer() as t, Progress(len(base), "  building") as bar:
         for start in range(0, len(base), 1_000):  # in chunks, so the bar can move
@@ -237,7 +230,7 @@ def _hnsw(report: Report, folder: Path) -> None:
         with Timer() as t:
             ids, _ = index.search_batch(queries, k, ef=ef, num_threads=1)
         # Tie-aware: a hit if no farther than the 10th true neighbour, in exact arithmetic.
-        recall = float((np.take_along_axis(exact, ids.astype(np.int64), axis=1) <= kth).mean())
+        recall = tie_aware_recall(base_u8, queries_u8, ids.astype(np.int64), kth)
         curve.append((ef, recall, len(queries) / t.elapsed))
         print(f"  {ef:>3}   {recall:>9.3f}   {curve[-1][2]:>20,.0f}")
     labels = read_idx_labels(folder / "train-labels-idx1-ubyte.gz", n)

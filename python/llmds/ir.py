@@ -23,7 +23,7 @@ Conventions, which reproduce the README's reference BM25 table (Xapian 1.4.22) e
   004, ..., 365), which is how ``cranqrel`` refers to them.
 * Texts keep their case and punctuation; the reference search lowercases a query and parses it
   with no QueryParser features (``parse_query(text.lower(), 0)``), see
-  ``bench/python/xapian_reference.py``.
+  ``llmds/benchmarks/xapian_reference.py``.
 * Cranfield relevance codes: 1 complete answer, 2 high, 3 useful background, 4 minimum interest,
   -1 no interest. Binary: codes 1-4 are relevant (gain 1). Graded: gain ``5 - code``. ``-1`` rows
   are not relevant but still mark the query as judged.

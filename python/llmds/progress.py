@@ -97,6 +97,12 @@ class Progress:
             self._drawn = False
 
 
+def log(message: str) -> None:
+    """A note on what a long run is doing, on standard error (so it never mixes with the results
+    a benchmark prints on standard output)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def track(items: Iterable[T], label: str, total: int | None = None, **options: object) -> Iterator[T]:
     """Yields `items`, advancing a Progress by one per item (total from len() when it has one)."""
     if total is None and hasattr(items, "__len__"):

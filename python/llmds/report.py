@@ -145,21 +145,25 @@ def _memory_gib() -> float | None:
     return None
 
 
+def package_version(distribution: str) -> str:
+    """The installed version of a distribution (a PyPI name), or "not installed"."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def machine_summary(packages: tuple[str, ...] = ()) -> list[str]:
     """Markdown lines naming the machine and the versions a measurement ran with: date, CPU,
     cores, memory, OS, Python, llmds, numpy and each of `packages` (distribution names) that is
     installed."""
-    import importlib.metadata
-
     import llmds
 
     memory = _memory_gib()
     versions = [f"llmds {llmds.__version__}", f"Python {platform.python_version()}"]
-    for name in ("numpy", *packages):
-        try:
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{name} not installed")
+    versions += [f"{name} {package_version(name)}" for name in ("numpy", *packages)]
     return [
         f"- Date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
         f"- Machine: {cpu_model()}, {os.cpu_count()} cores"

@@ -1,4 +1,4 @@
-"""Fuzz target (atheris, libFuzzer for Python): llmds.replay.load_azure_trace.
+"""Fuzz target (atheris, libFuzzer for Python): llmds.traces.load_azure_trace.
 
 The input goes through a real file, as load_azure_trace reads traces: the first byte picks how,
 0 a plain CSV, 1 the rest gzipped into a .csv.gz (the package's own trace copies are gzipped),
@@ -8,8 +8,8 @@ the parser documents; anything else escapes and atheris reports it with the inpu
 loads must mean what AzureTrace says: arrivals finite, non-decreasing, from 0; token counts
 non-negative int64; one row per request.
 
-The module under test is python/llmds/replay.py of this checkout, loaded by path; the compiled
-llmds package it imports (its admission controller and scheduler) must be importable.
+The module under test is python/llmds/traces.py of this checkout, loaded by path; the compiled
+llmds package it imports (its Mooncake reader) must be importable.
 
     python3 tests/fuzz/fuzz_azure_trace.py build/fuzz/corpus/fuzz_azure_trace -max_total_time=60
 """
@@ -28,11 +28,11 @@ from pathlib import Path
 import atheris
 import numpy as np
 
-_SOURCE = Path(__file__).resolve().parents[2] / "python" / "llmds" / "replay.py"
-_spec = importlib.util.spec_from_file_location("llmds_replay_under_test", _SOURCE)
-replay = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = replay  # dataclasses look their module up there
-_spec.loader.exec_module(replay)
+_SOURCE = Path(__file__).resolve().parents[2] / "python" / "llmds" / "traces.py"
+_spec = importlib.util.spec_from_file_location("llmds_traces_under_test", _SOURCE)
+traces = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = traces  # dataclasses look their module up there
+_spec.loader.exec_module(traces)
 
 EXPECTED = (ValueError, KeyError, OSError)
 _DIR = tempfile.mkdtemp(prefix="llmds-fuzz-azure-")
@@ -41,7 +41,7 @@ _PLAIN = os.path.join(_DIR, "trace.csv")
 _GZIP = os.path.join(_DIR, "trace.csv.gz")
 
 
-def check(trace: replay.AzureTrace) -> None:
+def check(trace: traces.AzureTrace) -> None:
     n = len(trace)
     assert n >= 1
     assert trace.arrival_s.shape == trace.prompt_tokens.shape == trace.output_tokens.shape == (n,)
@@ -67,7 +67,7 @@ def TestOneInput(data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(content)
     try:
-        trace = replay.load_azure_trace(path)
+        trace = traces.load_azure_trace(path)
     except EXPECTED:
         return
     check(trace)

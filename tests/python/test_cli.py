@@ -107,13 +107,13 @@ def test_demo_shows_vector_search_bm25_and_hybrid_search(demo):
     assert "reciprocal rank fusion" in out and "answered from the cache" in out
 
 
-def test_generate_streams_a_story(shared_data):
-    result = run("generate", "--prompt", "Once upon a time", "--max-tokens", "60", "--temperature", "0",
-                 "--data-dir", str(shared_data))
+def test_generate_streams_a_story(data_env):
+    # The model from the data folder, else the package's own copy, as a user's run finds it.
+    result = run("generate", "--prompt", "Once upon a time", "--max-tokens", "60", "--temperature", "0")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Once upon a time, there was a little girl named Lily.")
     assert "60 tokens, max_tokens" in result.stderr
-    seeded = [run("generate", "--max-tokens", "40", "--seed", "5", "--data-dir", str(shared_data)).stdout
+    seeded = [run("generate", "--max-tokens", "40", "--seed", "5").stdout
               for _ in range(2)]
     assert seeded[0] == seeded[1]
 

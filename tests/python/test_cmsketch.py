@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from llmds.cmsketch import CountMinSketch
+from llmds.data import open_text
 
 
 def zipf_stream(n: int, distinct: int, s: float = 1.1, seed: int = 0) -> list[str]:
@@ -209,9 +210,9 @@ def test_stats_and_repr():
     assert repr(sketch) == "CountMinSketch(width=100, depth=3, seed=0, conservative=True, top_k=2, total=10)"
 
 
-def test_real_mooncake_block_ids_are_never_underestimated(shared_data):
+def test_real_mooncake_block_ids_are_never_underestimated(data_file):
     blocks = []
-    with (shared_data / "traces" / "mooncake_fast25_conversation_trace.jsonl").open() as f:
+    with open_text(data_file("traces/mooncake_fast25_conversation_trace.jsonl")) as f:
         for line in f:
             blocks.extend(str(b) for b in json.loads(line)["hash_ids"])
     truth = Counter(blocks)

@@ -12,8 +12,7 @@ import pytest
 from llmds import ir
 from llmds.data import BUNDLED_DIR, locate, open_text
 from llmds.engine import load_stories260k
-from llmds.replay import load_azure_trace
-from llmds.traces import load_mooncake_trace, parse_mooncake_trace
+from llmds.traces import load_azure_trace, load_mooncake_trace, parse_mooncake_trace
 
 
 def test_locate_prefers_the_data_folder_then_the_package(shared_data, tmp_path):

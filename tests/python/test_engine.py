@@ -7,12 +7,13 @@ import json
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from llmds.engine import Engine, Request, SamplingParams, load_stories260k
+from llmds.engine import STORIES_MODEL, STORIES_TOKENIZER, Engine, Request, SamplingParams, load_stories260k
 
 GREEDY = SamplingParams(temperature=0.0)
 
@@ -23,9 +24,15 @@ def reference(shared_data: Path) -> dict[str, Any]:
         return json.load(f)
 
 
+@pytest.fixture(scope="module")
+def model_files(data_file: Callable[[str], Path]) -> tuple[Path, Path]:
+    """stories260K and its tokenizer: the data folder's, else the package's own copies."""
+    return data_file(STORIES_MODEL), data_file(STORIES_TOKENIZER)
+
+
 @pytest.fixture()
-def engine(shared_data: Path) -> Engine:
-    return load_stories260k(shared_data)
+def engine(model_files: tuple[Path, Path]) -> Engine:
+    return Engine(*map(str, model_files))
 
 
 def test_greedy_64_step_runs_match_token_for_token(engine: Engine, reference: dict[str, Any]) -> None:
@@ -121,7 +128,15 @@ def test_prefix_reuse_and_stop_conditions(engine: Engine) -> None:
     assert st["cached_prompt_tokens"] >= 16 and st["requests_finished"] == 3
 
 
-def test_bad_requests_raise_value_error(engine: Engine, shared_data: Path, tmp_path: Path) -> None:
+def test_load_stories260k_finds_the_model_where_the_package_does(engine: Engine) -> None:
+    # From the data folder or the package's own copy (llmds.data.locate): the same model either way.
+    loaded = load_stories260k()
+    request = Request("Once upon a time", max_tokens=8, sampling=GREEDY)
+    assert loaded.generate(request).tokens == engine.generate(request).tokens
+
+
+def test_bad_requests_raise_value_error(engine: Engine, model_files: tuple[Path, Path], tmp_path: Path) -> None:
+    model, tokenizer = model_files
     with pytest.raises(ValueError):
         engine.generate(Request("x", max_tokens=0))
     with pytest.raises(ValueError):
@@ -135,11 +150,11 @@ def test_bad_requests_raise_value_error(engine: Engine, shared_data: Path, tmp_p
     with pytest.raises(IndexError):
         engine.decode([600])
     with pytest.raises(ValueError):
-        Engine(shared_data / "models" / "stories260K.bin", shared_data / "models" / "tok512.bin", page_size=0)
+        Engine(model, tokenizer, page_size=0)
     truncated = tmp_path / "model.bin"
-    truncated.write_bytes((shared_data / "models" / "stories260K.bin").read_bytes()[:5000])
+    truncated.write_bytes(model.read_bytes()[:5000])
     with pytest.raises((OSError, ValueError), match="model.bin"):
-        Engine(truncated, shared_data / "models" / "tok512.bin")
+        Engine(truncated, tokenizer)
     with pytest.raises(FileNotFoundError):
         load_stories260k(tmp_path)
 
@@ -218,10 +233,10 @@ def test_waiting_for_the_engine_inside_its_own_callback_raises_instead_of_deadlo
     assert queued[0].result(timeout=60).reason == "max_tokens"
 
 
-def test_dropping_the_last_reference_to_the_engine_inside_its_callback_does_not_hang(shared_data: Path) -> None:
+def test_dropping_the_last_reference_to_the_engine_inside_its_callback_does_not_hang(model_files: tuple[Path, Path]) -> None:
     code = f"""
-from llmds.engine import load_stories260k, Request
-holder = [load_stories260k({str(shared_data)!r})]
+from llmds.engine import Engine, Request
+holder = [Engine(*{list(map(str, model_files))!r})]
 handle = holder[0].generate_async(Request("Once upon a time", max_tokens=50, on_token=lambda t, s: holder.clear()))
 print(handle.result(timeout=30).reason)
 """
@@ -230,12 +245,12 @@ print(handle.result(timeout=30).reason)
     assert done.stdout.strip() in {"cancelled", "max_tokens"}
 
 
-def test_exiting_right_after_a_request_with_a_callback_is_clean(shared_data: Path) -> None:
+def test_exiting_right_after_a_request_with_a_callback_is_clean(model_files: tuple[Path, Path]) -> None:
     # The engine thread once dropped the callback after the response was handed over, so an exit
     # racing with it aborted the process (a thread may not take the GIL while Python finalizes).
     code = f"""
-from llmds.engine import load_stories260k, Request
-engine = load_stories260k({str(shared_data)!r})
+from llmds.engine import Engine, Request
+engine = Engine(*{list(map(str, model_files))!r})
 print(engine.generate(Request("Once", max_tokens=3, on_token=lambda t, s: None)).reason)
 """
     for _ in range(8):
@@ -244,13 +259,13 @@ print(engine.generate(Request("Once", max_tokens=3, on_token=lambda t, s: None))
         assert done.stdout.strip() == "max_tokens"
 
 
-def test_exiting_while_a_request_with_a_callback_is_running_is_clean(shared_data: Path) -> None:
+def test_exiting_while_a_request_with_a_callback_is_running_is_clean(model_files: tuple[Path, Path]) -> None:
     # Python's exit stops every engine first (its requests end as cancelled): an engine thread
     # that took the GIL once Python had begun to finalize aborted the process.
     code = f"""
 import time
-from llmds.engine import load_stories260k, Request
-engine = load_stories260k({str(shared_data)!r})
+from llmds.engine import Engine, Request
+engine = Engine(*{list(map(str, model_files))!r})
 handle = engine.generate_async(Request("Once", max_tokens=250, ignore_eos=True, on_token=lambda t, s: None))
 time.sleep(0.01)
 print("bye")

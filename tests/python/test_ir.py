@@ -1,7 +1,7 @@
 """llmds.ir: the Cranfield and CISI loaders and the trec_eval-style metrics.
 
 The loaders' conventions are the ones that reproduce the shared data's reference BM25 table
-(ir/README.md) exactly; bench/python/xapian_reference.py checks that with Xapian.
+(ir/README.md) exactly; llmds/benchmarks/xapian_reference.py checks that with Xapian.
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ def test_evaluate_averages_over_judged_queries():
 
 
 def test_module_needs_no_compiled_extension():
-    # Loaded by file path with llmds._core unimportable, as bench/python/xapian_reference.py does.
+    # Loaded by file path with llmds._core unimportable, as llmds/benchmarks/xapian_reference.py does.
     code = (
         "import importlib.util, sys\n"
         "sys.modules['llmds._core'] = None\n"

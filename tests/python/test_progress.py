@@ -6,7 +6,13 @@ import io
 
 import pytest
 
-from llmds.progress import Progress, track
+from llmds.progress import Progress, log, track
+
+
+def test_log_writes_a_line_to_standard_error_only(capsys) -> None:
+    log("building")
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "building\n")
 
 
 class FakeClock:

@@ -28,14 +28,13 @@ def test_the_readme_and_docs_have_python_examples() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(README_BLOCKS)))
-def test_readme_python_block_runs(index: int, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LLMDS_DATA_DIR", str(shared_data))  # the engine example loads stories260K
+def test_readme_python_block_runs(index: int, data_env: None) -> None:
+    # The engine example loads stories260K: from the data folder, else the package's own copy.
     exec(compile(README_BLOCKS[index], f"README.md python block {index}", "exec"), {"__name__": "readme"})
 
 
 @pytest.mark.parametrize("page", DOC_PAGES, ids=lambda p: p.name)
-def test_docs_python_blocks_run(page: Path, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LLMDS_DATA_DIR", str(shared_data))
+def test_docs_python_blocks_run(page: Path, data_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # examples that save files write them here
     namespace: dict[str, object] = {"__name__": "docs"}
     for index, block in enumerate(python_blocks(page)):

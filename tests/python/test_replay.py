@@ -5,20 +5,33 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from llmds.replay import AzureTrace, ServiceModel, check_batching_target, compare_policies, load_azure_trace, replay_azure
+from llmds import replay, traces
+from llmds.replay import ServiceModel, check_batching_target, compare_policies, replay_azure
+from llmds.traces import AzureTrace, load_azure_trace
+
+
+def test_each_name_has_one_home_and_the_earlier_paths_still_work() -> None:
+    # Readers live in llmds.traces, replays in llmds.replay; each module keeps the name it once held.
+    assert replay.load_azure_trace is traces.load_azure_trace and replay.AzureTrace is traces.AzureTrace
+    assert traces.replay_prefix_cache is replay.replay_prefix_cache
+    assert traces.PrefixCacheReplayResult is replay.PrefixCacheReplayResult
 
 
 def trace_of(arrivals: list[float], prompts: list[int], outputs: list[int]) -> AzureTrace:
     return AzureTrace("t", np.asarray(arrivals, dtype=float), np.asarray(prompts), np.asarray(outputs))
 
 
-def test_loads_the_real_code_trace(shared_data: Path) -> None:
-    t = load_azure_trace(shared_data / "traces" / "azure_llm_2023_code.csv")
+CODE_TRACE = "traces/azure_llm_2023_code.csv"
+
+
+def test_loads_the_real_code_trace(data_file: Callable[[str], Path]) -> None:
+    t = load_azure_trace(data_file(CODE_TRACE))
     assert len(t) == 8819
     assert t.duration_s == pytest.approx(3435.948, abs=1e-3)  # traces/README.md: 3,436 s
     assert t.prompt_tokens.mean() == pytest.approx(2048, abs=1)
@@ -109,8 +122,8 @@ def test_admission_rejects_over_the_limit_and_every_admitted_request_completes()
         replay_azure(trace, load=0)
 
 
-def test_compare_and_claim_check_on_the_real_trace(shared_data: Path) -> None:
-    t = load_azure_trace(shared_data / "traces" / "azure_llm_2023_code.csv")
+def test_compare_and_claim_check_on_the_real_trace(data_file: Callable[[str], Path]) -> None:
+    t = load_azure_trace(data_file(CODE_TRACE))
     results = compare_policies(t, loads=(1.0,), waits_ms=(50.0,), replicas=8, limit=3000)
     assert [r.label for r in results] == ["fcfs", "max_batch", "llmds wait=50ms"]
     assert all(r.completed == 3000 for r in results)
@@ -127,12 +140,12 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-def test_replay_azure_command(shared_data: Path) -> None:
-    trace = shared_data / "traces" / "azure_llm_2023_code.csv"
+def test_replay_azure_command(data_file: Callable[[str], Path], tmp_path: Path) -> None:
+    trace = data_file(CODE_TRACE)
     result = run_cli("replay", "azure", str(trace), "--limit", "1500", "--loads", "1", "--max-wait-ms", "50")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "8,819 requests over 3,436 s" in out
     assert "llmds wait=50ms" in out and "batching target" in out
-    missing = run_cli("replay", "azure", str(shared_data / "nope.csv"))
+    missing = run_cli("replay", "azure", str(tmp_path / "nope.csv"))
     assert missing.returncode == 2 and "no such trace file" in missing.stderr

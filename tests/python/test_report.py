@@ -7,7 +7,15 @@ import builtins
 
 import pytest
 
-from llmds.report import Report, machine_summary
+import numpy as np
+
+from llmds.report import Report, machine_summary, package_version
+
+
+def test_package_version_names_the_installed_version_or_says_it_is_missing() -> None:
+    assert package_version("numpy") == np.__version__
+    assert package_version("no-such-distribution-llmds") == "not installed"
+    assert any(f"numpy {np.__version__}" in line for line in machine_summary())
 
 
 def test_sections_keep_their_output_and_still_print_it(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""llmds.traces: the Mooncake trace reader and the prefix-cache replay against the reference."""
+"""llmds.traces and llmds.replay: the Mooncake trace reader and the prefix-cache replay against the
+reference."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import json
 
 import pytest
 
-from llmds.traces import load_mooncake_trace, replay_prefix_cache
+from llmds.replay import prefix_cache_sweep, replay_prefix_cache
+from llmds.traces import load_mooncake_trace
 
 # Hit rates (%) of a widely used serving engine's LRU block pool under the same protocol
 # (shared data, traces/README.md, section 3): the bar is to match each within 0.2 points.
@@ -18,9 +20,20 @@ REFERENCE = {
 }
 
 
+def test_a_sweep_is_one_cold_replay_per_capacity(data_file):
+    trace = load_mooncake_trace(data_file("traces/mooncake_fast25_conversation_trace.jsonl"))
+    capacities = [16_000, 1_000, 4_000]
+    swept = prefix_cache_sweep(trace, capacities)
+    assert [r.capacity_blocks for r in swept] == capacities
+    for capacity, r in zip(capacities, swept):
+        alone = replay_prefix_cache(trace, capacity)
+        assert (r.hit_blocks, r.lookup_blocks, r.evictions) == (alone.hit_blocks, alone.lookup_blocks, alone.evictions)
+    assert prefix_cache_sweep(trace, []) == []
+
+
 @pytest.mark.parametrize("name", sorted(REFERENCE))
-def test_replay_matches_the_reference_hit_rates(shared_data, name):
-    trace = load_mooncake_trace(shared_data / "traces" / name)
+def test_replay_matches_the_reference_hit_rates(data_file, name):
+    trace = load_mooncake_trace(data_file(f"traces/{name}"))
     for capacity, expected in REFERENCE[name].items():
         result = replay_prefix_cache(trace, capacity)
         assert abs(100 * result.hit_rate - expected) <= 0.2, (name, capacity, result)

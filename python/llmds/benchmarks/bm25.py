@@ -54,13 +54,11 @@ from __future__ import annotations
 __all__ = ["main"]
 
 import argparse
-import importlib.metadata
 import logging
 import math
 import os
 import pickle
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -73,6 +71,8 @@ import numpy as np
 import llmds
 from llmds.inverted_index import InvertedIndex
 from llmds.ir import IRCollection, evaluate, load_collection
+from llmds.progress import log
+from llmds.report import package_version
 
 K1, B, TOP_K = 1.2, 0.75, 10
 TIE = 1e-4  # relative score difference under which two documents count as tied
@@ -84,17 +84,6 @@ ALL_LIBRARIES = ("llmds", "bm25s", "bm25s-numba", "rank_bm25", "tantivy")
 PEERS = ALL_LIBRARIES[1:]
 
 Hits = list[tuple[int, float]]
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "-"
 
 
 def folder_bytes(path: Path) -> int:
@@ -440,8 +429,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for note in notes:
         log(note)
 
-    print(f"llmds {llmds.__version__}, bm25s {version('bm25s')}, numba {version('numba')}, "
-          f"rank_bm25 {version('rank-bm25')}, tantivy {version('tantivy')}, numpy {np.__version__}; "
+    print(f"llmds {llmds.__version__}, bm25s {package_version('bm25s')}, numba {package_version('numba')}, "
+          f"rank_bm25 {package_version('rank-bm25')}, tantivy {package_version('tantivy')}, numpy {np.__version__}; "
           f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs")
     print(f"k1={K1}, b={B}, top_k={TOP_K}; best of {args.repeats}; all libraries on one thread; "
           f"terms from llmds's analyzer for every library")

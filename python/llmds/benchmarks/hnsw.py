@@ -45,7 +45,6 @@ import gc
 import importlib.metadata
 import os
 import platform
-import sys
 import tempfile
 import threading
 import time
@@ -58,7 +57,9 @@ import numpy as np
 
 import llmds
 from llmds.data import locate, read_idx_images, read_ivecs
+from llmds.evaluation import kth_nearest_distances, tie_aware_recall
 from llmds.hnsw import HNSW
+from llmds.progress import log
 from llmds.report import cpu_model
 
 M = 16
@@ -66,40 +67,6 @@ EF_CONSTRUCTION = 200
 DEFAULT_EFS = "10,16,20,24,32,40,48,64,80,96,128,160,192,256,320,384,512"
 TARGETS = (0.90, 0.95, 0.99)
 MIB = 1 << 20
-
-
-# ----------------------------------------------------------------------------------------- data
-
-
-def exact_sq_dists(base: np.ndarray, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Exact squared L2 distance (int64) from each query to each of its ids (-1 or out of range: -1)."""
-    out = np.full(ids.shape, -1, dtype=np.int64)
-    valid = (ids >= 0) & (ids < len(base))
-    safe = np.where(valid, ids, 0)
-    for start in range(0, len(queries), 1000):
-        stop = start + 1000
-        diff = base[safe[start:stop]].astype(np.int32) - queries[start:stop, None, :].astype(np.int32)
-        out[start:stop] = np.einsum("qkd,qkd->qk", diff, diff)
-    out[~valid] = -1
-    return out
-
-
-def brute_force_kth(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """The k-th smallest exact squared distance per query (float64 matmul is exact on uint8 data)."""
-    b = base.astype(np.float64)
-    b_norm = (b * b).sum(axis=1)
-    kth = np.empty(len(queries), dtype=np.int64)
-    for start in range(0, len(queries), 500):
-        q = queries[start:start + 500].astype(np.float64)
-        d2 = b_norm[None, :] - 2.0 * (q @ b.T) + (q * q).sum(axis=1)[:, None]
-        kth[start:start + 500] = np.rint(np.partition(d2, k - 1, axis=1)[:, k - 1]).astype(np.int64)
-    return kth
-
-
-def tie_aware_recall(base: np.ndarray, queries: np.ndarray, ids: np.ndarray, kth: np.ndarray) -> float:
-    dist = exact_sq_dists(base, queries, ids)
-    hits = (dist >= 0) & (dist <= kth[:, None])
-    return float(hits.sum()) / ids.size
 
 
 # ------------------------------------------------------------------------------------- memory
@@ -301,10 +268,6 @@ def table(header: list[str], rows: list[list[str]], text_columns: tuple[int, ...
         print("| " + " | ".join(row) + " |")
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -367,11 +330,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if n == n_full and args.k <= 100 and shipped_truth.exists():
         kth = read_ivecs(shipped_truth)[:q, args.k - 1].astype(np.int64)
         check = np.random.default_rng(args.seed).choice(q, size=min(q, 20), replace=False)
-        if not np.array_equal(brute_force_kth(base_u8, query_u8[check], args.k), kth[check]):
+        if not np.array_equal(kth_nearest_distances(base_u8, query_u8[check], args.k), kth[check]):
             raise SystemExit("shipped ground truth disagrees with brute force: wrong data files?")
         truth_source = "shipped exact top-100 (_l2sq.ivecs; 20 queries re-checked by brute force)"
     else:
-        kth = brute_force_kth(base_u8, query_u8, args.k)
+        kth = kth_nearest_distances(base_u8, query_u8, args.k)
         truth_source = "numpy brute force"
 
     # ------------------------------------------------------------------------------ header

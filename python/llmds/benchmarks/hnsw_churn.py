@@ -26,27 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from llmds.data import locate, read_idx_images
+from llmds.evaluation import exact_top_k, overlap_recall
 from llmds.hnsw import HNSW
 from llmds.report import cpu_model
 
 M = 16
 EF_CONSTRUCTION = 100
 K = 10
-
-
-def exact_top_k(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k nearest base rows of every query (squared L2), by blocks of queries."""
-    norms = (base.astype(np.float64) ** 2).sum(axis=1)
-    out = []
-    for start in range(0, len(queries), 100):
-        block = queries[start:start + 100].astype(np.float64)
-        distances = norms[None, :] - 2.0 * block @ base.T.astype(np.float64)
-        out.append(np.argsort(distances, axis=1, kind="stable")[:, :k])
-    return np.vstack(out)
-
-
-def recall(found: Sequence[Sequence[int]], truth: np.ndarray) -> float:
-    return float(np.mean([len(set(map(int, f)) & set(map(int, t))) / K for f, t in zip(found, truth)]))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -112,9 +98,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     print("|---:|---:|---:|---:|")
     for ef in efs:
         peer.set_ef(ef)
-        ours_recall = recall([[i for i, _ in ours.search(q, K, ef=ef)] for q in queries], truth)
-        peer_recall = recall(peer.knn_query(queries, k=K)[0], truth)
-        fresh_recall = recall([[i for i, _ in fresh.search(q, K, ef=ef)] for q in queries], truth)
+        ours_recall = overlap_recall([[i for i, _ in ours.search(q, K, ef=ef)] for q in queries], truth)
+        peer_recall = overlap_recall(peer.knn_query(queries, k=K)[0], truth)
+        fresh_recall = overlap_recall([[i for i, _ in fresh.search(q, K, ef=ef)] for q in queries], truth)
         results.update({f"llmds@{ef}": ours_recall, f"hnswlib@{ef}": peer_recall, f"fresh@{ef}": fresh_recall})
         print(f"| {ef} | {ours_recall:.4f} | {peer_recall:.4f} | {fresh_recall:.4f} |")
     # Plain adds for comparison, into the fresh index once its recall is measured.

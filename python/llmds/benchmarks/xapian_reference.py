@@ -20,8 +20,8 @@ Xapian's Python bindings come from Debian (``apt-get install python3-xapian``) a
 /usr/bin/python3, which need not have the compiled llmds package: llmds/ir.py is pure Python
 and is loaded here by file path::
 
-    /usr/bin/python3 bench/python/xapian_reference.py            # data from $LLMDS_DATA_DIR or ../shared/data
-    /usr/bin/python3 bench/python/xapian_reference.py --root /work/shared/data/ir
+    /usr/bin/python3 python/llmds/benchmarks/xapian_reference.py    # data from $LLMDS_DATA_DIR or ../shared/data
+    /usr/bin/python3 python/llmds/benchmarks/xapian_reference.py --root /work/shared/data/ir
 
 Exits 1 if a figure differs from the README's table (rounded to 3 decimals).
 """
@@ -40,7 +40,7 @@ try:
 except ImportError as error:  # pragma: no cover - a benchmark prerequisite
     raise SystemExit("this script needs Xapian's Python bindings: apt-get install python3-xapian") from error
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # python/llmds, or the installed llmds
 
 # Lucene's EnglishAnalyzer.ENGLISH_STOP_WORDS_SET (33 words).
 LUCENE_STOP_WORDS = (
@@ -72,8 +72,8 @@ METRICS = ("MAP", "nDCG@10", "P@10", "R@100")
 
 
 def load_ir_module() -> ModuleType:
-    """python/llmds/ir.py by file path, so that neither llmds/__init__ nor llmds._core is needed."""
-    path = PROJECT_ROOT / "python" / "llmds" / "ir.py"
+    """llmds/ir.py by file path, so that neither llmds/__init__ nor llmds._core is needed."""
+    path = PACKAGE_DIR / "ir.py"
     spec = importlib.util.spec_from_file_location("llmds_ir", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load {path}")
@@ -84,8 +84,10 @@ def load_ir_module() -> ModuleType:
 
 
 def default_root() -> Path:
+    # As llmds.data.data_dir (not imported: see load_ir_module): $LLMDS_DATA_DIR, else ../shared/data
+    # beside the working directory, the project root.
     configured = os.environ.get("LLMDS_DATA_DIR")
-    return (Path(configured) if configured else PROJECT_ROOT.parent / "shared" / "data") / "ir"
+    return (Path(configured) if configured else Path.cwd().parent / "shared" / "data") / "ir"
 
 
 def build_index(documents: dict[int, str], stemmer: xapian.Stem, stopper: xapian.Stopper) -> xapian.Database:

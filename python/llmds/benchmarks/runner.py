@@ -1,0 +1,326 @@
+"""The runner of ``python -m llmds bench`` (the package docstring of llmds.benchmarks lists what
+it compares): each section runs one comparison module, or replays the traces, and writes its part
+of the report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import llmds
+from llmds.data import data_dir, locate
+from llmds.report import Report, machine_summary
+from llmds.utils import Timer
+
+PEER_PACKAGES = ("hnswlib", "usearch", "faiss-cpu", "bm25s", "numba", "rank-bm25", "tantivy", "datasketches", "matplotlib")
+MOONCAKE_TRACES = ("traces/mooncake_fast25_conversation_trace.jsonl", "traces/mooncake_fast25_synthetic_trace.jsonl")
+AZURE_TRACES = ("traces/azure_llm_2023_conv.csv", "traces/azure_llm_2023_code.csv")
+# Hit rates of a widely used serving engine's LRU block pool (its own code, run unchanged) under the
+# same replay protocol, from the shared data's traces/README.md, section 3; it spent about 38 us per
+# request.
+REFERENCE_HIT_RATES = {
+    "conversation": {1_000: 0.0470, 4_000: 0.0940, 6_000: 0.1502, 16_000: 0.2795, 64_000: 0.3753, 100_000: 0.3795},
+    "synthetic": {1_000: 0.0879, 4_000: 0.2562, 6_000: 0.3311, 16_000: 0.5547, 64_000: 0.6594, 100_000: 0.6594},
+}
+REFERENCE_US_PER_REQUEST = 38.0
+# run.c (llama2.c) on stories260K, as quoted when the engine was specified; not re-run here.
+RUN_C_TOKENS_PER_S = 7_100
+
+
+def _demote_headings(markdown: str, levels: int = 2) -> str:
+    """A comparison's own '# ...' headings, nested under the report's section heading."""
+    return "\n".join("#" * levels + line if line.startswith("#") else line for line in markdown.splitlines())
+
+
+def _comparison(report: Report, title: str, run: Callable[[], dict[str, Any]], fenced: bool = False) -> dict[str, Any] | None:
+    """Runs one peer comparison inside a report section; a comparison that cannot run (data or
+    peer missing) leaves its reason in the report instead of stopping the others."""
+    with report.section(title, fenced=fenced):
+        try:
+            result = run()
+        except (SystemExit, FileNotFoundError) as stop:
+            print(f"not run: {stop}")
+            result = None
+    section = report.sections[-1]
+    if not fenced:
+        section.text = _demote_headings(section.text)
+    return result
+
+
+def _hnsw(report: Report, data: Path, quick: bool) -> None:
+    from llmds.benchmarks import hnsw
+
+    try:
+        argv = ["--data", str(locate("ann/fashion-mnist", data))]
+    except FileNotFoundError:
+        argv = []  # the comparison says where it looked
+    if quick:
+        argv += ["--subset", "5000", "--queries", "500", "--repeats", "1", "--efs", "10,32,128", "--threads-build", "2"]
+    result = _comparison(report, "HNSW against hnswlib, USearch and FAISS (Fashion-MNIST)", lambda: hnsw.main(argv))
+    if not result:
+        return
+
+    def draw(ax: Any) -> None:
+        for name, curve in result["curves"].items():
+            ax.plot([r for _, r, _ in curve], [q for _, _, q in curve], marker="o", markersize=3, label=name)
+        ax.set_xlabel("recall@10")
+        ax.set_ylabel("queries per second (1 thread, log scale)")
+        ax.set_yscale("log")
+        ax.legend()
+
+    report.plot("hnsw_recall_qps", "Fashion-MNIST: recall@10 vs queries per second", draw)
+
+
+def _hnsw_churn(report: Report, data: Path, quick: bool) -> None:
+    from llmds.benchmarks import hnsw_churn
+
+    try:
+        argv = ["--data", str(locate("ann/fashion-mnist", data))]
+    except FileNotFoundError:
+        argv = []  # the comparison says where it looked
+    if quick:
+        argv += ["--n", "3000", "--queries", "100", "--rounds", "2"]
+    _comparison(report, "HNSW under churn against hnswlib (Fashion-MNIST)", lambda: hnsw_churn.main(argv))
+
+
+def _bm25(report: Report, data: Path, quick: bool) -> None:
+    from llmds.benchmarks import bm25
+
+    argv = ["--ir-root", str(data / "ir")] + (["--collections", "cranfield", "--repeats", "1"] if quick else [])
+    result = _comparison(report, "BM25 against bm25s, rank_bm25 and tantivy (Cranfield, CISI)", lambda: bm25.main(argv))
+    if not result or not result["single_qps"]:
+        return
+    groups = list(result["single_qps"])
+    libraries = [name for name in next(iter(result["single_qps"].values())) if name != "llmds exhaustive"]
+
+    def draw(ax: Any) -> None:
+        width = 0.8 / len(libraries)
+        for i, name in enumerate(libraries):
+            ax.bar([g + i * width for g in range(len(groups))],
+                   [result["single_qps"][group].get(name, 0.0) for group in groups], width, label=name)
+        ax.set_xticks([g + width * (len(libraries) - 1) / 2 for g in range(len(groups))],
+                      [f"{c}\n{a}" for c, a in groups], fontsize=8)
+        ax.set_ylabel("queries per second, one per call (log scale)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+
+    report.plot("bm25_qps", "BM25 queries per second by library", draw)
+
+
+def _cmsketch(report: Report, quick: bool) -> None:
+    from llmds.benchmarks import cmsketch
+
+    argv = ["--updates", "100000", "--distinct", "10000", "--repeats", "1"] if quick else []
+    _comparison(report, "Count-min sketch against Apache DataSketches", lambda: cmsketch.main(argv), fenced=True)
+
+
+def _kv_cache(report: Report, data: Path, quick: bool) -> None:
+    from llmds.traces import load_mooncake_trace, replay_prefix_cache
+
+    capacities = (1_000, 4_000, 16_000) if quick else (1_000, 2_000, 4_000, 6_000, 8_000, 16_000, 32_000, 64_000, 100_000)
+    curves: dict[str, list[tuple[int, float]]] = {}
+    with report.section("KV cache: prefix hit rate against capacity (Mooncake traces)", fenced=False):
+        print("Replay protocol of the shared data's traces/README.md (section 3): 512-token blocks, LRU, requests in "
+              "trace order. Reference: a widely used serving engine's block pool under the same protocol "
+              f"(its figures from that README; it spent about {REFERENCE_US_PER_REQUEST:.0f} us per request).\n")
+        print("| trace | capacity (blocks) | llmds hit rate | reference | llmds us/request | reference / llmds time |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for relative in MOONCAKE_TRACES:
+            kind = "conversation" if "conversation" in relative else "synthetic"
+            try:
+                trace = load_mooncake_trace(locate(relative, data))
+            except FileNotFoundError as e:
+                print(f"| {kind} | not run: {e} | | | | |")
+                continue
+            for capacity in capacities:
+                r = replay_prefix_cache(trace, capacity, 512)
+                curves.setdefault(kind, []).append((capacity, r.hit_rate))
+                reference = REFERENCE_HIT_RATES[kind].get(capacity)
+                print(f"| {kind} | {capacity:,} | {r.hit_rate:.2%} | {'-' if reference is None else f'{reference:.2%}'} "
+                      f"| {r.microseconds_per_request:.2f} | {REFERENCE_US_PER_REQUEST / r.microseconds_per_request:.0f}x |")
+
+    def draw(ax: Any) -> None:
+        for kind, curve in curves.items():
+            line, = ax.plot([c for c, _ in curve], [100 * h for _, h in curve], marker="o", label=f"llmds, {kind}")
+            ref = sorted(REFERENCE_HIT_RATES[kind].items())
+            ax.plot([c for c, _ in ref], [100 * h for _, h in ref], linestyle="none", marker="x", markersize=9,
+                    color=line.get_color(), label=f"reference, {kind}")
+        ax.set_xscale("log")
+        ax.set_xlabel("capacity (512-token blocks)")
+        ax.set_ylabel("prefix hit rate (%)")
+        ax.legend(fontsize=8)
+
+    if curves:
+        report.plot("kv_cache_hit_rate", "Mooncake traces: hit rate vs capacity", draw)
+
+
+def _scheduler(report: Report, data: Path, quick: bool) -> None:
+    from llmds.replay import compare_policies, format_results, load_azure_trace
+
+    loads = (1.0, 2.0) if quick else (0.5, 1.0, 2.0, 4.0)
+    results = {}
+    with report.section("Scheduler: latency distributions on the Azure 2023 traces (8 replicas, simulated time)"):
+        for relative in AZURE_TRACES:
+            path = locate(relative, data)
+            trace = load_azure_trace(path)
+            limit = 3_000 if quick else None
+            print(f"{path.name}: {len(trace):,} requests{f' (first {limit:,} replayed)' if limit else ''}; "
+                  "service model and policies: python -m llmds replay azure --help")
+            results[path.name.split(".")[0]] = rs = compare_policies(trace, loads=loads, waits_ms=[50.0], replicas=8, limit=limit)
+            print("\n".join(format_results(rs)) + "\n")
+
+    def draw(ax: Any) -> None:
+        name, rs = next(iter(results.items()))
+        for label in dict.fromkeys(r.label for r in rs):
+            points = sorted((r.load, r.latency_ms["p95"] / 1e3) for r in rs if r.label == label)
+            ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=f"{label} p95")
+        ax.set_xlabel("arrival rate (x the trace's)")
+        ax.set_ylabel("end-to-end latency p95 (s, log scale)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+        ax.set_title(name)
+
+    report.plot("scheduler_latency_p95", "p95 latency against load by policy", draw)
+
+
+def _engine(report: Report, data: Path, quick: bool) -> None:
+    from llmds.engine import STORIES_MODEL, STORIES_TOKENIZER, Engine, Request, SamplingParams
+
+    tokens = 128 if quick else 511
+    engine = Engine(locate(STORIES_MODEL, data), locate(STORIES_TOKENIZER, data))
+    greedy = SamplingParams(temperature=0.0)
+    with report.section("Engine: tokens per second (stories260K)", fenced=False):
+        engine.generate(Request("Once upon a time", max_tokens=16, sampling=greedy))  # warm-up
+        repeats = 1 if quick else 5  # best of several: a shared machine slows single runs at random
+        single = max(
+            engine.generate(Request("", max_tokens=tokens, sampling=greedy, ignore_eos=True)).tokens_per_s
+            for _ in range(repeats)
+        )
+        rates = {}
+        for n in (4, 16):
+            for _ in range(repeats):
+                with Timer() as t:
+                    handles = [engine.generate_async(Request("", max_tokens=tokens, sampling=SamplingParams(seed=i),
+                                                             ignore_eos=True)) for i in range(n)]
+                    produced = sum(h.result().output_tokens for h in handles)
+                rates[n] = max(rates.get(n, 0.0), produced / t.elapsed)
+        print(f"Decode of {tokens} tokens from an empty prompt, end of text ignored; the engine's default threads; "
+              f"best of {repeats}.\n")
+        print("| requests at once | tokens/s (all requests) | vs one sequence | vs run.c (7,100 tok/s, quoted) |")
+        print("|---:|---:|---:|---:|")
+        print(f"| 1 | {single:,.0f} | 1.00x | {single / RUN_C_TOKENS_PER_S:.2f}x |")
+        for n, rate in rates.items():
+            print(f"| {n} | {rate:,.0f} | {rate / single:.2f}x | {rate / RUN_C_TOKENS_PER_S:.2f}x |")
+        print("\nrun.c's figure is the one quoted for 2 cores of an AMD EPYC (`gcc -O3 -march=native`); it is not "
+              "re-run here, so on another machine the last column compares machines as well as programs.")
+
+
+def _figure(x: float) -> str:
+    """A measured figure to about four significant digits, without exponent notation."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+# Fields of a Google Benchmark JSON entry that are not user counters.
+_GBENCH_FIELDS = {
+    "name", "family_index", "per_family_instance_index", "run_name", "run_type", "repetitions",
+    "repetition_index", "threads", "iterations", "real_time", "cpu_time", "time_unit", "label",
+    "error_occurred", "error_message", "aggregate_name", "aggregate_unit",
+}
+
+
+def _rate(b: dict[str, Any]) -> str:
+    """The suite's rates: items or bytes per second, and any user counters (tokens_per_s, ...)."""
+    parts = []
+    for key, unit in (("items_per_second", "items/s"), ("bytes_per_second", "B/s")):
+        if key in b:
+            parts.append(f"{b[key] / 1e6:,.2f} M{unit}")
+    parts += [f"{key} {_figure(value)}" for key, value in b.items()
+              if key not in _GBENCH_FIELDS and key not in ("items_per_second", "bytes_per_second")
+              and isinstance(value, (int, float))]
+    return "; ".join(parts) or "-"
+
+
+def _gbench(report: Report, folder: Path | None) -> None:
+    files = sorted(folder.glob("*.json")) if folder and folder.is_dir() else []
+    with report.section("Google Benchmark suites (C++)", fenced=False):
+        if not files:
+            print(f"No JSON in {folder}: run `cmake --build build/cpp --target run_benchmarks` first "
+                  "(it writes build/cpp/bench-results/<suite>.json).")
+            return
+        suites = {}
+        for path in files:
+            try:
+                suites[path.stem] = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                print(f"- {path.name}: not read ({e}; an interrupted run?)")
+        if not suites:
+            return
+        context = next(iter(suites.values()))["context"]
+        print(f"From `cmake --build build/cpp --target run_benchmarks` ({folder}); run on {context.get('date', '?')}, "
+              f"{context.get('num_cpus', '?')} CPUs at {context.get('mhz_per_cpu', '?')} MHz; llmds in a Release "
+              f"build (the Google Benchmark library reports its own build as {context.get('library_build_type', '?')}). "
+              "Times are per iteration; rates as the suite counts them.\n")
+        for name, suite in suites.items():
+            print(f"### {name}\n")
+            print("| benchmark | real time | CPU time | rates and counters |")
+            print("|---|---:|---:|---:|")
+            for b in suite.get("benchmarks", []):
+                if b.get("run_type") == "aggregate" or "real_time" not in b:
+                    continue
+                unit = b.get("time_unit", "ns")
+                print(f"| {b['name']} | {_figure(b['real_time'])} {unit} | {_figure(b['cpu_time'])} {unit} | {_rate(b)} |")
+            print()
+
+
+SECTIONS = ("hnsw", "churn", "bm25", "cmsketch", "kv", "scheduler", "engine", "gbench")
+"""The report's sections, in order; ``run(sections=...)`` and ``--sections`` choose among them."""
+
+
+def run(out: Path = Path("docs/benchmarks.md"), images: Path | None = None, data: Path | None = None,
+        gbench: Path | None = Path("build/cpp/bench-results"), quick: bool = False,
+        sections: Sequence[str] = SECTIONS) -> Path:
+    """Runs the chosen comparisons and writes the report (its plots in `images`, default
+    ``<out without .md>/``); returns the report's path."""
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    data = data if data is not None else data_dir()
+    images = images if images is not None else out.with_suffix("")
+    started = time.perf_counter()
+    report = Report("Benchmarks", out, images)
+    report.preamble += [
+        "Written by `python -m llmds bench` (after `pip install .[bench]`, and "
+        "`cmake --build build/cpp --target run_benchmarks` for the C++ suites); regenerate it rather than "
+        "editing it. Each comparison runs llmds and its peers in one process on the same data, and gives "
+        "ratios beside the absolute figures (llmds/peer above 1: llmds is faster).",
+        "",
+        *machine_summary(PEER_PACKAGES),
+    ]
+    if quick:
+        report.preamble.append("- QUICK MODE: small sizes, one repeat; these figures check that the run works, "
+                               "they are not measurements to quote.")
+    print(f"llmds {llmds.__version__} bench -> {out}")
+    steps: dict[str, Callable[[], None]] = {
+        "hnsw": lambda: _hnsw(report, data, quick),
+        "churn": lambda: _hnsw_churn(report, data, quick),
+        "bm25": lambda: _bm25(report, data, quick),
+        "cmsketch": lambda: _cmsketch(report, quick),
+        "kv": lambda: _kv_cache(report, data, quick),
+        "scheduler": lambda: _scheduler(report, data, quick),
+        "engine": lambda: _engine(report, data, quick),
+        "gbench": lambda: _gbench(report, gbench),
+    }
+    for name in SECTIONS:
+        if name in sections:
+            steps[name]()
+    report.preamble.append(f"- Run time: {time.perf_counter() - started:.0f} s")
+    if report.plots_skipped:
+        print(f"note: {report.plots_skipped}")
+    return report.write()
+
+
+__all__ = ["SECTIONS", "run"]
