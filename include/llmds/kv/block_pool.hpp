@@ -18,15 +18,17 @@
 // it needs the room, least recently released first.
 //
 // Layout. Block ids come from a PagedAllocator (O(1) per block); refcounts, states and keys are
-// arrays indexed by block id; the cached blocks form an intrusive doubly linked list threaded
-// through two more arrays (prev/next, with a sentinel at index num_blocks), so that unlinking a
-// block that a request touches, appending a released one and evicting the oldest are all O(1)
-// without any allocation. The registry is a hash map from key to block.
+// arrays indexed by block id; the cached blocks are kept in eviction order by the Policy
+// (kv/eviction_policy.hpp), intrusive lists threaded through arrays, so that unlinking a block
+// that a request touches, appending a released one and evicting the next are all O(1) without
+// any allocation. The registry is a hash map from key to block.
 //
-// Eviction order. A block that is released goes to the tail of the list; eviction takes from
-// the head. Callers release a request's blocks tail first, so that the tail of a prompt (shared
-// by fewest later requests) is evicted before its head. Free blocks are always used before any
-// cached block is evicted.
+// Eviction order. LruEviction (the default): a block that is released goes to the back, eviction
+// takes from the front. RetentionEviction: the same within each of 101 retention priorities
+// (set_retention_priority), lowest priority first. Callers release a request's blocks tail
+// first, so that the tail of a prompt (shared by fewest later requests) is evicted before its
+// head. Free blocks are always used before any cached block is evicted; a caller that keeps
+// what is evicted (a lower tier of a tiered cache) asks try_allocate_into for the evicted keys.
 //
 // Invariants: a cached block has refcount 0 and a key, and is in the registry and the list; a
 // free block has refcount 0, no key, and is on the allocator's free list; each key maps to at
@@ -54,6 +56,7 @@
 #include "llmds/core/stats_fields.hpp"
 #include "llmds/core/types.hpp"
 #include "llmds/detail/assert.hpp"
+#include "llmds/kv/eviction_policy.hpp"
 #include "llmds/kv/paged_allocator.hpp"
 
 namespace llmds {
@@ -82,8 +85,9 @@ struct BlockPoolStats {
   }
 };
 
-template <class Key, class Hash = std::hash<Key>, class KeyEqual = std::equal_to<Key>>
-  requires std::copy_constructible<Key> && std::equality_comparable<Key>
+template <class Key, class Hash = std::hash<Key>, class KeyEqual = std::equal_to<Key>,
+          class Policy = LruEviction>
+  requires std::copy_constructible<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
 class BlockPool {
  public:
   explicit BlockPool(std::size_t num_blocks)
@@ -91,8 +95,7 @@ class BlockPool {
         state_(num_blocks, State::kFree),
         refcount_(num_blocks, 0),
         key_(num_blocks),
-        prev_(num_blocks + 1, sentinel()),
-        next_(num_blocks + 1, sentinel()) {
+        policy_(num_blocks) {
     registry_.reserve(num_blocks);
   }
 
@@ -126,19 +129,24 @@ class BlockPool {
   }
 
   /// As try_allocate, appending the blocks to `out`; false, changing nothing, if fewer than n
-  /// are free or cached. Growing `out` is the only allocation, and it comes first: with room
-  /// reserved in `out`, this cannot throw.
-  bool try_allocate_into(std::size_t n, std::vector<BlockId>& out) {
+  /// are free or cached. With `evicted`, the keys of the cached blocks evicted to make room are
+  /// appended to it, in eviction order. Growing the vectors is the only allocation, and it
+  /// comes first: with room reserved in them, this cannot throw. The blocks start at the
+  /// default retention priority.
+  bool try_allocate_into(std::size_t n, std::vector<BlockId>& out,
+                         std::vector<Key>* evicted = nullptr) {
     if (n > available()) return false;
-    out.reserve(out.size() + n);
-    const std::size_t first = out.size();
     const std::size_t from_free = std::min(n, allocator_.free_pages());
+    out.reserve(out.size() + n);
+    if (evicted != nullptr) evicted->reserve(evicted->size() + (n - from_free));
+    const std::size_t first = out.size();
     [[maybe_unused]] const bool taken = allocator_.try_alloc_into(from_free, out);
     LLMDS_ASSERT(taken, "BlockPool: the allocator refused pages it reported free");
-    for (std::size_t i = from_free; i < n; ++i) out.push_back(evict_oldest());
+    for (std::size_t i = from_free; i < n; ++i) out.push_back(evict_next(evicted));
     for (std::size_t i = first; i < out.size(); ++i) {
       state_[idx(out[i])] = State::kInUse;
       refcount_[idx(out[i])] = 1;
+      policy_.set_priority(out[i], kDefaultRetentionPriority);
     }
     in_use_ += n;
     return true;
@@ -165,7 +173,7 @@ class BlockPool {
     }
     for (const BlockId b : blocks) {
       if (state_[idx(b)] == State::kCached) {
-        unlink(b);
+        policy_.erase(b);
         state_[idx(b)] = State::kInUse;
         ++in_use_;
       }
@@ -219,7 +227,7 @@ class BlockPool {
       --in_use_;
       if (key_[idx(b)].has_value()) {
         state_[idx(b)] = State::kCached;
-        link_at_tail(b);
+        policy_.insert(b);
       } else {
         state_[idx(b)] = State::kFree;
         const BlockId one[] = {b};
@@ -238,35 +246,31 @@ class BlockPool {
     for (std::size_t i = 0; i < where.size(); ++i) where[i] = static_cast<BlockId>(i);
     for (const auto& [from, to] : moves) where[idx(from)] = to;
 
-    std::vector<BlockId> lru_order;
-    lru_order.reserve(cached_);
-    for (BlockId b = next_[sentinel_idx()]; b != sentinel(); b = next_[idx(b)]) {
-      lru_order.push_back(where[idx(b)]);
-    }
+    std::vector<BlockId> order = policy_.order();
+    for (BlockId& b : order) b = where[idx(b)];
+    policy_.clear();
     // Ascending old ids move to strictly lower, already vacated ids, so moving in that order
     // never overwrites a block that has yet to move.
     for (const auto& [from, to] : moves) {
       state_[idx(to)] = state_[idx(from)];
       refcount_[idx(to)] = refcount_[idx(from)];
       key_[idx(to)] = std::move(key_[idx(from)]);
+      policy_.set_priority(to, policy_.priority(from));
       state_[idx(from)] = State::kFree;
       refcount_[idx(from)] = 0;
       key_[idx(from)].reset();
     }
     for (auto& entry : registry_) entry.second = where[idx(entry.second)];
-    std::fill(prev_.begin(), prev_.end(), sentinel());
-    std::fill(next_.begin(), next_.end(), sentinel());
-    cached_ = 0;
-    for (const BlockId b : lru_order) link_at_tail(b);
+    for (const BlockId b : order) policy_.insert(b);
     return moves;
   }
 
   [[nodiscard]] std::size_t num_blocks() const noexcept { return state_.size(); }
   [[nodiscard]] std::size_t free_blocks() const noexcept { return allocator_.free_pages(); }
-  [[nodiscard]] std::size_t cached_blocks() const noexcept { return cached_; }
+  [[nodiscard]] std::size_t cached_blocks() const noexcept { return policy_.size(); }
   [[nodiscard]] std::size_t in_use_blocks() const noexcept { return in_use_; }
   /// Blocks an allocation can take right now: free plus cached.
-  [[nodiscard]] std::size_t available() const noexcept { return free_blocks() + cached_; }
+  [[nodiscard]] std::size_t available() const noexcept { return free_blocks() + cached_blocks(); }
   [[nodiscard]] std::uint64_t evictions() const noexcept { return evictions_; }
 
   /// References held on a block: 0 for a free or cached block. Throws std::out_of_range.
@@ -288,12 +292,42 @@ class BlockPool {
     return key_[idx(block)] ? &*key_[idx(block)] : nullptr;
   }
 
-  /// Cached blocks from the next to be evicted to the most recently released. O(cached).
-  [[nodiscard]] std::vector<BlockId> eviction_order() const {
-    std::vector<BlockId> order;
-    order.reserve(cached_);
-    for (BlockId b = next_[sentinel_idx()]; b != sentinel(); b = next_[idx(b)]) order.push_back(b);
-    return order;
+  /// Cached blocks from the next to be evicted to the last. O(cached).
+  [[nodiscard]] std::vector<BlockId> eviction_order() const { return policy_.order(); }
+
+  /// Sets how long a block is kept relative to others once cached (kv/eviction_policy.hpp); a
+  /// cached block moves to the back of its new priority. Allocation resets it to
+  /// kDefaultRetentionPriority. No effect under LruEviction. Throws, changing nothing,
+  /// std::out_of_range for a block out of range, std::invalid_argument for a free block or a
+  /// priority above kMaxRetentionPriority.
+  void set_retention_priority(BlockId block, RetentionPriority priority) {
+    check_range(block, "set_retention_priority");
+    if (state_[idx(block)] == State::kFree) {
+      throw std::invalid_argument(
+          fmt::format("BlockPool::set_retention_priority: block {} is free", block));
+    }
+    policy_.set_priority(block, priority);
+  }
+  [[nodiscard]] RetentionPriority retention_priority(BlockId block) const {
+    check_range(block, "retention_priority");
+    return policy_.priority(block);
+  }
+
+  /// Frees the cached block registered under key, as if it had been evicted (counted in
+  /// evictions()): for a tiered cache moving the block to another tier, or dropping a copy
+  /// found corrupt. False, changing nothing, if no block holds the key or it is in use.
+  bool remove_cached(const Key& key) {
+    const auto it = registry_.find(key);
+    if (it == registry_.end() || state_[idx(it->second)] != State::kCached) return false;
+    const BlockId b = it->second;
+    policy_.erase(b);
+    registry_.erase(it);
+    key_[idx(b)].reset();
+    state_[idx(b)] = State::kFree;
+    ++evictions_;
+    const BlockId one[] = {b};
+    allocator_.free(one);
+    return true;
   }
 
   /// O(num_blocks): the shared-block count and reference total are computed by a scan.
@@ -301,7 +335,7 @@ class BlockPool {
     BlockPoolStats s;
     s.num_blocks = num_blocks();
     s.free_blocks = free_blocks();
-    s.cached_blocks = cached_;
+    s.cached_blocks = cached_blocks();
     s.in_use_blocks = in_use_;
     s.registered_blocks = registry_.size();
     s.evictions = evictions_;
@@ -316,8 +350,6 @@ class BlockPool {
   enum class State : std::uint8_t { kFree, kInUse, kCached };
 
   static std::size_t idx(BlockId b) noexcept { return static_cast<std::size_t>(b); }
-  [[nodiscard]] BlockId sentinel() const noexcept { return static_cast<BlockId>(num_blocks()); }
-  [[nodiscard]] std::size_t sentinel_idx() const noexcept { return num_blocks(); }
 
   void check_range(BlockId b, const char* op) const {
     if (b < 0 || idx(b) >= num_blocks()) {
@@ -326,26 +358,10 @@ class BlockPool {
     }
   }
 
-  void link_at_tail(BlockId b) {
-    const BlockId last = prev_[sentinel_idx()];
-    prev_[idx(b)] = last;
-    next_[idx(b)] = sentinel();
-    next_[idx(last)] = b;
-    prev_[sentinel_idx()] = b;
-    ++cached_;
-  }
-
-  void unlink(BlockId b) {
-    next_[idx(prev_[idx(b)])] = next_[idx(b)];
-    prev_[idx(next_[idx(b)])] = prev_[idx(b)];
-    prev_[idx(b)] = next_[idx(b)] = sentinel();
-    --cached_;
-  }
-
-  BlockId evict_oldest() {
-    const BlockId b = next_[sentinel_idx()];
-    LLMDS_ASSERT(b != sentinel(), "BlockPool: eviction from an empty cached list");
-    unlink(b);
+  BlockId evict_next(std::vector<Key>* evicted) {
+    LLMDS_ASSERT(policy_.size() > 0, "BlockPool: eviction from an empty cached set");
+    const BlockId b = policy_.pop();
+    if (evicted != nullptr) evicted->push_back(*key_[idx(b)]);
     registry_.erase(*key_[idx(b)]);
     key_[idx(b)].reset();
     ++evictions_;
@@ -356,10 +372,8 @@ class BlockPool {
   std::vector<State> state_;
   std::vector<std::uint32_t> refcount_;
   std::vector<std::optional<Key>> key_;
-  std::vector<BlockId> prev_;  // the cached list; index num_blocks is its sentinel
-  std::vector<BlockId> next_;
+  Policy policy_;  // the cached blocks, in eviction order
   std::unordered_map<Key, BlockId, Hash, KeyEqual> registry_;
-  std::size_t cached_ = 0;
   std::size_t in_use_ = 0;
   std::uint64_t evictions_ = 0;
 };
