@@ -292,6 +292,14 @@ class BlockPool {
     return key_[idx(block)] ? &*key_[idx(block)] : nullptr;
   }
 
+  /// Every registered key, in no particular order. O(registered).
+  [[nodiscard]] std::vector<Key> registered_keys() const {
+    std::vector<Key> keys;
+    keys.reserve(registry_.size());
+    for (const auto& entry : registry_) keys.push_back(entry.first);
+    return keys;
+  }
+
   /// Cached blocks from the next to be evicted to the last. O(cached).
   [[nodiscard]] std::vector<BlockId> eviction_order() const { return policy_.order(); }
 

@@ -1,0 +1,636 @@
+// KVBlockManager: a prefix cache over several storage tiers, so that a prefix block evicted from
+// the arena attention reads is kept lower down (host memory, disk) and brought back on a hit
+// instead of being recomputed.
+//
+// One BlockPool per tier (kv/block_pool.hpp) keeps that tier's slots: in use (held by a request,
+// or pinned while a copy of it is being made), cached (registered under its chained block hash,
+// evictable in the pool's retention order) or free. The tiers, fastest first, are primary (the
+// KV arena), then optionally host and disk (kv/tiered/tier.hpp). This class decides what moves
+// where; what a block's bytes are and how they move belongs to the storage behind each tier.
+//
+// The life of a block:
+//
+//   allocate   n free primary slots for a request to write, evicting cached primary blocks if
+//              needed (each evicted block is offloaded down, below)
+//   register   the request's full blocks, under their hashes: now they are found by match and
+//              stay cached after release. A hash already registered in primary is not stored
+//              twice: the existing block is returned (with a reference for the caller) and the
+//              caller's own block stays unregistered (it is freed when released)
+//   match      the longest run of leading hashes held by some tier, with the tier of each; the
+//              matched blocks are pinned (they cannot be evicted) until the match is onboarded
+//              or cancelled
+//   onboard    the run in primary: primary hits as they are, lower-tier hits copied up into
+//              new primary blocks; the caller holds a reference to each
+//   release    drop the request's references, tail first; registered blocks stay cached
+//
+// Offloading. A block leaves a tier when that tier evicts it to make room; it is then stored in
+// the next tier down, which may evict in turn, down to the last tier, whose evictions leave the
+// cache. Two policies (OffloadPolicy):
+//
+//   write-back     a block is copied down only when it is evicted; host holds what primary
+//                  does not (exclusive), so primary + host together cache as many distinct
+//                  blocks as one tier of their summed size. A block onboarded from host leaves
+//                  host; a block onboarded from disk keeps its file (rewriting it later would
+//                  cost more than keeping it).
+//   write-through  a block is copied to every lower tier as soon as it is registered; lower
+//                  tiers hold copies of what is above (inclusive), so an eviction costs no copy,
+//                  at the price of capacity.
+//
+// Two filters keep blocks out of lower tiers: a block whose retention priority is below
+// offload_min_priority is dropped rather than offloaded (TensorRT-LLM's secondary offload
+// floor), and disk admits a block only once it has been used disk_min_uses times (computed or
+// hit; counted by a CountMinSketch), to spare disk writes for blocks seen once.
+//
+// Events. Every change of a tier's contents is appended to an event log (kv/tiered/
+// kv_events.hpp) under the manager's lock, one batch per call, published when the call returns:
+// a consumer replaying the log knows exactly what every tier holds.
+//
+// Threads. Every public call takes one mutex; callbacks of event subscribers run after it is
+// released, on the calling thread, and must not call back into the manager.
+//
+// Every mutating call is all-or-nothing: it either does everything or throws, changing
+// nothing. An offload that cannot be done (lower tier full of pinned blocks, filtered) is not an
+// error: the block leaves the cache and the tier's counters say why.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string_view>
+#include <type_traits>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "llmds/core/errors.hpp"
+#include "llmds/core/types.hpp"
+#include "llmds/kv/block_pool.hpp"
+#include "llmds/kv/eviction_policy.hpp"
+#include "llmds/kv/tiered/kv_events.hpp"
+#include "llmds/kv/tiered/tier.hpp"
+#include "llmds/sketch/count_min_sketch.hpp"
+
+namespace llmds {
+
+enum class OffloadPolicy : std::uint8_t { kWriteBack, kWriteThrough };
+
+[[nodiscard]] constexpr std::string_view offload_policy_name(OffloadPolicy p) noexcept {
+  return p == OffloadPolicy::kWriteBack ? "write-back" : "write-through";
+}
+
+struct KVBlockManagerConfig {
+  std::size_t primary_blocks = 0;   // slots of the primary tier (the KV arena)
+  std::size_t host_blocks = 0;      // 0: no host tier
+  std::size_t disk_blocks = 0;      // 0: no disk tier
+  std::uint32_t block_size = 16;    // tokens per block
+  std::size_t block_bytes = 0;      // bytes of one block's keys and values, for the byte counters
+  OffloadPolicy offload_policy = OffloadPolicy::kWriteBack;
+  RetentionPriority offload_min_priority = 0;  // lower-priority blocks are dropped, not offloaded
+  std::uint32_t disk_min_uses = 0;             // 0 or 1: every offloaded block may go to disk
+  std::uint32_t filter_width = 1u << 20;       // counters per row of the use-count sketch
+  std::size_t event_log_batches = 10'000;      // batches kept for replay
+
+  void validate() const {
+    constexpr auto kMaxBlocks = static_cast<std::size_t>(std::numeric_limits<BlockId>::max());
+    auto check_blocks = [&](std::size_t n, std::string_view name, bool may_be_zero) {
+      if ((n == 0 && !may_be_zero) || n > kMaxBlocks) {
+        throw std::invalid_argument(fmt::format("KVBlockManagerConfig.{} must be in [{}, 2^31 - 1], got {}",
+                                                name, may_be_zero ? 0 : 1, n));
+      }
+    };
+    check_blocks(primary_blocks, "primary_blocks", false);
+    check_blocks(host_blocks, "host_blocks", true);
+    check_blocks(disk_blocks, "disk_blocks", true);
+    if (block_size == 0) throw std::invalid_argument("KVBlockManagerConfig.block_size must be at least 1");
+    if (offload_min_priority > kMaxRetentionPriority) {
+      throw std::invalid_argument(fmt::format("KVBlockManagerConfig.offload_min_priority must be in [0, {}], got {}",
+                                              kMaxRetentionPriority, unsigned{offload_min_priority}));
+    }
+    if (disk_min_uses > 1 && filter_width == 0) {
+      throw std::invalid_argument("KVBlockManagerConfig.filter_width must be at least 1 when disk_min_uses > 1");
+    }
+    if (event_log_batches == 0) {
+      throw std::invalid_argument("KVBlockManagerConfig.event_log_batches must be at least 1");
+    }
+  }
+};
+
+/// One tier's figures. Counters run over the manager's life.
+struct TierStats {
+  Tier tier = Tier::kPrimary;
+  std::size_t capacity_blocks = 0;
+  std::size_t cached_blocks = 0;      // registered, evictable
+  std::size_t in_use_blocks = 0;      // held by requests or pinned by matches
+  std::uint64_t lookups = 0;          // hashes looked up in this tier (the tiers above missed)
+  std::uint64_t hit_blocks = 0;       // of those, found here
+  std::uint64_t hit_tokens = 0;       // hit_blocks x block_size
+  std::uint64_t stored_blocks = 0;    // blocks that entered the tier (registered or offloaded)
+  std::uint64_t evicted_blocks = 0;   // blocks evicted to make room
+  std::uint64_t onboarded_blocks = 0; // blocks copied from this tier up into primary
+  std::uint64_t dropped_offloads = 0; // offloads to this tier not done: no room, priority floor
+  std::uint64_t filter_rejected = 0;  // offloads refused by the disk use-count filter
+  std::uint64_t bytes_in = 0;         // block_bytes x blocks copied into the tier
+  std::uint64_t bytes_out = 0;        // block_bytes x blocks copied out of it
+
+  template <class Visit>
+  void for_each_field(Visit&& visit) const {
+    visit("tier", tier_name(tier));
+    visit("capacity_blocks", capacity_blocks);
+    visit("cached_blocks", cached_blocks);
+    visit("in_use_blocks", in_use_blocks);
+    visit("lookups", lookups);
+    visit("hit_blocks", hit_blocks);
+    visit("hit_tokens", hit_tokens);
+    visit("stored_blocks", stored_blocks);
+    visit("evicted_blocks", evicted_blocks);
+    visit("onboarded_blocks", onboarded_blocks);
+    visit("dropped_offloads", dropped_offloads);
+    visit("filter_rejected", filter_rejected);
+    visit("bytes_in", bytes_in);
+    visit("bytes_out", bytes_out);
+  }
+};
+
+template <class Key, class Hash = std::hash<Key>, class Policy = RetentionEviction>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+class KVBlockManager {
+ public:
+  using EventLog = KVEventLog<Key>;
+
+  /// The result of match(): a run of leading hashes, each held by some tier, pinned there
+  /// until the match is passed to onboard() or cancel(). Move-only; one use.
+  class Match {
+   public:
+    Match() = default;
+    Match(Match&& other) noexcept { *this = std::move(other); }
+    Match& operator=(Match&& other) noexcept {
+      id_ = std::exchange(other.id_, 0);
+      hashes_ = std::move(other.hashes_);
+      tiers_ = std::move(other.tiers_);
+      slots_ = std::move(other.slots_);
+      return *this;
+    }
+    Match(const Match&) = delete;
+    Match& operator=(const Match&) = delete;
+
+    /// Matched blocks.
+    [[nodiscard]] std::size_t size() const noexcept { return hashes_.size(); }
+    [[nodiscard]] std::span<const Key> hashes() const noexcept { return hashes_; }
+    /// The tier each matched block was found in (the fastest that holds it).
+    [[nodiscard]] std::span<const Tier> tiers() const noexcept { return tiers_; }
+    /// Matched blocks found in `tier`.
+    [[nodiscard]] std::size_t count(Tier tier) const noexcept {
+      return static_cast<std::size_t>(std::count(tiers_.begin(), tiers_.end(), tier));
+    }
+    /// Blocks that onboard() will copy up: those not already in primary.
+    [[nodiscard]] std::size_t to_onboard() const noexcept { return size() - count(Tier::kPrimary); }
+    /// False once onboarded or cancelled.
+    [[nodiscard]] bool open() const noexcept { return id_ != 0; }
+
+   private:
+    friend KVBlockManager;
+    std::uint64_t id_ = 0;  // 0: empty or used
+    std::vector<Key> hashes_;
+    std::vector<Tier> tiers_;
+    std::vector<BlockId> slots_;  // the block's slot in its tier
+  };
+
+  explicit KVBlockManager(const KVBlockManagerConfig& config)
+      : config_((config.validate(), config)), events_(config.event_log_batches) {
+    add_tier(Tier::kPrimary, config.primary_blocks);
+    if (config.host_blocks > 0) add_tier(Tier::kHost, config.host_blocks);
+    if (config.disk_blocks > 0) add_tier(Tier::kDisk, config.disk_blocks);
+    if (config.disk_min_uses > 1) {
+      uses_ = std::make_unique<CountMinSketch>(CountMinSketchConfig{config.filter_width, 4, 0, true, 0});
+    }
+  }
+
+  [[nodiscard]] const KVBlockManagerConfig& config() const noexcept { return config_; }
+  /// The tiers this manager has, fastest first.
+  [[nodiscard]] std::vector<Tier> tiers() const {
+    std::vector<Tier> out;
+    for (const auto& t : tiers_) out.push_back(t->tier);
+    return out;
+  }
+
+  /// n primary blocks for a request to write, each with one reference. Cached primary blocks
+  /// evicted to make room are offloaded down. Throws llmds::OutOfPages, changing nothing, if
+  /// fewer than n primary blocks are free or cached.
+  [[nodiscard]] std::vector<BlockId> allocate(std::size_t n) {
+    std::vector<BlockId> blocks;
+    {
+      const std::lock_guard lock(mu_);
+      if (!allocate_in(0, n, blocks)) {
+        throw OutOfPages(fmt::format("KVBlockManager::allocate: {} blocks requested, {} available in primary",
+                                     n, tiers_[0]->pool.available()));
+      }
+    }
+    events_.publish();
+    return blocks;
+  }
+
+  /// Registers primary blocks (in use, from allocate) under their hashes: the blocks of one
+  /// sequence, in order, so that hashes[i]'s parent is hashes[i - 1] and hashes[0]'s is
+  /// `parent`. token_ids is empty or block_size tokens per block (they go into the events).
+  /// Returns, per block, the block now registered under its hash: the caller's own, or, if the
+  /// hash was already registered in primary, that block, on which a reference has been taken
+  /// for the caller (the caller's block stays unregistered and is freed when released).
+  /// Throws std::invalid_argument, changing nothing, for mismatched lengths, a block that is
+  /// not in use or is registered under another hash, or a priority above 100;
+  /// std::out_of_range for a block out of range.
+  std::vector<BlockId> register_blocks(std::span<const BlockId> blocks, std::span<const Key> hashes,
+                                       std::optional<Key> parent = std::nullopt,
+                                       std::span<const TokenId> token_ids = {},
+                                       RetentionPriority priority = kDefaultRetentionPriority) {
+    if (blocks.size() != hashes.size()) {
+      throw std::invalid_argument(fmt::format(
+          "KVBlockManager::register_blocks: {} blocks but {} hashes", blocks.size(), hashes.size()));
+    }
+    if (!token_ids.empty() && token_ids.size() != hashes.size() * config_.block_size) {
+      throw std::invalid_argument(fmt::format(
+          "KVBlockManager::register_blocks: {} token ids for {} blocks of {} tokens", token_ids.size(),
+          hashes.size(), config_.block_size));
+    }
+    if (priority > kMaxRetentionPriority) {
+      throw std::invalid_argument(fmt::format("KVBlockManager::register_blocks: retention priority {} is above {}",
+                                              unsigned{priority}, kMaxRetentionPriority));
+    }
+    std::vector<BlockId> canonical(blocks.begin(), blocks.end());
+    {
+      const std::lock_guard lock(mu_);
+      TierState& primary = *tiers_[0];
+      for (std::size_t i = 0; i < blocks.size(); ++i) {
+        const BlockId b = blocks[i];
+        if (b < 0 || static_cast<std::size_t>(b) >= primary.pool.num_blocks()) {
+          throw std::out_of_range(fmt::format("KVBlockManager::register_blocks: block {} is out of range", b));
+        }
+        const Key* key = primary.pool.key_of(b);
+        if (primary.pool.refcount(b) == 0 || (key != nullptr && !(*key == hashes[i]))) {
+          throw std::invalid_argument(fmt::format(
+              "KVBlockManager::register_blocks: block {} is not in use or is registered under another hash", b));
+        }
+      }
+      // Validated: from here on nothing throws but allocation, and the reservations come first.
+      std::vector<std::size_t> fresh;  // indexes of newly registered blocks
+      std::vector<BlockId> fresh_blocks;
+      fresh.reserve(blocks.size());
+      fresh_blocks.reserve(blocks.size());
+      for (std::size_t i = 0; i < blocks.size(); ++i) {
+        const auto existing = primary.pool.find(hashes[i]);
+        if (existing && *existing != blocks[i]) {
+          const BlockId one[] = {*existing};
+          primary.pool.touch(one);
+          canonical[i] = *existing;
+        } else if (!existing) {
+          primary.pool.register_block(blocks[i], hashes[i]);
+          primary.pool.set_retention_priority(blocks[i], priority);
+          BlockMeta& meta = primary.meta[static_cast<std::size_t>(blocks[i])];
+          meta.parent = i == 0 ? parent : std::optional<Key>(hashes[i - 1]);
+          meta.priority = priority;
+          meta.tokens.clear();
+          if (!token_ids.empty()) {
+            const auto from = token_ids.begin() + static_cast<std::ptrdiff_t>(i * config_.block_size);
+            meta.tokens.assign(from, from + config_.block_size);
+          }
+          ++primary.stats.stored_blocks;
+          fresh.push_back(i);
+          fresh_blocks.push_back(blocks[i]);
+        }
+        record_use(hashes[i]);
+      }
+      emit_stored_runs(primary, fresh_blocks, hashes, fresh);
+      for (const std::size_t i : fresh) {
+        const BlockMeta& meta = primary.meta[static_cast<std::size_t>(blocks[i])];
+        if (config_.offload_policy == OffloadPolicy::kWriteThrough) {
+          for (std::size_t t = 1; t < tiers_.size(); ++t) store_in(t, hashes[i], meta, 0);
+        } else if (tiers_.size() > 1 && tiers_[1]->tier == Tier::kHost) {
+          // Write-back keeps host exclusive of primary: a copy there is now redundant.
+          remove_cached_from(*tiers_[1], hashes[i]);
+        }
+      }
+    }
+    events_.publish();
+    return canonical;
+  }
+
+  /// The longest run of leading hashes that some tier holds, each from the fastest tier that
+  /// has it; the matched blocks are pinned until onboard() or cancel(). Counts each hit as a
+  /// use of the block (the disk filter's count).
+  [[nodiscard]] Match match(std::span<const Key> hashes) {
+    Match m;
+    const std::lock_guard lock(mu_);
+    m.hashes_.reserve(hashes.size());
+    m.tiers_.reserve(hashes.size());
+    m.slots_.reserve(hashes.size());
+    open_matches_.reserve(open_matches_.size() + 1);
+    for (const Key& key : hashes) {
+      std::optional<BlockId> slot;
+      std::size_t t = 0;
+      for (; t < tiers_.size(); ++t) {
+        ++tiers_[t]->stats.lookups;
+        if ((slot = tiers_[t]->pool.find(key))) break;
+      }
+      if (!slot) break;
+      m.hashes_.push_back(key);
+      m.tiers_.push_back(tiers_[t]->tier);
+      m.slots_.push_back(*slot);
+    }
+    // Reserved above: nothing below allocates except the sketch, which does not either.
+    for (std::size_t i = 0; i < m.size(); ++i) {
+      TierState& tier = state_of(m.tiers_[i]);
+      const BlockId one[] = {m.slots_[i]};
+      tier.pool.touch(one);
+      ++tier.stats.hit_blocks;
+      tier.stats.hit_tokens += config_.block_size;
+      record_use(m.hashes_[i]);
+    }
+    m.id_ = next_match_id_++;
+    open_matches_.insert(m.id_);
+    return m;
+  }
+
+  /// Brings a match into primary and returns its blocks in order, each with one reference for
+  /// the caller (release them with the request's other blocks). Blocks found in a lower tier
+  /// are copied into new primary blocks (evicting, and so offloading, cached primary blocks if
+  /// needed); under write-back their host copies leave host. The match is used up. Throws
+  /// std::invalid_argument for a match that is empty-handed (already used, or not from this
+  /// manager) and llmds::OutOfPages if primary has too few free or cached blocks for the copies;
+  /// either way nothing changes (the match stays pinned: cancel it).
+  std::vector<BlockId> onboard(Match& match) {
+    std::vector<BlockId> out;
+    {
+      const std::lock_guard lock(mu_);
+      check_open(match, "onboard");
+      TierState& primary = *tiers_[0];
+      const std::size_t need = match.to_onboard();
+      out.reserve(match.size());
+      std::vector<BlockId> fresh;
+      if (!allocate_in(0, need, fresh)) {
+        throw OutOfPages(fmt::format("KVBlockManager::onboard: {} blocks to copy up, {} available in primary",
+                                     need, primary.pool.available()));
+      }
+      std::vector<std::size_t> stored;  // match indexes newly registered in primary
+      std::vector<BlockId> stored_blocks;
+      std::size_t next_fresh = 0;
+      for (std::size_t i = 0; i < match.size(); ++i) {
+        if (match.tiers_[i] == Tier::kPrimary) {
+          out.push_back(match.slots_[i]);
+          continue;
+        }
+        const BlockId target = fresh[next_fresh++];
+        TierState& from = state_of(match.tiers_[i]);
+        const Key& key = match.hashes_[i];
+        const BlockId source = match.slots_[i];
+        if (const auto existing = primary.pool.find(key)) {
+          // Another match onboarded it meanwhile: share that block, give ours back.
+          const BlockId one[] = {*existing}, mine[] = {target};
+          primary.pool.touch(one);
+          primary.pool.release(mine);
+          out.push_back(*existing);
+        } else {
+          primary.pool.register_block(target, key);
+          BlockMeta& meta = primary.meta[static_cast<std::size_t>(target)];
+          meta = from.meta[static_cast<std::size_t>(source)];
+          primary.pool.set_retention_priority(target, meta.priority);
+          ++primary.stats.stored_blocks;
+          primary.stats.bytes_in += config_.block_bytes;
+          ++from.stats.onboarded_blocks;
+          from.stats.bytes_out += config_.block_bytes;
+          stored.push_back(i);
+          stored_blocks.push_back(target);
+          out.push_back(target);
+        }
+        const BlockId pin[] = {source};
+        from.pool.release(pin);
+        if (exclusive(from)) remove_cached_from(from, key);
+      }
+      emit_stored_runs(primary, stored_blocks, match.hashes_, stored);
+      close(match);
+    }
+    events_.publish();
+    return out;
+  }
+
+  /// Unpins a match without onboarding it. Throws std::invalid_argument for a used match.
+  void cancel(Match& match) {
+    const std::lock_guard lock(mu_);
+    check_open(match, "cancel");
+    for (std::size_t i = 0; i < match.size(); ++i) {
+      const BlockId one[] = {match.slots_[i]};
+      state_of(match.tiers_[i]).pool.release(one);
+    }
+    close(match);
+  }
+
+  /// Drops one reference to each primary block, in the order given (a request's blocks tail
+  /// first). As BlockPool::release: throws std::invalid_argument, changing nothing, for a block
+  /// that is not held.
+  void release(std::span<const BlockId> blocks) {
+    const std::lock_guard lock(mu_);
+    tiers_[0]->pool.release(blocks);
+  }
+
+  /// Empties every tier, if no block of any tier is in use or pinned: true, with one
+  /// AllBlocksCleared event. Otherwise false, changing nothing.
+  bool clear() {
+    {
+      const std::lock_guard lock(mu_);
+      for (const auto& t : tiers_) {
+        if (t->pool.in_use_blocks() > 0) return false;
+      }
+      for (const auto& t : tiers_) {
+        for (const Key& key : t->pool.registered_keys()) t->pool.remove_cached(key);
+      }
+      events_.append(AllBlocksCleared{});
+    }
+    events_.publish();
+    return true;
+  }
+
+  /// The tier holding `key`, fastest first, without pinning or counting anything.
+  [[nodiscard]] std::optional<Tier> find(const Key& key) const {
+    const std::lock_guard lock(mu_);
+    for (const auto& t : tiers_) {
+      if (t->pool.find(key)) return t->tier;
+    }
+    return std::nullopt;
+  }
+
+  /// Every hash a tier holds, in no particular order. Throws std::invalid_argument for a tier
+  /// this manager does not have.
+  [[nodiscard]] std::vector<Key> contents(Tier tier) const {
+    const std::lock_guard lock(mu_);
+    return state_of(tier).pool.registered_keys();
+  }
+
+  /// Per tier, fastest first.
+  [[nodiscard]] std::vector<TierStats> stats() const {
+    const std::lock_guard lock(mu_);
+    std::vector<TierStats> out;
+    for (const auto& t : tiers_) {
+      TierStats s = t->stats;
+      s.cached_blocks = t->pool.cached_blocks();
+      s.in_use_blocks = t->pool.in_use_blocks();
+      out.push_back(s);
+    }
+    return out;
+  }
+
+  /// The event log: subscribe, or replay from a sequence number.
+  [[nodiscard]] EventLog& events() noexcept { return events_; }
+
+ private:
+  using Pool = BlockPool<Key, Hash, std::equal_to<Key>, Policy>;
+
+  struct BlockMeta {
+    std::optional<Key> parent;
+    std::vector<TokenId> tokens;
+    RetentionPriority priority = kDefaultRetentionPriority;
+  };
+
+  struct TierState {
+    TierState(Tier t, std::size_t n) : tier(t), pool(n), meta(n) { stats.tier = t; stats.capacity_blocks = n; }
+    Tier tier;
+    Pool pool;
+    std::vector<BlockMeta> meta;  // per slot, for its registered block
+    TierStats stats;
+  };
+
+  void add_tier(Tier tier, std::size_t blocks) {
+    tier_index_[static_cast<std::size_t>(tier)] = static_cast<int>(tiers_.size());
+    tiers_.push_back(std::make_unique<TierState>(tier, blocks));
+  }
+
+  TierState& state_of(Tier tier) const {
+    const int i = tier_index_[static_cast<std::size_t>(tier)];
+    if (i < 0) {
+      throw std::invalid_argument(fmt::format("KVBlockManager: no {} tier", tier_name(tier)));
+    }
+    return *tiers_[static_cast<std::size_t>(i)];
+  }
+
+  // Under write-back, host is exclusive of primary; disk keeps its copy (see the essay).
+  [[nodiscard]] bool exclusive(const TierState& t) const noexcept {
+    return config_.offload_policy == OffloadPolicy::kWriteBack && t.tier == Tier::kHost;
+  }
+
+  void check_open(const Match& m, const char* op) const {
+    if (m.id_ == 0 || !open_matches_.contains(m.id_)) {
+      throw std::invalid_argument(fmt::format(
+          "KVBlockManager::{}: the match was already used, or is not from this manager", op));
+    }
+  }
+  void close(Match& m) {
+    open_matches_.erase(m.id_);
+    m.id_ = 0;
+  }
+
+  void record_use(const Key& key) {
+    if (uses_) uses_->add(std::string_view(reinterpret_cast<const char*>(&key), sizeof(Key)));
+  }
+  [[nodiscard]] std::uint64_t uses(const Key& key) const {
+    return uses_->estimate(std::string_view(reinterpret_cast<const char*>(&key), sizeof(Key)));
+  }
+
+  // Takes n blocks in tier t (refcount 1), offloading what it evicts to the tiers below. False,
+  // changing nothing, if the tier has fewer than n free or cached blocks.
+  bool allocate_in(std::size_t t, std::size_t n, std::vector<BlockId>& out) {
+    TierState& tier = *tiers_[t];
+    std::vector<Key> evicted;
+    const std::size_t first = out.size();
+    if (!tier.pool.try_allocate_into(n, out, &evicted)) return false;
+    if (evicted.empty()) return true;
+    tier.stats.evicted_blocks += evicted.size();
+    events_.append(BlockRemoved<Key>{evicted, tier.tier});
+    // try_allocate_into hands out the free blocks first, then the evicted ones in order.
+    const std::size_t base = first + n - evicted.size();
+    for (std::size_t j = 0; j < evicted.size(); ++j) {
+      BlockMeta meta = std::move(tier.meta[static_cast<std::size_t>(out[base + j])]);
+      tier.meta[static_cast<std::size_t>(out[base + j])] = BlockMeta{};
+      if (t + 1 < tiers_.size()) store_in(t + 1, evicted[j], meta, t);
+    }
+    return true;
+  }
+
+  // Stores a copy of a block from tier `source` in tier t (an offload), unless it is filtered
+  // out or the tier has no room; a block the tier already holds becomes its most recent.
+  void store_in(std::size_t t, const Key& key, const BlockMeta& meta, std::size_t source) {
+    TierState& tier = *tiers_[t];
+    if (meta.priority < config_.offload_min_priority) {
+      ++tier.stats.dropped_offloads;
+      return;
+    }
+    if (const auto slot = tier.pool.find(key)) {
+      if (tier.pool.is_cached(*slot)) {
+        const BlockId one[] = {*slot};
+        tier.pool.touch(one);
+        tier.pool.release(one);
+      }
+      return;
+    }
+    if (tier.tier == Tier::kDisk && uses_ && uses(key) < config_.disk_min_uses) {
+      ++tier.stats.filter_rejected;
+      return;
+    }
+    std::vector<BlockId> slot;
+    if (!allocate_in(t, 1, slot)) {
+      ++tier.stats.dropped_offloads;
+      return;
+    }
+    tier.pool.register_block(slot[0], key);
+    tier.pool.set_retention_priority(slot[0], meta.priority);
+    tier.meta[static_cast<std::size_t>(slot[0])] = meta;
+    tier.pool.release(slot);
+    ++tier.stats.stored_blocks;
+    tier.stats.bytes_in += config_.block_bytes;
+    tiers_[source]->stats.bytes_out += config_.block_bytes;
+    events_.append(BlockStored<Key>{{key}, meta.parent, meta.tokens, config_.block_size, tier.tier});
+  }
+
+  void remove_cached_from(TierState& tier, const Key& key) {
+    if (tier.pool.remove_cached(key)) events_.append(BlockRemoved<Key>{{key}, tier.tier});
+  }
+
+  // One BlockStored per run of consecutive positions among `which` (indexes into hashes); the
+  // k-th of them is held by blocks[k].
+  void emit_stored_runs(const TierState& tier, std::span<const BlockId> blocks, std::span<const Key> hashes,
+                        std::span<const std::size_t> which) {
+    std::size_t k = 0;
+    while (k < which.size()) {
+      std::size_t end = k + 1;
+      while (end < which.size() && which[end] == which[end - 1] + 1) ++end;
+      BlockStored<Key> event;
+      event.tier = tier.tier;
+      event.block_size = config_.block_size;
+      event.parent_hash = tier.meta[static_cast<std::size_t>(blocks[k])].parent;
+      for (std::size_t j = k; j < end; ++j) {
+        event.block_hashes.push_back(hashes[which[j]]);
+        const auto& tokens = tier.meta[static_cast<std::size_t>(blocks[j])].tokens;
+        event.token_ids.insert(event.token_ids.end(), tokens.begin(), tokens.end());
+      }
+      events_.append(std::move(event));
+      k = end;
+    }
+  }
+
+  KVBlockManagerConfig config_;
+  mutable std::mutex mu_;
+  std::vector<std::unique_ptr<TierState>> tiers_;  // fastest first; tiers_[0] is primary
+  std::array<int, kNumTiers> tier_index_{-1, -1, -1, -1};
+  std::unique_ptr<CountMinSketch> uses_;  // with disk_min_uses > 1
+  std::unordered_set<std::uint64_t> open_matches_;
+  std::uint64_t next_match_id_ = 1;
+  EventLog events_;
+};
+
+}  // namespace llmds

@@ -1,0 +1,606 @@
+#include "llmds/kv/tiered/kv_block_manager.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <list>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "llmds/core/errors.hpp"
+#include "llmds/kv/block_hash.hpp"
+
+namespace {
+
+using llmds::BlockId;
+using llmds::Tier;
+using Key = std::int64_t;
+using Manager = llmds::KVBlockManager<Key>;
+using Keys = std::vector<Key>;
+using Ids = std::vector<BlockId>;
+
+llmds::KVBlockManagerConfig config(std::size_t primary, std::size_t host, std::size_t disk = 0) {
+  llmds::KVBlockManagerConfig c;
+  c.primary_blocks = primary;
+  c.host_blocks = host;
+  c.disk_blocks = disk;
+  c.block_size = 4;
+  return c;
+}
+
+std::set<Key> contents(const Manager& m, Tier t) {
+  const auto keys = m.contents(t);
+  return {keys.begin(), keys.end()};
+}
+
+// Runs one request's prompt through the manager as an engine would: match, onboard, compute
+// and register the rest, then release everything tail first.
+void serve(Manager& m, const Keys& keys) {
+  auto match = m.match(keys);
+  Ids blocks = m.onboard(match);
+  const auto fresh = m.allocate(keys.size() - blocks.size());
+  const Keys rest(keys.begin() + static_cast<std::ptrdiff_t>(blocks.size()), keys.end());
+  std::optional<Key> parent;
+  if (!blocks.empty()) parent = keys[blocks.size() - 1];
+  m.register_blocks(fresh, rest, parent);
+  blocks.insert(blocks.end(), fresh.begin(), fresh.end());
+  std::reverse(blocks.begin(), blocks.end());
+  m.release(blocks);
+}
+
+TEST(KVBlockManager, EvictedBlocksGoToHostAndComeBackOnAHit) {
+  Manager m(config(4, 8));
+  serve(m, {1, 2, 3, 4});
+  serve(m, {10, 11, 12, 13});  // evicts 1..4 from primary into host
+  EXPECT_EQ(contents(m, Tier::kPrimary), (std::set<Key>{10, 11, 12, 13}));
+  EXPECT_EQ(contents(m, Tier::kHost), (std::set<Key>{1, 2, 3, 4}));
+
+  auto match = m.match(Keys{1, 2, 3, 99});
+  ASSERT_EQ(match.size(), 3u);
+  EXPECT_EQ(match.count(Tier::kHost), 3u);
+  EXPECT_EQ(match.to_onboard(), 3u);
+  const Ids blocks = m.onboard(match);
+  EXPECT_FALSE(match.open());
+  EXPECT_EQ(blocks.size(), 3u);
+  // Write-back keeps host exclusive: the onboarded blocks left it, the primary blocks they
+  // displaced went down.
+  // (A request's blocks are released tail first, so 13 was the first to go.)
+  EXPECT_EQ(contents(m, Tier::kPrimary), (std::set<Key>{1, 2, 3, 10}));
+  EXPECT_EQ(contents(m, Tier::kHost), (std::set<Key>{4, 11, 12, 13}));
+  const auto stats = m.stats();
+  EXPECT_EQ(stats[1].hit_blocks, 3u);
+  EXPECT_EQ(stats[1].onboarded_blocks, 3u);
+  EXPECT_EQ(stats[0].evicted_blocks, 7u);
+  m.release(Ids(blocks.rbegin(), blocks.rend()));
+}
+
+TEST(KVBlockManager, WriteThroughCopiesOnRegistration) {
+  auto c = config(4, 8);
+  c.offload_policy = llmds::OffloadPolicy::kWriteThrough;
+  c.block_bytes = 1000;
+  Manager m(c);
+  serve(m, {1, 2});
+  EXPECT_EQ(contents(m, Tier::kHost), (std::set<Key>{1, 2}));
+  EXPECT_EQ(contents(m, Tier::kPrimary), (std::set<Key>{1, 2}));
+  const auto stats = m.stats();
+  EXPECT_EQ(stats[1].bytes_in, 2000u);
+  EXPECT_EQ(stats[0].bytes_out, 2000u);
+  // A hit in primary and host is served from primary; host keeps its copy on onboard.
+  auto match = m.match(Keys{1, 2});
+  EXPECT_EQ(match.count(Tier::kPrimary), 2u);
+  m.cancel(match);
+}
+
+TEST(KVBlockManager, DiskTakesWhatHostEvictsAndKeepsItsCopyOnOnboard) {
+  Manager m(config(2, 2, 10));
+  serve(m, {1, 2});
+  serve(m, {3, 4});
+  serve(m, {5, 6});  // 1, 2: primary -> host -> disk
+  EXPECT_EQ(contents(m, Tier::kDisk), (std::set<Key>{1, 2}));
+  auto match = m.match(Keys{1, 2});
+  EXPECT_EQ(match.count(Tier::kDisk), 2u);
+  const Ids blocks = m.onboard(match);
+  EXPECT_EQ(contents(m, Tier::kPrimary), (std::set<Key>{1, 2}));
+  EXPECT_TRUE(contents(m, Tier::kDisk).contains(1));  // the file stays
+  m.release(blocks);
+}
+
+TEST(KVBlockManager, TheDiskFilterAdmitsOnlyBlocksUsedOftenEnough) {
+  auto c = config(1, 1, 10);
+  c.disk_min_uses = 2;
+  Manager m(c);
+  serve(m, {1});
+  serve(m, {1});  // a hit: two uses of block 1
+  serve(m, {2});  // one use
+  serve(m, {3});  // 1 goes to disk; 2 reaches host
+  serve(m, {4});  // 2 leaves host: refused by the filter
+  EXPECT_EQ(contents(m, Tier::kDisk), (std::set<Key>{1}));
+  EXPECT_EQ(m.stats()[2].filter_rejected, 1u);
+}
+
+TEST(KVBlockManager, BlocksBelowTheOffloadFloorAreDropped) {
+  auto c = config(1, 4);
+  c.offload_min_priority = 30;
+  Manager m(c);
+  auto b = m.allocate(1);
+  m.register_blocks(b, Keys{1}, std::nullopt, {}, 10);
+  m.release(b);
+  serve(m, {2});
+  EXPECT_TRUE(contents(m, Tier::kHost).empty());
+  EXPECT_EQ(m.stats()[1].dropped_offloads, 1u);
+  serve(m, {3});  // 2 had the default priority, 35: offloaded
+  EXPECT_EQ(contents(m, Tier::kHost), (std::set<Key>{2}));
+}
+
+TEST(KVBlockManager, AMatchedLowerTierBlockIsPinnedUntilOnboardedOrCancelled) {
+  Manager m(config(1, 2));
+  serve(m, {1});
+  serve(m, {2});  // 1 in host
+  auto match = m.match(Keys{1});
+  ASSERT_EQ(match.count(Tier::kHost), 1u);
+  for (Key k = 10; k < 15; ++k) serve(m, {k});  // host churns; 1 is pinned
+  EXPECT_TRUE(contents(m, Tier::kHost).contains(1));
+  EXPECT_GT(m.stats()[1].evicted_blocks, 0u);
+  m.cancel(match);
+  EXPECT_THROW(m.cancel(match), std::invalid_argument);
+  EXPECT_THROW(m.onboard(match), std::invalid_argument);
+  serve(m, {20});
+  serve(m, {21});
+  EXPECT_FALSE(contents(m, Tier::kHost).contains(1));
+}
+
+TEST(KVBlockManager, TwoMatchesOfOneHostBlockShareOnePrimaryCopy) {
+  Manager m(config(3, 2));
+  serve(m, {1});
+  serve(m, {2, 3, 4});  // 1 in host
+  auto a = m.match(Keys{1});
+  auto b = m.match(Keys{1});
+  const Ids first = m.onboard(a);
+  const Ids second = m.onboard(b);
+  EXPECT_EQ(first, second);
+  m.release(first);
+  m.release(second);
+  EXPECT_EQ(contents(m, Tier::kPrimary).count(1), 1u);
+  EXPECT_EQ(m.stats()[0].in_use_blocks, 0u);
+}
+
+TEST(KVBlockManager, RegisteringAKnownHashReturnsTheExistingBlock) {
+  Manager m(config(4, 0));
+  const auto a = m.allocate(1);
+  const auto b = m.allocate(1);
+  EXPECT_EQ(m.register_blocks(a, Keys{7}), a);
+  EXPECT_EQ(m.register_blocks(b, Keys{7}), a);  // a reference on a was taken for the caller
+  m.release(a);
+  m.release(a);
+  m.release(b);  // b was never registered: it is free again
+  const auto s = m.stats()[0];
+  EXPECT_EQ(s.cached_blocks, 1u);
+  EXPECT_EQ(s.in_use_blocks, 0u);
+}
+
+TEST(KVBlockManager, BadCallsThrowAndChangeNothing) {
+  Manager m(config(2, 2));
+  EXPECT_THROW(Manager(config(0, 2)), std::invalid_argument);
+  EXPECT_THROW(m.allocate(3), llmds::OutOfPages);
+  const auto b = m.allocate(2);
+  EXPECT_THROW(m.register_blocks(b, Keys{1}), std::invalid_argument);
+  EXPECT_THROW(m.register_blocks(Ids{5}, Keys{1}), std::out_of_range);
+  EXPECT_THROW(m.register_blocks(b, Keys{1, 2}, std::nullopt, std::vector<llmds::TokenId>(3)),
+               std::invalid_argument);
+  EXPECT_THROW(m.register_blocks(b, Keys{1, 2}, std::nullopt, {}, 101), std::invalid_argument);
+  EXPECT_TRUE(contents(m, Tier::kPrimary).empty());
+  m.register_blocks(b, Keys{1, 2});
+  EXPECT_THROW(m.register_blocks(Ids{b[0]}, Keys{3}), std::invalid_argument);  // already 1
+  m.release(b);
+  EXPECT_THROW(m.release(b), std::invalid_argument);
+  EXPECT_THROW(m.contents(Tier::kDisk), std::invalid_argument);
+  // Onboarding more than primary can hold fails and leaves the match pinned.
+  const auto held = m.allocate(2);  // evicts 1, 2 to host
+  auto match = m.match(Keys{1, 2});
+  ASSERT_EQ(match.count(Tier::kHost), 2u);
+  EXPECT_THROW(m.onboard(match), llmds::OutOfPages);
+  EXPECT_TRUE(match.open());
+  EXPECT_EQ(m.stats()[1].in_use_blocks, 2u);
+  m.cancel(match);
+  m.release(held);
+}
+
+TEST(KVBlockManager, ClearEmptiesEveryTierOnlyWhenNothingIsHeld) {
+  Manager m(config(2, 2, 2));
+  serve(m, {1, 2});
+  serve(m, {3, 4});
+  const auto held = m.allocate(1);
+  EXPECT_FALSE(m.clear());
+  EXPECT_FALSE(contents(m, Tier::kHost).empty());
+  m.release(held);
+  const auto before = m.events().next_seq();
+  EXPECT_TRUE(m.clear());
+  for (const Tier t : m.tiers()) EXPECT_TRUE(contents(m, t).empty());
+  const auto replay = m.events().replay_from(before);
+  ASSERT_EQ(replay.batches.size(), 1u);
+  EXPECT_TRUE(std::holds_alternative<llmds::AllBlocksCleared>(replay.batches[0].events.at(0)));
+}
+
+TEST(KVBlockManager, EventsCarryParentsTokensAndTiers) {
+  Manager m(config(2, 2));
+  std::vector<llmds::KVEventBatch<Key>> seen;
+  m.events().subscribe([&](const llmds::KVEventBatch<Key>& b) { seen.push_back(b); });
+  const auto b = m.allocate(2);
+  const std::vector<llmds::TokenId> tokens = {1, 2, 3, 4, 5, 6, 7, 8};
+  m.register_blocks(b, Keys{10, 11}, Key{9}, tokens, 50);
+  m.release(Ids{b[1], b[0]});
+  const auto c = m.allocate(2);  // 11 then 10 go to host
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].seq + 1, seen[1].seq);
+  const auto& stored = std::get<llmds::BlockStored<Key>>(seen[0].events.at(0));
+  EXPECT_EQ(stored.block_hashes, (Keys{10, 11}));
+  EXPECT_EQ(stored.parent_hash, Key{9});
+  EXPECT_EQ(stored.token_ids, tokens);
+  EXPECT_EQ(stored.tier, Tier::kPrimary);
+  EXPECT_EQ(stored.block_size, 4u);
+  const auto& removed = std::get<llmds::BlockRemoved<Key>>(seen[1].events.at(0));
+  EXPECT_EQ(removed.block_hashes, (Keys{11, 10}));
+  const auto& down = std::get<llmds::BlockStored<Key>>(seen[1].events.at(1));
+  EXPECT_EQ(down.block_hashes, (Keys{11}));
+  EXPECT_EQ(down.parent_hash, Key{10});
+  EXPECT_EQ(down.token_ids, (std::vector<llmds::TokenId>{5, 6, 7, 8}));
+  EXPECT_EQ(down.tier, Tier::kHost);
+  m.release(c);
+}
+
+TEST(KVBlockManager, BlocksOfDifferentTenantSaltsNeverMatchInAnyTier) {
+  using HashManager = llmds::KVBlockManager<llmds::BlockHash, llmds::BlockHashHasher>;
+  llmds::KVBlockManagerConfig c = config(2, 2, 4);
+  HashManager m(c);
+  const std::vector<llmds::TokenId> tokens = {1, 2, 3, 4, 5, 6, 7, 8};
+  llmds::BlockHasher hasher(4);
+  const std::string a = "alice", b = "bob";
+  const auto alice = hasher.chain(tokens, std::as_bytes(std::span(a)));
+  const auto bob = hasher.chain(tokens, std::as_bytes(std::span(b)));
+  for (int round = 0; round < 3; ++round) {  // alice's blocks end up in host, then disk
+    auto match = m.match(alice);
+    Ids blocks = m.onboard(match);
+    EXPECT_EQ(blocks.size(), round == 0 ? 0u : 2u);
+    const auto fresh = m.allocate(alice.size() - blocks.size());
+    m.register_blocks(fresh, std::span(alice).subspan(blocks.size()));
+    blocks.insert(blocks.end(), fresh.begin(), fresh.end());
+    m.release(blocks);
+    const auto other = m.allocate(2);
+    m.release(other);
+    for (const Tier t : m.tiers()) {
+      auto bobs = m.match(std::span(bob).first(1));
+      EXPECT_EQ(bobs.size(), 0u) << llmds::tier_name(t);
+      m.cancel(bobs);
+    }
+  }
+  EXPECT_TRUE(m.find(alice[0]).has_value());
+}
+
+TEST(KVEventLog, KeepsTheLastBatchesForReplayAndSaysWhenSomeAreGone) {
+  llmds::KVEventLog<Key> log(3);
+  EXPECT_FALSE(log.publish().has_value());  // nothing pending: no batch, no number used
+  for (Key k = 0; k < 5; ++k) {
+    log.append(llmds::BlockRemoved<Key>{{k}, Tier::kHost});
+    EXPECT_EQ(log.publish(), static_cast<std::uint64_t>(k));
+  }
+  const auto tail = log.replay_from(3);
+  ASSERT_TRUE(tail.complete);
+  ASSERT_EQ(tail.batches.size(), 2u);
+  EXPECT_EQ(tail.batches[0].seq, 3u);
+  EXPECT_EQ(std::get<llmds::BlockRemoved<Key>>(tail.batches[1].events[0]).block_hashes, (Keys{4}));
+  EXPECT_FALSE(log.replay_from(1).complete);  // batch 1 has left the log
+  EXPECT_TRUE(log.replay_from(5).complete);   // nothing yet, nothing missed
+  EXPECT_TRUE(log.replay_from(5).batches.empty());
+  EXPECT_THROW(llmds::KVEventLog<Key>(0), std::invalid_argument);
+}
+
+TEST(KVEventLog, AThrowingSubscriberIsDroppedAndTheOthersStillHearEverything) {
+  llmds::KVEventLog<Key> log(4);
+  int good = 0;
+  log.subscribe([](const llmds::KVEventBatch<Key>&) { throw std::runtime_error("consumer down"); });
+  const auto id = log.subscribe([&](const llmds::KVEventBatch<Key>&) { ++good; });
+  for (int i = 0; i < 3; ++i) {
+    log.append(llmds::AllBlocksCleared{});
+    log.publish();
+  }
+  EXPECT_EQ(good, 3);
+  EXPECT_EQ(log.callback_failures(), 1u);
+  EXPECT_TRUE(log.unsubscribe(id));
+  EXPECT_FALSE(log.unsubscribe(id));
+}
+
+// ---- A randomised run against a naive model of every tier ---------------------------------
+
+// Each tier as a list of cached keys in release order (the victim is the first of the lowest
+// priority), a map of the registered keys in use with their references, and a count of
+// unregistered blocks in use.
+struct ModelTier {
+  Tier tier;
+  std::size_t capacity;
+  std::list<std::pair<Key, int>> cached;  // (key, priority)
+  std::map<Key, std::pair<int, int>> in_use;  // key -> (refs, priority)
+  std::size_t anonymous = 0;
+
+  [[nodiscard]] std::size_t used() const { return cached.size() + in_use.size() + anonymous; }
+  [[nodiscard]] bool has(Key k) const {
+    return in_use.contains(k) || std::any_of(cached.begin(), cached.end(), [&](auto& e) { return e.first == k; });
+  }
+  [[nodiscard]] std::set<Key> keys() const {
+    std::set<Key> out;
+    for (const auto& e : cached) out.insert(e.first);
+    for (const auto& e : in_use) out.insert(e.first);
+    return out;
+  }
+  std::optional<int> take_cached(Key k) {  // removes k from cached: its priority
+    for (auto it = cached.begin(); it != cached.end(); ++it) {
+      if (it->first == k) {
+        const int p = it->second;
+        cached.erase(it);
+        return p;
+      }
+    }
+    return std::nullopt;
+  }
+  void touch(Key k) {
+    if (auto p = take_cached(k)) {
+      in_use[k] = {1, *p};
+    } else {
+      ++in_use.at(k).first;
+    }
+  }
+  void release(Key k) {
+    auto& [refs, p] = in_use.at(k);
+    if (--refs == 0) {
+      cached.emplace_back(k, p);
+      in_use.erase(k);
+    }
+  }
+};
+
+struct Model {
+  llmds::KVBlockManagerConfig config;
+  std::vector<ModelTier> tiers;
+  std::map<Key, int> uses;
+
+  explicit Model(const llmds::KVBlockManagerConfig& c) : config(c) {
+    tiers.push_back({Tier::kPrimary, c.primary_blocks, {}, {}, 0});
+    if (c.host_blocks > 0) tiers.push_back({Tier::kHost, c.host_blocks, {}, {}, 0});
+    if (c.disk_blocks > 0) tiers.push_back({Tier::kDisk, c.disk_blocks, {}, {}, 0});
+  }
+  bool write_back() const { return config.offload_policy == llmds::OffloadPolicy::kWriteBack; }
+
+  bool allocate_in(std::size_t t, std::size_t n) {
+    ModelTier& tier = tiers[t];
+    if (tier.capacity - tier.in_use.size() - tier.anonymous < n) return false;
+    const std::size_t free = tier.capacity - tier.used();
+    for (std::size_t i = free; i < n; ++i) {
+      auto victim = tier.cached.begin();
+      for (auto it = tier.cached.begin(); it != tier.cached.end(); ++it) {
+        if (it->second < victim->second) victim = it;
+      }
+      const auto [key, priority] = *victim;
+      tier.cached.erase(victim);
+      ++tier.anonymous;  // the slot is taken below
+      --tier.anonymous;
+      if (t + 1 < tiers.size()) store_in(t + 1, key, priority);
+    }
+    tier.anonymous += n;
+    return true;
+  }
+  void store_in(std::size_t t, Key key, int priority) {
+    ModelTier& tier = tiers[t];
+    if (priority < config.offload_min_priority) return;
+    if (tier.has(key)) {
+      if (auto p = tier.take_cached(key)) tier.cached.emplace_back(key, *p);
+      return;
+    }
+    if (tier.tier == Tier::kDisk && config.disk_min_uses > 1 && uses[key] < int(config.disk_min_uses)) return;
+    if (!allocate_in(t, 1)) return;
+    --tier.anonymous;
+    tier.cached.emplace_back(key, priority);
+  }
+};
+
+void expect_same(const Manager& m, const Model& model, int step) {
+  for (std::size_t t = 0; t < model.tiers.size(); ++t) {
+    const ModelTier& mt = model.tiers[t];
+    ASSERT_EQ(contents(m, mt.tier), mt.keys()) << llmds::tier_name(mt.tier) << " at step " << step;
+    const auto s = m.stats()[t];
+    ASSERT_EQ(s.cached_blocks, mt.cached.size()) << llmds::tier_name(mt.tier) << " at step " << step;
+    ASSERT_EQ(s.in_use_blocks, mt.in_use.size() + mt.anonymous) << llmds::tier_name(mt.tier) << " at step " << step;
+  }
+}
+
+// What a router knows from the events alone.
+struct RouterModel {
+  std::map<Tier, std::set<Key>> held;
+  std::uint64_t next_seq = 0;
+  void apply(const llmds::KVEventBatch<Key>& batch) {
+    EXPECT_EQ(batch.seq, next_seq);
+    next_seq = batch.seq + 1;
+    for (const auto& e : batch.events) {
+      if (const auto* s = std::get_if<llmds::BlockStored<Key>>(&e)) {
+        for (const Key k : s->block_hashes) EXPECT_TRUE(held[s->tier].insert(k).second);
+      } else if (const auto* r = std::get_if<llmds::BlockRemoved<Key>>(&e)) {
+        for (const Key k : r->block_hashes) EXPECT_EQ(held[r->tier].erase(k), 1u);
+      } else {
+        held.clear();
+      }
+    }
+  }
+};
+
+void randomised_run(llmds::KVBlockManagerConfig c, std::uint32_t seed) {
+  Manager m(c);
+  Model model(c);
+  RouterModel router;
+  m.events().subscribe([&](const llmds::KVEventBatch<Key>& b) { router.apply(b); });
+  std::mt19937 rng(seed);
+  struct Running {
+    Ids blocks;  // held references, in order
+    Keys keys;   // the key of each, or -1 for an unregistered block
+  };
+  std::vector<Running> running;
+  std::map<Tier, int> hits;  // so that the run is known to exercise every tier
+  int shared = 0, cancelled = 0, refused = 0;
+  auto release_one = [&](std::size_t i) {
+    Running r = std::move(running[i]);
+    running.erase(running.begin() + static_cast<std::ptrdiff_t>(i));
+    std::reverse(r.blocks.begin(), r.blocks.end());
+    std::reverse(r.keys.begin(), r.keys.end());
+    m.release(r.blocks);
+    for (const Key k : r.keys) {
+      if (k < 0) {
+        --model.tiers[0].anonymous;
+      } else {
+        model.tiers[0].release(k);
+      }
+    }
+  };
+
+  for (int step = 0; step < 1500; ++step) {
+    if (!running.empty() && (running.size() >= 3 || rng() % 2 == 0)) {
+      release_one(rng() % running.size());
+      expect_same(m, model, step);
+      continue;
+    }
+    // A prompt: conversation c's first len blocks (keys c * 100 + i are prefix-chained).
+    const Key conv = static_cast<Key>(rng() % 8);
+    const std::size_t len = 1 + rng() % 4;
+    Keys keys;
+    for (std::size_t i = 0; i < len; ++i) keys.push_back(conv * 100 + static_cast<Key>(i));
+    const int priority = std::array{0, 35, 35, 60}[rng() % 4];
+
+    // Sometimes only a prefix is looked up (as when the last prompt block must be computed), so
+    // that registration meets hashes that are already there.
+    const std::size_t may = rng() % 4 == 0 ? rng() % (len + 1) : len;
+    auto match = m.match(std::span(keys).first(may));
+    // The model's match: each key from the fastest tier that holds it, until a miss.
+    std::vector<std::size_t> where;
+    for (const Key k : std::span(keys).first(may)) {
+      std::size_t t = 0;
+      while (t < model.tiers.size() && !model.tiers[t].has(k)) ++t;
+      if (t == model.tiers.size()) break;
+      where.push_back(t);
+    }
+    ASSERT_EQ(match.size(), where.size()) << "step " << step;
+    for (std::size_t i = 0; i < where.size(); ++i) {
+      ASSERT_EQ(match.tiers()[i], model.tiers[where[i]].tier) << "step " << step;
+      model.tiers[where[i]].touch(keys[i]);
+      ++hits[model.tiers[where[i]].tier];
+      if (c.disk_min_uses > 1) ++model.uses[keys[i]];
+    }
+    if (rng() % 10 == 0) {
+      ++cancelled;
+      m.cancel(match);
+      for (std::size_t i = 0; i < where.size(); ++i) model.tiers[where[i]].release(keys[i]);
+      expect_same(m, model, step);
+      continue;
+    }
+    const std::size_t need = match.to_onboard();
+    ModelTier& primary = model.tiers[0];
+    const bool room = primary.capacity - primary.in_use.size() - primary.anonymous >= need;
+    Running r;
+    if (!room) {
+      ++refused;
+      EXPECT_THROW(m.onboard(match), llmds::OutOfPages);
+      m.cancel(match);
+      for (std::size_t i = 0; i < where.size(); ++i) model.tiers[where[i]].release(keys[i]);
+      expect_same(m, model, step);
+      continue;
+    }
+    r.blocks = m.onboard(match);
+    ASSERT_TRUE(model.allocate_in(0, need));
+    for (std::size_t i = 0; i < where.size(); ++i) {
+      if (where[i] == 0) continue;
+      ModelTier& from = model.tiers[where[i]];
+      const int p = from.in_use.at(keys[i]).second;
+      if (primary.in_use.contains(keys[i]) || primary.has(keys[i])) {
+        primary.touch(keys[i]);
+        --primary.anonymous;
+      } else {
+        --primary.anonymous;
+        primary.in_use[keys[i]] = {1, p};
+      }
+      from.release(keys[i]);
+      if (model.write_back() && from.tier == Tier::kHost) from.take_cached(keys[i]);
+    }
+    r.keys.assign(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(where.size()));
+    expect_same(m, model, step);
+
+    const std::size_t rest = len - where.size();
+    if (primary.capacity - primary.in_use.size() - primary.anonymous < rest) {
+      EXPECT_THROW((void)m.allocate(rest), llmds::OutOfPages);
+      running.push_back(std::move(r));
+      continue;
+    }
+    const Ids fresh = m.allocate(rest);
+    ASSERT_TRUE(model.allocate_in(0, rest));
+    const Keys new_keys(keys.begin() + static_cast<std::ptrdiff_t>(where.size()), keys.end());
+    std::optional<Key> parent;
+    if (!where.empty()) parent = keys[where.size() - 1];
+    const Ids canonical = m.register_blocks(fresh, new_keys, parent, {}, static_cast<llmds::RetentionPriority>(priority));
+    for (std::size_t i = 0; i < fresh.size(); ++i) {
+      const Key k = new_keys[i];
+      if (c.disk_min_uses > 1) ++model.uses[k];
+      r.blocks.push_back(fresh[i]);
+      if (primary.has(k)) {  // registered already: the existing block is shared
+        primary.touch(k);
+        ++shared;
+        r.keys.push_back(-1);
+        r.blocks.push_back(canonical[i]);
+        r.keys.push_back(k);
+        ASSERT_NE(canonical[i], fresh[i]);
+        continue;
+      }
+      ASSERT_EQ(canonical[i], fresh[i]);
+      --primary.anonymous;
+      primary.in_use[k] = {1, priority};
+      r.keys.push_back(k);
+      if (!model.write_back()) {
+        for (std::size_t t = 1; t < model.tiers.size(); ++t) model.store_in(t, k, priority);
+      } else if (model.tiers.size() > 1 && model.tiers[1].tier == Tier::kHost) {
+        model.tiers[1].take_cached(k);
+      }
+    }
+    running.push_back(std::move(r));
+    expect_same(m, model, step);
+  }
+  while (!running.empty()) release_one(0);
+  expect_same(m, model, -1);
+  // The router, fed only the events, knows what every tier holds.
+  for (const Tier t : m.tiers()) EXPECT_EQ(router.held[t], contents(m, t)) << llmds::tier_name(t);
+  for (const Tier t : m.tiers()) EXPECT_GT(hits[t], 20) << llmds::tier_name(t);
+  EXPECT_GT(shared, 0);
+  EXPECT_GT(cancelled, 0);
+  EXPECT_GT(refused, 0);
+}
+
+TEST(KVBlockManager, RandomisedWriteBackMatchesANaiveModel) {
+  auto c = config(6, 5, 8);
+  for (std::uint32_t seed = 1; seed <= 4; ++seed) randomised_run(c, seed);
+}
+
+TEST(KVBlockManager, RandomisedWriteThroughMatchesANaiveModel) {
+  auto c = config(6, 8, 10);
+  c.offload_policy = llmds::OffloadPolicy::kWriteThrough;
+  for (std::uint32_t seed = 1; seed <= 4; ++seed) randomised_run(c, seed);
+}
+
+TEST(KVBlockManager, RandomisedFiltersAndHostOnlyMatchANaiveModel) {
+  auto c = config(5, 4, 6);
+  c.disk_min_uses = 2;
+  c.offload_min_priority = 30;
+  for (std::uint32_t seed = 1; seed <= 3; ++seed) randomised_run(c, seed);
+  auto host_only = config(5, 6, 0);
+  for (std::uint32_t seed = 7; seed <= 9; ++seed) randomised_run(host_only, seed);
+}
+
+}  // namespace
