@@ -150,6 +150,33 @@ std::size_t held_blocks(const MooncakeRequest& r, std::size_t bs) {
   return in / bs + out / bs + rest / bs + (rest % bs != 0 ? 1 : 0);
 }
 
+// Checked up front, so that a bad request fails the replay before any time is spent on it.
+void check_requests(std::span<const MooncakeRequest> requests, std::size_t bs, std::size_t capacity) {
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const auto& r = requests[i];
+    if (r.input_length < 0 || r.output_length < 0) {  // parse_mooncake_trace refuses them; callers may not
+      throw std::invalid_argument(fmt::format("request {} has a negative length", i));
+    }
+    const std::size_t full = static_cast<std::size_t>(r.input_length) / bs;
+    if (r.hash_ids.size() < full) {
+      throw std::invalid_argument(fmt::format(
+          "request {} has {} hash ids for {} full prompt blocks", i, r.hash_ids.size(), full));
+    }
+    const std::size_t held = held_blocks(r, bs);
+    if (held > capacity) {
+      throw OutOfPages(fmt::format("request {} holds {} blocks, more than the capacity of {}", i,
+                                   held, capacity));
+    }
+  }
+}
+
+// Prompt blocks a request may take from cache: its full prompt blocks, but never the one
+// holding its last prompt token, which is always computed.
+std::size_t may_hit_blocks(const MooncakeRequest& r, std::size_t bs) {
+  const std::size_t full = static_cast<std::size_t>(r.input_length) / bs;
+  return r.input_length > 0 ? std::min(full, static_cast<std::size_t>(r.input_length - 1) / bs) : 0;
+}
+
 }  // namespace
 
 std::vector<MooncakeRequest> parse_mooncake_trace(std::string_view text) {
@@ -191,23 +218,7 @@ PrefixCacheReplayResult replay_prefix_cache(std::span<const MooncakeRequest> req
                                             const PrefixCacheReplayConfig& config) {
   config.validate();
   const std::size_t bs = config.block_size;
-  // Checked up front, so that a bad request fails the replay before any time is spent on it.
-  for (std::size_t i = 0; i < requests.size(); ++i) {
-    const auto& r = requests[i];
-    if (r.input_length < 0 || r.output_length < 0) {  // parse_mooncake_trace refuses them; callers may not
-      throw std::invalid_argument(fmt::format("request {} has a negative length", i));
-    }
-    const std::size_t full = static_cast<std::size_t>(r.input_length) / bs;
-    if (r.hash_ids.size() < full) {
-      throw std::invalid_argument(fmt::format(
-          "request {} has {} hash ids for {} full prompt blocks", i, r.hash_ids.size(), full));
-    }
-    const std::size_t held = held_blocks(r, bs);
-    if (held > config.capacity_blocks) {
-      throw OutOfPages(fmt::format("request {} holds {} blocks, more than the capacity of {}", i,
-                                   held, config.capacity_blocks));
-    }
-  }
+  check_requests(requests, bs, config.capacity_blocks);
 
   BlockPool<std::int64_t> pool(config.capacity_blocks);
   PrefixCacheReplayResult result;
@@ -218,8 +229,7 @@ PrefixCacheReplayResult replay_prefix_cache(std::span<const MooncakeRequest> req
   const auto start = std::chrono::steady_clock::now();
   for (const auto& r : requests) {
     const std::size_t full = static_cast<std::size_t>(r.input_length) / bs;
-    const std::size_t may_hit =
-        r.input_length > 0 ? std::min(full, static_cast<std::size_t>(r.input_length - 1) / bs) : 0;
+    const std::size_t may_hit = may_hit_blocks(r, bs);
     const std::size_t held = held_blocks(r, bs);
     const std::span<const std::int64_t> keys(r.hash_ids.data(), full);
 
@@ -238,6 +248,58 @@ PrefixCacheReplayResult replay_prefix_cache(std::span<const MooncakeRequest> req
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.evictions = pool.evictions();
+  return result;
+}
+
+void TieredReplayConfig::validate() const {
+  PrefixCacheReplayConfig{primary_blocks, block_size}.validate();
+  if (block_size > std::numeric_limits<std::uint32_t>::max()) {
+    throw std::invalid_argument(fmt::format("TieredReplayConfig.block_size must be below 2^32, got {}", block_size));
+  }
+}
+
+TieredReplayResult replay_tiered_prefix_cache(std::span<const MooncakeRequest> requests,
+                                              const TieredReplayConfig& config) {
+  config.validate();
+  const std::size_t bs = config.block_size;
+  check_requests(requests, bs, config.primary_blocks);
+
+  KVBlockManagerConfig mc;
+  mc.primary_blocks = config.primary_blocks;
+  mc.host_blocks = config.host_blocks;
+  mc.disk_blocks = config.disk_blocks;
+  mc.block_size = static_cast<std::uint32_t>(bs);
+  mc.block_bytes = config.block_bytes;
+  mc.offload_policy = config.offload_policy;
+  mc.disk_min_uses = config.disk_min_uses;
+  mc.event_log_batches = 1;  // nobody listens; the events are still built, as a server's would be
+  KVBlockManager<std::int64_t> manager(mc);
+
+  TieredReplayResult result;
+  result.requests = requests.size();
+  std::vector<BlockId> table;
+  const auto start = std::chrono::steady_clock::now();
+  for (const auto& r : requests) {
+    const std::size_t full = static_cast<std::size_t>(r.input_length) / bs;
+    const std::size_t held = held_blocks(r, bs);
+    const std::span<const std::int64_t> keys(r.hash_ids.data(), full);
+
+    auto match = manager.match(keys.first(may_hit_blocks(r, bs)));
+    const std::size_t hits = match.size();
+    table = manager.onboard(match);  // cannot fail: held <= primary, and nothing else is held
+    const auto fresh = manager.allocate(held - hits);
+    std::optional<std::int64_t> parent;
+    if (hits > 0) parent = keys[hits - 1];
+    manager.register_blocks(std::span(fresh).first(full - hits), keys.subspan(hits), parent);
+    table.insert(table.end(), fresh.begin(), fresh.end());
+    std::reverse(table.begin(), table.end());
+    manager.release(table);
+
+    result.lookup_blocks += full;
+    result.hit_blocks += hits;
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.tiers = manager.stats();
   return result;
 }
 

@@ -1,6 +1,7 @@
 #include "llmds/kv/trace_replay.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <map>
 #include <stdexcept>
@@ -179,3 +180,94 @@ TEST(PrefixCacheReplay, LengthsWhoseSumPassesInt64AreCountedWithoutOverflow) {
   EXPECT_THROW((void)replay_prefix_cache(std::vector{request(-1, 0, {})}, PrefixCacheReplayConfig{64, ~std::size_t{0}}),
                std::invalid_argument);
 }
+
+namespace {
+
+// ---- The tiered replay -----------------------------------------------------------------
+
+using llmds::OffloadPolicy;
+using llmds::Tier;
+using llmds::TieredReplayConfig;
+
+TieredReplayConfig tiers(std::size_t primary, std::size_t host, std::size_t disk,
+                         OffloadPolicy policy = OffloadPolicy::kWriteBack, std::uint32_t disk_min_uses = 0) {
+  TieredReplayConfig c;
+  c.primary_blocks = primary;
+  c.host_blocks = host;
+  c.disk_blocks = disk;
+  c.offload_policy = policy;
+  c.disk_min_uses = disk_min_uses;
+  return c;
+}
+
+TEST(TieredReplay, WithOneTierItIsTheSingleTierReplay) {
+  // Random requests over a few shared prefixes, at capacities that force evictions.
+  std::vector<MooncakeRequest> requests;
+  std::uint64_t x = 88172645463325252ull;
+  auto next = [&] { return x ^= x << 13, x ^= x >> 7, x ^= x << 17; };
+  for (int i = 0; i < 3000; ++i) {
+    const auto conv = static_cast<std::int64_t>(next() % 40);
+    const auto blocks = static_cast<std::int64_t>(1 + next() % 12);
+    std::vector<std::int64_t> ids;
+    for (std::int64_t b = 0; b < blocks; ++b) ids.push_back(conv * 1000 + b);
+    requests.push_back(request(blocks * 4 - static_cast<std::int64_t>(next() % 4),
+                               static_cast<std::int64_t>(next() % 9), ids));
+  }
+  for (const std::size_t capacity : {20u, 60u, 200u, 1000u}) {
+    const auto single = replay_prefix_cache(requests, PrefixCacheReplayConfig{capacity, 4});
+    auto config = tiers(capacity, 0, 0);
+    config.block_size = 4;
+    const auto tiered = llmds::replay_tiered_prefix_cache(requests, config);
+    EXPECT_EQ(tiered.hit_blocks, single.hit_blocks) << capacity;
+    EXPECT_EQ(tiered.lookup_blocks, single.lookup_blocks);
+    ASSERT_EQ(tiered.tiers.size(), 1u);
+    EXPECT_EQ(tiered.tiers[0].evicted_blocks, single.evictions) << capacity;
+    // With a host tier as large again, the two tiers hit as one tier of the summed size.
+    auto two = tiers(capacity, capacity, 0);
+    two.block_size = 4;
+    const auto both = llmds::replay_tiered_prefix_cache(requests, two);
+    const auto doubled = replay_prefix_cache(requests, PrefixCacheReplayConfig{2 * capacity, 4});
+    EXPECT_NEAR(both.hit_rate(), doubled.hit_rate(), 0.01) << capacity;
+  }
+}
+
+TEST(TieredReplay, RejectsWhatTheSingleTierReplayRejects) {
+  auto config = tiers(2, 10, 10);
+  config.block_size = 4;
+  EXPECT_THROW((void)llmds::replay_tiered_prefix_cache(std::vector{request(9, 0, {1})}, config),
+               std::invalid_argument);
+  EXPECT_THROW((void)llmds::replay_tiered_prefix_cache(std::vector{request(9, 0, {1, 2})}, config),
+               llmds::OutOfPages);
+  EXPECT_THROW((void)llmds::replay_tiered_prefix_cache({}, tiers(0, 10, 10)), std::invalid_argument);
+}
+
+// The goals on the real traces: with a disk tier larger than the trace's distinct blocks, the
+// hierarchy hits as an unlimited cache does; primary 6,000 + host 16,000 hits at least as a
+// single LRU tier of 22,000 blocks, within 0.5 points.
+void expect_tier_goals(const char* file, double unlimited_percent) {
+  LLMDS_REQUIRE_DATA_FILE(path, std::string("traces/") + file);
+  const auto requests = llmds::load_mooncake_trace(path);
+  const auto full = llmds::replay_tiered_prefix_cache(requests, tiers(6000, 16000, 400000));
+  EXPECT_NEAR(100.0 * full.hit_rate(), unlimited_percent, 0.1) << file;
+  EXPECT_EQ(full.tiers[2].evicted_blocks, 0u);
+  EXPECT_GT(full.tier_hit_rate(Tier::kHost), 0.0);
+  EXPECT_GT(full.tier_hit_rate(Tier::kDisk), 0.0);
+  const auto two = llmds::replay_tiered_prefix_cache(requests, tiers(6000, 16000, 0));
+  const auto single = replay_prefix_cache(requests, PrefixCacheReplayConfig{22000, 512});
+  EXPECT_GE(100.0 * two.hit_rate(), 100.0 * single.hit_rate() - 0.5) << file;
+  std::printf("%s: unlimited-disk %.2f%% (primary %.2f, host %.2f, disk %.2f), %.2f us/request; "
+              "6000+16000 %.2f%% vs one tier of 22000 %.2f%%\n",
+              file, 100 * full.hit_rate(), 100 * full.tier_hit_rate(Tier::kPrimary),
+              100 * full.tier_hit_rate(Tier::kHost), 100 * full.tier_hit_rate(Tier::kDisk),
+              full.microseconds_per_request(), 100 * two.hit_rate(), 100 * single.hit_rate());
+}
+
+TEST(TieredReplay, MeetsTheHitRateGoalsOnTheConversationTrace) {
+  expect_tier_goals("mooncake_fast25_conversation_trace.jsonl", 38.19);
+}
+
+TEST(TieredReplay, MeetsTheHitRateGoalsOnTheSyntheticTrace) {
+  expect_tier_goals("mooncake_fast25_synthetic_trace.jsonl", 65.94);
+}
+
+}  // namespace

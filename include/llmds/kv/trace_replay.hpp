@@ -22,6 +22,8 @@
 #include <string_view>
 #include <vector>
 
+#include "llmds/kv/tiered/kv_block_manager.hpp"
+
 namespace llmds {
 
 /// One line of a Mooncake trace.
@@ -71,5 +73,47 @@ struct PrefixCacheReplayResult {
 /// prompt blocks, and llmds::OutOfPages for one that needs more blocks than the capacity.
 PrefixCacheReplayResult replay_prefix_cache(std::span<const MooncakeRequest> requests,
                                             const PrefixCacheReplayConfig& config);
+
+/// The same protocol over a KVBlockManager: a primary tier of primary_blocks, and host and disk
+/// tiers below it (0: none). A prompt block is a hit if any tier holds it; blocks found below
+/// primary are onboarded into it, and blocks primary evicts are offloaded down.
+struct TieredReplayConfig {
+  std::size_t primary_blocks = 0;
+  std::size_t host_blocks = 0;
+  std::size_t disk_blocks = 0;
+  std::size_t block_size = 512;  // tokens per block
+  OffloadPolicy offload_policy = OffloadPolicy::kWriteBack;
+  std::uint32_t disk_min_uses = 0;  // the disk filter (KVBlockManagerConfig)
+  std::size_t block_bytes = 0;      // counted in the tiers' bytes moved; no bytes move
+
+  void validate() const;
+};
+
+struct TieredReplayResult {
+  std::size_t requests = 0;
+  std::uint64_t lookup_blocks = 0;    // full prompt blocks looked up
+  std::uint64_t hit_blocks = 0;       // of those, found in some tier
+  std::vector<TierStats> tiers;       // per tier, fastest first: hits, stores, evictions, bytes
+  double seconds = 0.0;               // wall time of the replay loop alone
+
+  [[nodiscard]] double hit_rate() const noexcept {
+    return lookup_blocks == 0 ? 0.0 : double(hit_blocks) / double(lookup_blocks);
+  }
+  /// The share of looked-up blocks served from one tier (0 for a tier the replay did not have).
+  [[nodiscard]] double tier_hit_rate(Tier tier) const noexcept {
+    for (const auto& t : tiers) {
+      if (t.tier == tier && lookup_blocks > 0) return double(t.hit_blocks) / double(lookup_blocks);
+    }
+    return 0.0;
+  }
+  [[nodiscard]] double microseconds_per_request() const noexcept {
+    return requests == 0 ? 0.0 : seconds * 1e6 / double(requests);
+  }
+};
+
+/// Replays requests through a fresh KVBlockManager under the protocol above. Throws as
+/// replay_prefix_cache (with primary_blocks as the capacity).
+TieredReplayResult replay_tiered_prefix_cache(std::span<const MooncakeRequest> requests,
+                                              const TieredReplayConfig& config);
 
 }  // namespace llmds

@@ -14,8 +14,9 @@
 //              needed (each evicted block is offloaded down, below)
 //   register   the request's full blocks, under their hashes: now they are found by match and
 //              stay cached after release. A hash already registered in primary is not stored
-//              twice: the existing block is returned (with a reference for the caller) and the
-//              caller's own block stays unregistered (it is freed when released)
+//              twice: the existing block is returned, and the caller's own block stays
+//              unregistered (it is freed when released; a caller that would rather share the
+//              existing block takes it with match and onboard)
 //   match      the longest run of leading hashes held by some tier, with the tier of each; the
 //              matched blocks are pinned (they cannot be evicted) until the match is onboarded
 //              or cancelled
@@ -66,7 +67,6 @@
 #include <stdexcept>
 #include <string_view>
 #include <type_traits>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -174,6 +174,7 @@ class KVBlockManager {
     Match() = default;
     Match(Match&& other) noexcept { *this = std::move(other); }
     Match& operator=(Match&& other) noexcept {
+      owner_ = other.owner_;
       id_ = std::exchange(other.id_, 0);
       hashes_ = std::move(other.hashes_);
       tiers_ = std::move(other.tiers_);
@@ -199,6 +200,7 @@ class KVBlockManager {
 
    private:
     friend KVBlockManager;
+    const KVBlockManager* owner_ = nullptr;
     std::uint64_t id_ = 0;  // 0: empty or used
     std::vector<Key> hashes_;
     std::vector<Tier> tiers_;
@@ -243,8 +245,8 @@ class KVBlockManager {
   /// sequence, in order, so that hashes[i]'s parent is hashes[i - 1] and hashes[0]'s is
   /// `parent`. token_ids is empty or block_size tokens per block (they go into the events).
   /// Returns, per block, the block now registered under its hash: the caller's own, or, if the
-  /// hash was already registered in primary, that block, on which a reference has been taken
-  /// for the caller (the caller's block stays unregistered and is freed when released).
+  /// hash was already registered in primary, that block (no reference is taken on it; the
+  /// caller's block stays unregistered and is freed when released).
   /// Throws std::invalid_argument, changing nothing, for mismatched lengths, a block that is
   /// not in use or is registered under another hash, or a priority above 100;
   /// std::out_of_range for a block out of range.
@@ -288,8 +290,6 @@ class KVBlockManager {
       for (std::size_t i = 0; i < blocks.size(); ++i) {
         const auto existing = primary.pool.find(hashes[i]);
         if (existing && *existing != blocks[i]) {
-          const BlockId one[] = {*existing};
-          primary.pool.touch(one);
           canonical[i] = *existing;
         } else if (!existing) {
           primary.pool.register_block(blocks[i], hashes[i]);
@@ -332,7 +332,6 @@ class KVBlockManager {
     m.hashes_.reserve(hashes.size());
     m.tiers_.reserve(hashes.size());
     m.slots_.reserve(hashes.size());
-    open_matches_.reserve(open_matches_.size() + 1);
     for (const Key& key : hashes) {
       std::optional<BlockId> slot;
       std::size_t t = 0;
@@ -354,8 +353,8 @@ class KVBlockManager {
       tier.stats.hit_tokens += config_.block_size;
       record_use(m.hashes_[i]);
     }
+    m.owner_ = this;
     m.id_ = next_match_id_++;
-    open_matches_.insert(m.id_);
     return m;
   }
 
@@ -504,6 +503,9 @@ class KVBlockManager {
     Pool pool;
     std::vector<BlockMeta> meta;  // per slot, for its registered block
     TierStats stats;
+    // Reused by allocate_in and store_in on this tier, which recurse only into the tier below.
+    std::vector<Key> evicted;
+    std::vector<BlockId> slot;
   };
 
   void add_tier(Tier tier, std::size_t blocks) {
@@ -525,15 +527,12 @@ class KVBlockManager {
   }
 
   void check_open(const Match& m, const char* op) const {
-    if (m.id_ == 0 || !open_matches_.contains(m.id_)) {
+    if (m.id_ == 0 || m.owner_ != this) {
       throw std::invalid_argument(fmt::format(
           "KVBlockManager::{}: the match was already used, or is not from this manager", op));
     }
   }
-  void close(Match& m) {
-    open_matches_.erase(m.id_);
-    m.id_ = 0;
-  }
+  static void close(Match& m) noexcept { m.id_ = 0; }
 
   void record_use(const Key& key) {
     if (uses_) uses_->add(std::string_view(reinterpret_cast<const char*>(&key), sizeof(Key)));
@@ -546,7 +545,8 @@ class KVBlockManager {
   // changing nothing, if the tier has fewer than n free or cached blocks.
   bool allocate_in(std::size_t t, std::size_t n, std::vector<BlockId>& out) {
     TierState& tier = *tiers_[t];
-    std::vector<Key> evicted;
+    std::vector<Key>& evicted = tier.evicted;
+    evicted.clear();
     const std::size_t first = out.size();
     if (!tier.pool.try_allocate_into(n, out, &evicted)) return false;
     if (evicted.empty()) return true;
@@ -582,7 +582,8 @@ class KVBlockManager {
       ++tier.stats.filter_rejected;
       return;
     }
-    std::vector<BlockId> slot;
+    std::vector<BlockId>& slot = tier.slot;
+    slot.clear();
     if (!allocate_in(t, 1, slot)) {
       ++tier.stats.dropped_offloads;
       return;
@@ -628,7 +629,6 @@ class KVBlockManager {
   std::vector<std::unique_ptr<TierState>> tiers_;  // fastest first; tiers_[0] is primary
   std::array<int, kNumTiers> tier_index_{-1, -1, -1, -1};
   std::unique_ptr<CountMinSketch> uses_;  // with disk_min_uses > 1
-  std::unordered_set<std::uint64_t> open_matches_;
   std::uint64_t next_match_id_ = 1;
   EventLog events_;
 };

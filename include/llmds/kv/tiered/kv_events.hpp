@@ -103,28 +103,29 @@ class KVEventLog {
   /// every subscriber. Returns its sequence number, or nullopt if there was nothing to publish.
   std::optional<std::uint64_t> publish() {
     const std::lock_guard delivering(deliver_mu_);  // batches reach subscribers in order
-    KVEventBatch<Key> batch;
+    const KVEventBatch<Key>* batch = nullptr;
     std::vector<std::pair<SubscriptionId, Callback>> subscribers;
     {
       const std::lock_guard lock(mu_);
       if (pending_.empty()) return std::nullopt;
-      batch.seq = next_seq_++;
-      batch.events = std::move(pending_);
-      pending_.clear();
       if (kept_.size() == capacity_) kept_.pop_front();
-      kept_.push_back(batch);
-      subscribers.assign(subscribers_.begin(), subscribers_.end());
+      kept_.push_back(KVEventBatch<Key>{next_seq_++, std::move(pending_)});
+      pending_.clear();
+      batch = &kept_.back();
+      if (!subscribers_.empty()) subscribers.assign(subscribers_.begin(), subscribers_.end());
     }
+    // *batch stays where it is until the next publish, which waits for this one: only
+    // publish() removes batches, and a deque keeps its other elements in place.
     for (auto& [id, callback] : subscribers) {
       try {
-        callback(batch);
+        callback(*batch);
       } catch (...) {
         const std::lock_guard lock(mu_);
         subscribers_.erase(id);
         ++callback_failures_;
       }
     }
-    return batch.seq;
+    return batch->seq;
   }
 
   /// Calls `callback` with every batch published from now on. Returns an id for unsubscribe.
