@@ -501,6 +501,97 @@ class BlockPool:
     def num_blocks(self) -> int:
         """Blocks in the pool, ids 0 to num_blocks - 1."""
 
+class TierStats(TypedDict):
+    tier: str
+    capacity_blocks: int
+    cached_blocks: int
+    in_use_blocks: int
+    lookups: int
+    hit_blocks: int
+    hit_tokens: int
+    stored_blocks: int
+    evicted_blocks: int
+    onboarded_blocks: int
+    dropped_offloads: int
+    filter_rejected: int
+    bytes_in: int
+    bytes_out: int
+
+class PrefixMatch:
+    """A run of leading block hashes found in some tier, pinned until onboard() or cancel()."""
+
+    def __len__(self) -> int: ...
+    @property
+    def hashes(self) -> list[int]:
+        """The matched hashes, in order."""
+    @property
+    def tiers(self) -> list[str]:
+        """The tier each matched block was found in (the fastest that holds it)."""
+    def count(self, tier: str) -> int:
+        """Matched blocks found in `tier`."""
+    @property
+    def to_onboard(self) -> int:
+        """Blocks onboard() will copy up: those not already in primary."""
+    @property
+    def open(self) -> bool:
+        """False once onboarded or cancelled."""
+
+class KVBlockManager:
+    """A prefix cache over storage tiers (primary, host, disk): evicted blocks are offloaded down,
+    and a hit in a lower tier is onboarded back into primary."""
+
+    def __init__(
+        self,
+        primary_blocks: int,
+        host_blocks: int = 0,
+        disk_blocks: int = 0,
+        block_size: int = 16,
+        block_bytes: int = 0,
+        offload_policy: str = "write-back",
+        offload_min_priority: int = 0,
+        disk_min_uses: int = 0,
+        event_log_batches: int = 10000,
+    ) -> None: ...
+    @property
+    def tiers(self) -> list[str]:
+        """The tiers, fastest first."""
+    def allocate(self, num_blocks: int) -> list[int]:
+        """Primary blocks with one reference each; MemoryError, changing nothing, if too few."""
+    def register_blocks(
+        self,
+        blocks: Sequence[int],
+        hashes: Sequence[int],
+        parent: int | None = None,
+        token_ids: Sequence[int] | None = None,
+        priority: int = 35,
+    ) -> list[int]:
+        """Register a sequence's full blocks under their hashes; per block, the block now registered."""
+    def match(self, hashes: Sequence[int]) -> PrefixMatch:
+        """The longest run of leading hashes some tier holds, pinned until onboard() or cancel()."""
+    def onboard(self, match: PrefixMatch) -> list[int]:
+        """The match's blocks in primary, one reference each; MemoryError if primary is too full."""
+    def cancel(self, match: PrefixMatch) -> None:
+        """Unpin a match without onboarding it."""
+    def release(self, blocks: Sequence[int]) -> None:
+        """Drop one reference to each primary block, in order (tail first)."""
+    def clear(self) -> bool:
+        """Empty every tier if nothing is in use or pinned; False otherwise."""
+    def find(self, hash: int) -> str | None:
+        """The fastest tier holding `hash`, or None."""
+    def contents(self, tier: str) -> list[int]:
+        """Every hash `tier` holds."""
+    def stats(self) -> dict[str, TierStats]:
+        """Per tier, fastest first."""
+    def subscribe(self, callback: Callable[[dict[str, Any]], object]) -> int:
+        """Call callback(batch) with every batch of events from now on; returns a subscription id."""
+    def unsubscribe(self, subscription: int) -> bool:
+        """Stop a subscription; False if it was already gone."""
+    def events_since(self, seq: int) -> list[dict[str, Any]]:
+        """Kept event batches with seq >= `seq`; KeyError if some have left the log."""
+    @property
+    def next_event_seq(self) -> int:
+        """The sequence number of the next batch."""
+
 class KVCacheStats(TypedDict):
     sequences: int
     tokens: int
@@ -624,6 +715,41 @@ def parse_mooncake_trace(text: str) -> MooncakeTrace:
 
 def replay_prefix_cache(trace: MooncakeTrace, capacity_blocks: int, block_size: int = 512) -> PrefixCacheReplayResult:
     """Replay a trace through an LRU prefix cache of capacity_blocks blocks."""
+
+class TieredReplayResult:
+    """What a replay of a trace through a tiered prefix cache measured."""
+
+    @property
+    def requests(self) -> int:
+        """Requests replayed: every request of the trace."""
+    @property
+    def lookup_blocks(self) -> int: ...
+    @property
+    def hit_blocks(self) -> int: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def hit_rate(self) -> float: ...
+    def tier_hit_rate(self, tier: str) -> float:
+        """The share of looked-up blocks served from `tier`."""
+    @property
+    def tiers(self) -> dict[str, TierStats]:
+        """Per tier, fastest first: the manager's figures at the end of the replay."""
+    @property
+    def microseconds_per_request(self) -> float:
+        """Wall time of the replay loop per request, in microseconds."""
+
+def replay_tiered_prefix_cache(
+    trace: MooncakeTrace,
+    primary_blocks: int,
+    host_blocks: int = 0,
+    disk_blocks: int = 0,
+    block_size: int = 512,
+    offload_policy: str = "write-back",
+    disk_min_uses: int = 0,
+    block_bytes: int = 0,
+) -> TieredReplayResult:
+    """Replay a trace through a KVBlockManager of primary, host and disk tiers."""
 
 class Timer:
     """Wall-clock timer on the monotonic clock, as a context manager."""

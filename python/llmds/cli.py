@@ -4,6 +4,8 @@
     python -m llmds bench [--quick]           llmds beside its peers: docs/benchmarks.md and its plots
     python -m llmds replay mooncake TRACE --capacity-blocks N [N ...]
                                               a Mooncake trace through the prefix cache
+    python -m llmds replay mooncake TRACE --tiers primary=6000 host=16000 disk=200000
+                                              the same through a tiered cache (llmds.kv_block_manager)
     python -m llmds replay azure TRACE [--loads X ...] [--max-wait-ms MS ...]
                                               an Azure LLM trace through admission and batching
     python -m llmds generate --prompt "Once upon a time"
@@ -42,13 +44,65 @@ def _print_replay(path: Path, capacities: Sequence[int], block_size: int = BLOCK
         )
 
 
+TIER_NAMES = ("primary", "host", "disk")
+
+
+def parse_tiers(specs: Sequence[str]) -> dict[str, int]:
+    """``["primary=6000", "host=16000"]`` -> ``{"primary": 6000, "host": 16000}``; ValueError otherwise."""
+    tiers: dict[str, int] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep or name not in TIER_NAMES or not value.isdigit():
+            raise ValueError(f"--tiers takes NAME=BLOCKS with NAME one of {', '.join(TIER_NAMES)}, got {spec!r}")
+        if name in tiers:
+            raise ValueError(f"--tiers names {name} twice")
+        tiers[name] = int(value)
+    if tiers.get("primary", 0) < 1:
+        raise ValueError("--tiers needs primary=BLOCKS with at least one block")
+    return tiers
+
+
+def _print_tiered_replay(path: Path, args: argparse.Namespace) -> None:
+    tiers = parse_tiers(args.tiers)
+    trace = load_mooncake_trace(path)
+    print(f"{path.name}: {len(trace):,} requests, {trace.total_input_tokens:,} prompt tokens")
+    r = replay_module.replay_tiered_prefix_cache(
+        trace,
+        tiers["primary"],
+        host_blocks=tiers.get("host", 0),
+        disk_blocks=tiers.get("disk", 0),
+        block_size=args.block_size,
+        offload_policy=args.policy,
+        disk_min_uses=args.disk_min_uses,
+        block_bytes=args.block_bytes,
+    )
+    print(f"  tiers {' + '.join(f'{n} {b:,}' for n, b in tiers.items())} blocks, {args.policy}"
+          + (f", disk filter: {args.disk_min_uses} uses" if args.disk_min_uses > 1 else ""))
+    print("  tier         hit rate   blocks hit   onboarded      stored     evicted   dropped   filtered"
+          "          bytes in         bytes out")
+    for name, t in r.tiers.items():
+        print(
+            f"  {name:<10} {r.tier_hit_rate(name):>9.2%}   {t['hit_blocks']:>10,}   {t['onboarded_blocks']:>9,}"
+            f"   {t['stored_blocks']:>9,}   {t['evicted_blocks']:>9,}   {t['dropped_offloads']:>7,}"
+            f"   {t['filter_rejected']:>8,}   {t['bytes_in']:>15,}   {t['bytes_out']:>15,}"
+        )
+    print(f"  combined   {r.hit_rate:>9.2%}   {r.hit_blocks:>10,} of {r.lookup_blocks:,} blocks looked up;"
+          f" {r.microseconds_per_request:.2f} us/request (metadata only)")
+    total = sum(tiers.values())
+    single = replay_module.replay_prefix_cache(trace, min(total, 2**31 - 1), args.block_size)
+    print(f"  one LRU tier of {total:,} blocks: {single.hit_rate:.2%}")
+
+
 def replay(args: argparse.Namespace) -> int:
     path = Path(args.trace)
     if not path.exists():
         print(f"llmds replay: no such trace file: {path}", file=sys.stderr)
         return 2
     try:
-        _print_replay(path, args.capacity_blocks, args.block_size)
+        if args.tiers:
+            _print_tiered_replay(path, args)
+        else:
+            _print_replay(path, args.capacity_blocks, args.block_size)
     except (ValueError, MemoryError, OSError) as e:
         print(f"llmds replay: {e}", file=sys.stderr)
         return 2
@@ -168,10 +222,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mooncake", help="a Mooncake FAST'25 trace (JSON Lines with per-block hash ids), LRU eviction"
     )
     p_mooncake.add_argument("trace", help="path of the .jsonl trace")
-    p_mooncake.add_argument(
-        "--capacity-blocks", type=int, nargs="+", required=True, metavar="N", help="cache capacities in blocks"
-    )
+    sizes = p_mooncake.add_mutually_exclusive_group(required=True)
+    sizes.add_argument("--capacity-blocks", type=int, nargs="+", metavar="N", help="cache capacities in blocks")
+    sizes.add_argument("--tiers", nargs="+", metavar="TIER=BLOCKS",
+                       help="a tiered cache: primary=N [host=N] [disk=N] (llmds.kv_block_manager)")
     p_mooncake.add_argument("--block-size", type=int, default=BLOCK_TOKENS, help="tokens per block (default 512)")
+    p_mooncake.add_argument("--policy", choices=("write-back", "write-through"), default="write-back",
+                            help="with --tiers: when blocks are copied down (default write-back)")
+    p_mooncake.add_argument("--disk-min-uses", type=int, default=0, metavar="N",
+                            help="with --tiers: a block goes to disk only once used N times (default 0: always)")
+    p_mooncake.add_argument("--block-bytes", type=int, default=0, metavar="B",
+                            help="with --tiers: bytes per block, for the bytes-moved counts (default 0)")
     p_mooncake.set_defaults(run=replay)
     p_azure = replay_sub.add_parser(
         "azure",

@@ -4,7 +4,8 @@ admission control and a batching policy on simulated time.
 Prefix cache. ``replay_prefix_cache`` runs a Mooncake trace through an LRU block pool in C++ under
 the protocol of the data folder's ``traces/README.md`` (section 3), so its hit rates compare like
 for like with the block pools of serving engines; ``prefix_cache_sweep`` runs it at several
-capacities.
+capacities. ``replay_tiered_prefix_cache`` runs the same protocol over a KVBlockManager with host
+and disk tiers below primary (llmds.kv_block_manager).
 
 Admission and batching. The Azure LLM inference traces (2023, code and conversation) give each request's arrival time,
 prompt tokens and generated tokens. ``replay_azure`` feeds them, at their real arrival times (or
@@ -53,6 +54,8 @@ import numpy as np
 
 from llmds._core import PrefixCacheReplayResult as PrefixCacheReplayResult
 from llmds._core import replay_prefix_cache as replay_prefix_cache
+from llmds._core import TieredReplayResult as TieredReplayResult
+from llmds._core import replay_tiered_prefix_cache as replay_tiered_prefix_cache
 from llmds.admissions import AdmissionController
 from llmds.progress import track
 from llmds.scheduler import ManualClock, Scheduler

@@ -15,6 +15,7 @@
 
 #include "arguments.hpp"
 #include "initialised.hpp"
+#include "stats_dict.hpp"
 
 namespace py = pybind11;
 
@@ -27,6 +28,7 @@ struct MooncakeTrace {
 
 LLMDS_PY_REQUIRE_INIT(MooncakeTrace)
 LLMDS_PY_REQUIRE_INIT(llmds::PrefixCacheReplayResult)
+LLMDS_PY_REQUIRE_INIT(llmds::TieredReplayResult)
 
 void bind_traces(py::module_& m) {
   using llmds::python::positive;
@@ -90,4 +92,68 @@ void bind_traces(py::module_& m) {
         py::arg("trace"), py::arg("capacity_blocks"), py::arg("block_size") = 512,
         "Replay a trace through an LRU prefix cache of capacity_blocks blocks, under the protocol "
         "of docs/kv-cache.md (\"Trace replay\").");
+
+  py::class_<llmds::TieredReplayResult>(m, "TieredReplayResult",
+                                        "What a replay of a trace through a tiered prefix cache measured.")
+      .def_readonly("requests", &llmds::TieredReplayResult::requests)
+      .def_readonly("lookup_blocks", &llmds::TieredReplayResult::lookup_blocks, "full prompt blocks looked up")
+      .def_readonly("hit_blocks", &llmds::TieredReplayResult::hit_blocks, "of those, found in some tier")
+      .def_readonly("seconds", &llmds::TieredReplayResult::seconds, "wall time of the replay loop alone")
+      .def_property_readonly("hit_rate", &llmds::TieredReplayResult::hit_rate, "hits in any tier / lookups")
+      .def("tier_hit_rate",
+           [](const llmds::TieredReplayResult& r, std::string_view tier) {
+             for (const auto& t : r.tiers) {
+               if (llmds::tier_name(t.tier) == tier) return r.tier_hit_rate(t.tier);
+             }
+             throw std::invalid_argument(fmt::format("the replay had no tier '{}'", tier));
+           },
+           py::arg("tier"), "The share of looked-up blocks served from `tier`.")
+      .def_property_readonly("tiers",
+                             [](const llmds::TieredReplayResult& r) {
+                               py::dict out;
+                               for (const auto& t : r.tiers) {
+                                 out[py::str(std::string(llmds::tier_name(t.tier)))] = llmds::python::stats_dict(t);
+                               }
+                               return out;
+                             },
+                             "Per tier (by name, fastest first): the KVBlockManager's figures at the end.")
+      .def_property_readonly("microseconds_per_request", &llmds::TieredReplayResult::microseconds_per_request)
+      .def("__repr__", [](const llmds::TieredReplayResult& r) {
+        std::string tiers;
+        for (const auto& t : r.tiers) {
+          tiers += fmt::format(", {}={:.4f}", llmds::tier_name(t.tier), r.tier_hit_rate(t.tier));
+        }
+        return fmt::format("TieredReplayResult(requests={}, hit_rate={:.4f}{}, microseconds_per_request={:.2f})",
+                           r.requests, r.hit_rate(), tiers, r.microseconds_per_request());
+      });
+
+  m.def("replay_tiered_prefix_cache",
+        [](const MooncakeTrace& trace, std::int64_t primary_blocks, std::int64_t host_blocks,
+           std::int64_t disk_blocks, std::int64_t block_size, std::string_view offload_policy,
+           std::int64_t disk_min_uses, std::int64_t block_bytes) {
+          llmds::TieredReplayConfig c;
+          c.primary_blocks = positive(primary_blocks, "primary_blocks");
+          c.host_blocks = llmds::python::non_negative(host_blocks, "host_blocks");
+          c.disk_blocks = llmds::python::non_negative(disk_blocks, "disk_blocks");
+          c.block_size = positive(block_size, "block_size");
+          if (offload_policy == "write-back") {
+            c.offload_policy = llmds::OffloadPolicy::kWriteBack;
+          } else if (offload_policy == "write-through") {
+            c.offload_policy = llmds::OffloadPolicy::kWriteThrough;
+          } else {
+            throw std::invalid_argument(fmt::format(
+                "offload_policy must be 'write-back' or 'write-through', got '{}'", offload_policy));
+          }
+          const std::size_t uses = llmds::python::non_negative(disk_min_uses, "disk_min_uses");
+          if (uses > UINT32_MAX) throw std::invalid_argument("disk_min_uses must be below 2^32");
+          c.disk_min_uses = static_cast<std::uint32_t>(uses);
+          c.block_bytes = llmds::python::non_negative(block_bytes, "block_bytes");
+          py::gil_scoped_release release;
+          return llmds::replay_tiered_prefix_cache(trace.requests, c);
+        },
+        py::arg("trace"), py::arg("primary_blocks"), py::arg("host_blocks") = 0, py::arg("disk_blocks") = 0,
+        py::arg("block_size") = 512, py::arg("offload_policy") = "write-back", py::arg("disk_min_uses") = 0,
+        py::arg("block_bytes") = 0,
+        "Replay a trace through a KVBlockManager of primary, host and disk tiers (0: none) under the "
+        "protocol of replay_prefix_cache: a prompt block hits if any tier holds it.");
 }

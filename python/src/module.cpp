@@ -14,6 +14,7 @@ void bind_utils(py::module_& m);
 void bind_core(py::module_& m);
 void bind_sketch(py::module_& m);
 void bind_kv(py::module_& m);
+void bind_kv_tiered(py::module_& m);
 void bind_traces(py::module_& m);
 void bind_ann(py::module_& m);
 void bind_text(py::module_& m);
@@ -46,6 +47,7 @@ PYBIND11_MODULE(_core, m) {
   bind_core(m);
   bind_sketch(m);
   bind_kv(m);
+  bind_kv_tiered(m);
   bind_traces(m);
   bind_ann(m);
   bind_text(m);

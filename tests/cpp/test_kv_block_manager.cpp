@@ -316,6 +316,18 @@ TEST(KVEventLog, AThrowingSubscriberIsDroppedAndTheOthersStillHearEverything) {
   EXPECT_FALSE(log.unsubscribe(id));
 }
 
+TEST(KVEventLog, ASubscriberThatChangesTheCacheGetsItsEventsNextInOrder) {
+  Manager m(config(4, 0));
+  std::vector<std::uint64_t> seen;
+  m.events().subscribe([&](const llmds::KVEventBatch<Key>& b) {
+    seen.push_back(b.seq);
+    if (b.seq == 0) serve(m, {77});  // would deadlock if publish were not re-entrant
+  });
+  serve(m, {1});
+  EXPECT_EQ(seen, (std::vector<std::uint64_t>{0, 1}));
+  EXPECT_EQ(m.find(77), Tier::kPrimary);
+}
+
 // ---- A randomised run against a naive model of every tier ---------------------------------
 
 // Each tier as a list of cached keys in release order (the victim is the first of the lowest

@@ -86,6 +86,29 @@ def test_replay_prints_the_hit_rates(shared_data):
     assert "25.62%" in lines[2] and "65.94%" in lines[3]
 
 
+def test_tiered_replay_prints_each_tier_and_the_single_tier_reference(shared_data):
+    trace = shared_data / "traces" / "mooncake_fast25_synthetic_trace.jsonl"
+    result = run("replay", "mooncake", str(trace), "--tiers", "primary=6000", "host=16000", "disk=400000")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "primary 6,000 + host 16,000 + disk 400,000 blocks, write-back" in out
+    combined = next(line for line in out.splitlines() if line.strip().startswith("combined"))
+    assert "65.94%" in combined  # the unlimited cache's hit rate
+    assert "one LRU tier of 422,000 blocks: 65.94%" in out
+    for tier in ("primary", "host", "disk"):
+        assert any(line.strip().startswith(tier) for line in out.splitlines())
+
+
+def test_tiered_replay_rejects_bad_tier_specs(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"timestamp": 0, "input_length": 10, "output_length": 1, "hash_ids": [1]}\n')
+    for spec in (["host=10"], ["primary=ten"], ["primary=5", "primary=6"], ["gpu=4"]):
+        result = run("replay", "mooncake", str(trace), "--tiers", *spec)
+        assert result.returncode == 2 and "--tiers" in result.stderr, spec
+    both = run("replay", "mooncake", str(trace), "--tiers", "primary=4", "--capacity-blocks", "4")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
 def test_replay_of_a_missing_trace_is_a_clear_error(tmp_path):
     result = run("replay", "mooncake", str(tmp_path / "nope.jsonl"), "--capacity-blocks", "10")
     assert result.returncode == 2

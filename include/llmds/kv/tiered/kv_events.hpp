@@ -16,11 +16,13 @@
 // resynchronise from a snapshot of the cache instead.
 //
 // Delivery. Subscribers are called from publish(), on the thread that publishes, in sequence
-// order, after the log's lock is released: a callback may read the log, but must not block for
-// long (the engine thread is waiting). A callback that throws is counted and unsubscribed;
-// delivery to the others goes on.
+// order, after the log's lock is released: a callback may read the log, and may even cause
+// more events (they are delivered after its batch), but must not block for long (the engine
+// thread is waiting). A callback that throws is counted and unsubscribed; delivery to the
+// others goes on.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -29,6 +31,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <stdexcept>
 #include <utility>
 #include <variant>
@@ -101,31 +104,18 @@ class KVEventLog {
 
   /// Closes the batch being built (if it has any event), keeps it for replay and delivers it to
   /// every subscriber. Returns its sequence number, or nullopt if there was nothing to publish.
+  /// Called from a subscriber's callback (which changed what it listens to), it only leaves
+  /// the new events pending: the publish already running delivers them next, in order.
   std::optional<std::uint64_t> publish() {
+    if (delivering_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id()) return std::nullopt;
     const std::lock_guard delivering(deliver_mu_);  // batches reach subscribers in order
-    const KVEventBatch<Key>* batch = nullptr;
-    std::vector<std::pair<SubscriptionId, Callback>> subscribers;
-    {
-      const std::lock_guard lock(mu_);
-      if (pending_.empty()) return std::nullopt;
-      if (kept_.size() == capacity_) kept_.pop_front();
-      kept_.push_back(KVEventBatch<Key>{next_seq_++, std::move(pending_)});
-      pending_.clear();
-      batch = &kept_.back();
-      if (!subscribers_.empty()) subscribers.assign(subscribers_.begin(), subscribers_.end());
+    delivering_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    std::optional<std::uint64_t> first;
+    while (const auto seq = publish_one()) {
+      if (!first) first = seq;
     }
-    // *batch stays where it is until the next publish, which waits for this one: only
-    // publish() removes batches, and a deque keeps its other elements in place.
-    for (auto& [id, callback] : subscribers) {
-      try {
-        callback(*batch);
-      } catch (...) {
-        const std::lock_guard lock(mu_);
-        subscribers_.erase(id);
-        ++callback_failures_;
-      }
-    }
-    return batch->seq;
+    delivering_thread_.store(std::thread::id{}, std::memory_order_relaxed);
+    return first;
   }
 
   /// Calls `callback` with every batch published from now on. Returns an id for unsubscribe.
@@ -175,9 +165,37 @@ class KVEventLog {
   }
 
  private:
+  // One batch: kept, then delivered. Runs under deliver_mu_.
+  std::optional<std::uint64_t> publish_one() {
+    const KVEventBatch<Key>* batch = nullptr;
+    std::vector<std::pair<SubscriptionId, Callback>> subscribers;
+    {
+      const std::lock_guard lock(mu_);
+      if (pending_.empty()) return std::nullopt;
+      if (kept_.size() == capacity_) kept_.pop_front();
+      kept_.push_back(KVEventBatch<Key>{next_seq_++, std::move(pending_)});
+      pending_.clear();
+      batch = &kept_.back();
+      if (!subscribers_.empty()) subscribers.assign(subscribers_.begin(), subscribers_.end());
+    }
+    // *batch stays where it is until the next publish_one, which runs after this one: only it
+    // removes batches, and a deque keeps its other elements in place.
+    for (auto& [id, callback] : subscribers) {
+      try {
+        callback(*batch);
+      } catch (...) {
+        const std::lock_guard lock(mu_);
+        subscribers_.erase(id);
+        ++callback_failures_;
+      }
+    }
+    return batch->seq;
+  }
+
   std::size_t capacity_;
   mutable std::mutex mu_;       // everything below
   std::mutex deliver_mu_;       // held while callbacks run, so that batches arrive in order
+  std::atomic<std::thread::id> delivering_thread_{};  // the thread holding deliver_mu_, if any
   std::vector<KVEvent<Key>> pending_;
   std::deque<KVEventBatch<Key>> kept_;
   std::map<SubscriptionId, Callback> subscribers_;
