@@ -45,6 +45,9 @@ class BinaryWriter {
     out_.append(bytes);
   }
 
+  /// Bytes written so far.
+  [[nodiscard]] std::size_t size() const noexcept { return out_.size(); }
+
   /// Appends the checksum and hands over the finished file.
   std::string finish() && {
     put(hash_bytes(out_, file_checksum_seed));
