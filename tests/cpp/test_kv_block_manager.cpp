@@ -1,7 +1,13 @@
 #include "llmds/kv/tiered/kv_block_manager.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <memory>
 #include <list>
 #include <map>
 #include <optional>
@@ -16,6 +22,9 @@
 
 #include "llmds/core/errors.hpp"
 #include "llmds/kv/block_hash.hpp"
+#include "llmds/kv/tiered/block_layout.hpp"
+#include "llmds/kv/tiered/disk_store.hpp"
+#include "llmds/kv/tiered/memory_store.hpp"
 
 namespace {
 
@@ -449,10 +458,58 @@ struct RouterModel {
   }
 };
 
-void randomised_run(llmds::KVBlockManagerConfig c, std::uint32_t seed) {
-  Manager m(c);
+// Real bytes for the randomised run: a contiguous primary arena, a layer-separate host tier and
+// a disk directory. Every block's bytes are a function of its hash (payload_of), written when
+// the block is computed and checked whenever it is onboarded.
+struct Storage {
+  static constexpr llmds::BlockGeometry kGeometry{2, 3, 2, 8, llmds::ScalarType::kFloat32};
+  std::filesystem::path dir;
+  std::unique_ptr<llmds::MemoryStore<llmds::ContiguousLayout>> primary;
+  std::unique_ptr<llmds::MemoryStore<llmds::LayerSeparateLayout>> host;
+  std::unique_ptr<llmds::DiskStore> disk;
+
+  Storage(const llmds::KVBlockManagerConfig& c, const std::string& name) {
+    dir = std::filesystem::temp_directory_path() / ("llmds-kvbm-" + std::to_string(::getpid()) + "-" + name);
+    std::filesystem::remove_all(dir);
+    primary = std::make_unique<llmds::MemoryStore<llmds::ContiguousLayout>>(
+        llmds::ContiguousLayout(kGeometry, c.primary_blocks));
+    if (c.host_blocks > 0) {
+      host = std::make_unique<llmds::MemoryStore<llmds::LayerSeparateLayout>>(
+          llmds::LayerSeparateLayout(kGeometry, c.host_blocks));
+    }
+    if (c.disk_blocks > 0) open_disk();
+  }
+  ~Storage() {
+    disk.reset();
+    std::filesystem::remove_all(dir);
+  }
+  void open_disk() {
+    llmds::DiskStoreConfig d;
+    d.directory = dir;
+    d.geometry = kGeometry;
+    d.hash_bytes = sizeof(Key);
+    disk = std::make_unique<llmds::DiskStore>(d);
+  }
+  llmds::TierStores stores() const { return {primary.get(), host.get(), disk.get()}; }
+
+  static std::vector<std::byte> payload_of(Key k) {
+    std::vector<std::byte> b(kGeometry.block_bytes());
+    for (std::size_t i = 0; i < b.size(); ++i) b[i] = static_cast<std::byte>((k * 37 + static_cast<Key>(i) * 11) & 0xFF);
+    return b;
+  }
+  void write(BlockId block, Key k) { primary->write_block(static_cast<std::size_t>(block), payload_of(k).data()); }
+  std::vector<std::byte> read(BlockId block) const {
+    std::vector<std::byte> b(kGeometry.block_bytes());
+    primary->read_block(static_cast<std::size_t>(block), b.data());
+    return b;
+  }
+};
+
+void randomised_run(llmds::KVBlockManagerConfig c, std::uint32_t seed, Storage* storage = nullptr) {
+  Manager m(c, storage != nullptr ? storage->stores() : llmds::TierStores{});
   Model model(c);
   RouterModel router;
+  router.next_seq = m.events().next_seq();  // a disk tier announces itself at construction
   m.events().subscribe([&](const llmds::KVEventBatch<Key>& b) { router.apply(b); });
   std::mt19937 rng(seed);
   struct Running {
@@ -529,6 +586,11 @@ void randomised_run(llmds::KVBlockManagerConfig c, std::uint32_t seed) {
       continue;
     }
     r.blocks = m.onboard(match);
+    if (storage != nullptr) {
+      for (std::size_t i = 0; i < r.blocks.size(); ++i) {
+        ASSERT_EQ(storage->read(r.blocks[i]), Storage::payload_of(keys[i])) << "step " << step << ", block " << i;
+      }
+    }
     ASSERT_TRUE(model.allocate_in(0, need));
     for (std::size_t i = 0; i < where.size(); ++i) {
       if (where[i] == 0) continue;
@@ -554,6 +616,9 @@ void randomised_run(llmds::KVBlockManagerConfig c, std::uint32_t seed) {
       continue;
     }
     const Ids fresh = m.allocate(rest);
+    if (storage != nullptr) {
+      for (std::size_t i = 0; i < fresh.size(); ++i) storage->write(fresh[i], keys[where.size() + i]);
+    }
     ASSERT_TRUE(model.allocate_in(0, rest));
     const Keys new_keys(keys.begin() + static_cast<std::ptrdiff_t>(where.size()), keys.end());
     std::optional<Key> parent;
@@ -601,6 +666,156 @@ TEST(KVBlockManager, RandomisedWriteThroughMatchesANaiveModel) {
   auto c = config(6, 8, 10);
   c.offload_policy = llmds::OffloadPolicy::kWriteThrough;
   for (std::uint32_t seed = 1; seed <= 4; ++seed) randomised_run(c, seed);
+}
+
+TEST(KVBlockManager, RandomisedWithRealBytesInEveryTierMatchesANaiveModel) {
+  for (const auto policy : {llmds::OffloadPolicy::kWriteBack, llmds::OffloadPolicy::kWriteThrough}) {
+    auto c = config(6, 5, 8);
+    c.block_size = Storage::kGeometry.tokens;
+    c.offload_policy = policy;
+    for (std::uint32_t seed = 21; seed <= 22; ++seed) {
+      Storage storage(c, "random-" + std::to_string(seed));
+      randomised_run(c, seed, &storage);
+      EXPECT_GT(storage.disk->stats().reads, 0u);
+      EXPECT_EQ(storage.disk->stats().corrupt, 0u);
+    }
+  }
+}
+
+// serve() with bytes: computed blocks get their payload before registration.
+void serve_with_bytes(Manager& m, Storage& storage, const Keys& keys) {
+  auto match = m.match(keys);
+  Ids blocks = m.onboard(match);
+  for (std::size_t i = 0; i < blocks.size(); ++i) ASSERT_EQ(storage.read(blocks[i]), Storage::payload_of(keys[i]));
+  const auto fresh = m.allocate(keys.size() - blocks.size());
+  for (std::size_t i = 0; i < fresh.size(); ++i) storage.write(fresh[i], keys[blocks.size() + i]);
+  const Keys rest(keys.begin() + static_cast<std::ptrdiff_t>(blocks.size()), keys.end());
+  std::optional<Key> parent;
+  if (!blocks.empty()) parent = keys[blocks.size() - 1];
+  m.register_blocks(fresh, rest, parent, std::vector<llmds::TokenId>(rest.size() * Storage::kGeometry.tokens, 7));
+  blocks.insert(blocks.end(), fresh.begin(), fresh.end());
+  std::reverse(blocks.begin(), blocks.end());
+  m.release(blocks);
+}
+
+llmds::KVBlockManagerConfig disk_config() {
+  auto c = config(3, 3, 16);
+  c.block_size = Storage::kGeometry.tokens;
+  return c;
+}
+
+TEST(KVBlockManager, ACorruptDiskBlockIsAMissNeverHandedToAttention) {
+  const auto c = disk_config();
+  Storage storage(c, "corrupt");
+  Manager m(c, storage.stores());
+  serve_with_bytes(m, storage, {1, 2, 3});
+  serve_with_bytes(m, storage, {10, 11, 12});
+  serve_with_bytes(m, storage, {20, 21, 22});  // 1, 2, 3 now on disk
+  ASSERT_EQ(m.find(2), Tier::kDisk);
+  {  // flip a payload byte of block 2's file under the running manager
+    const Key two = 2;
+    std::fstream f(storage.disk->path_of_hash(std::as_bytes(std::span(&two, 1))),
+                   std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4096 + 5);
+    f.put('\x7f');
+  }
+  std::vector<llmds::KVEventBatch<Key>> seen;
+  m.events().subscribe([&](const llmds::KVEventBatch<Key>& b) { seen.push_back(b); });
+  auto match = m.match(Keys{1, 2, 3});
+  ASSERT_EQ(match.size(), 3u);
+  const Ids blocks = m.onboard(match);
+  ASSERT_EQ(blocks.size(), 1u);  // block 1 came back; 2 was corrupt, so 3 cannot be used either
+  EXPECT_EQ(storage.read(blocks[0]), Storage::payload_of(1));
+  EXPECT_EQ(storage.disk->stats().corrupt, 1u);
+  EXPECT_EQ(m.stats()[2].failed_transfers, 1u);
+  EXPECT_EQ(m.find(2), std::nullopt);
+  EXPECT_EQ(m.find(3), Tier::kDisk);  // still there, unpinned
+  EXPECT_EQ(m.stats()[2].in_use_blocks, 0u);
+  bool removed = false;
+  for (const auto& b : seen) {
+    for (const auto& e : b.events) {
+      if (const auto* r = std::get_if<llmds::BlockRemoved<Key>>(&e)) {
+        removed |= r->tier == Tier::kDisk && r->block_hashes == Keys{2};
+      }
+    }
+  }
+  EXPECT_TRUE(removed);
+  m.release(blocks);
+  serve_with_bytes(m, storage, {1, 2, 3});  // recomputed and stored again
+}
+
+TEST(KVBlockManager, AFullDiskDropsTheOffloadAndNoEventClaimsIt) {
+  const auto c = disk_config();
+  Storage storage(c, "full");
+  Manager m(c, storage.stores());
+  serve_with_bytes(m, storage, {1, 2, 3});
+  serve_with_bytes(m, storage, {4, 5, 6});  // 1, 2, 3 in host
+  std::vector<llmds::KVEventBatch<Key>> seen;
+  m.events().subscribe([&](const llmds::KVEventBatch<Key>& b) { seen.push_back(b); });
+  storage.disk->inject_fault(llmds::DiskOp::kWrite, ENOSPC, 1);
+  serve_with_bytes(m, storage, {7, 8, 9});  // 1, 2, 3 leave host for disk: the first write fails
+  const auto disk_now = contents(m, Tier::kDisk);
+  EXPECT_EQ(disk_now.size(), 2u);
+  EXPECT_EQ(m.stats()[2].failed_transfers, 1u);
+  EXPECT_EQ(storage.disk->stats().no_space, 1u);
+  for (const auto& b : seen) {
+    for (const auto& e : b.events) {
+      if (const auto* st = std::get_if<llmds::BlockStored<Key>>(&e); st != nullptr && st->tier == Tier::kDisk) {
+        for (const Key k : st->block_hashes) EXPECT_TRUE(disk_now.contains(k)) << k;
+      }
+    }
+  }
+  serve_with_bytes(m, storage, {10, 11, 12});  // and the manager keeps serving
+}
+
+TEST(KVBlockManager, ARestartedManagerFindsItsDiskBlocksAgain) {
+  const auto c = disk_config();
+  Storage storage(c, "restart");
+  std::set<Key> on_disk;
+  {
+    Manager m(c, storage.stores());
+    serve_with_bytes(m, storage, {1, 2, 3});
+    serve_with_bytes(m, storage, {4, 5, 6});
+    serve_with_bytes(m, storage, {7, 8, 9});
+    on_disk = contents(m, Tier::kDisk);
+    ASSERT_EQ(on_disk, (std::set<Key>{1, 2, 3}));
+  }
+  storage.disk.reset();
+  storage.open_disk();
+  Manager again(c, storage.stores());
+  EXPECT_EQ(contents(again, Tier::kDisk), on_disk);
+  const auto announced = again.events().replay_from(0);
+  ASSERT_EQ(announced.batches.size(), 1u);
+  const auto& events = announced.batches[0].events;
+  ASSERT_EQ(events.size(), 4u);
+  EXPECT_TRUE(std::holds_alternative<llmds::AllBlocksCleared>(events[0]));
+  std::set<Key> stored;
+  for (std::size_t i = 1; i < 4; ++i) {
+    const auto& st = std::get<llmds::BlockStored<Key>>(events[i]);
+    EXPECT_EQ(st.tier, Tier::kDisk);
+    EXPECT_EQ(st.token_ids.size(), Storage::kGeometry.tokens);
+    if (st.block_hashes[0] == 2) EXPECT_EQ(st.parent_hash, Key{1});
+    stored.insert(st.block_hashes[0]);
+  }
+  EXPECT_EQ(stored, on_disk);
+  serve_with_bytes(again, storage, {1, 2, 3});  // checks the bytes that came back from disk
+  EXPECT_EQ(again.stats()[2].onboarded_blocks, 3u);
+}
+
+TEST(KVBlockManager, StoresThatDoNotFitTheConfigAreRefused) {
+  auto c = disk_config();
+  Storage storage(c, "refused");
+  EXPECT_THROW(Manager(c, {storage.primary.get(), nullptr, storage.disk.get()}), std::invalid_argument);
+  auto bigger = c;
+  bigger.primary_blocks = 4;  // the primary store has 3 slots
+  EXPECT_THROW(Manager(bigger, storage.stores()), std::invalid_argument);
+  llmds::BlockGeometry other = Storage::kGeometry;
+  other.row_bytes = 4;
+  llmds::MemoryStore<llmds::ContiguousLayout> odd(llmds::ContiguousLayout(other, 3));
+  EXPECT_THROW(Manager(c, {storage.primary.get(), &odd, storage.disk.get()}), std::invalid_argument);
+  auto no_disk = c;
+  no_disk.disk_blocks = 0;
+  EXPECT_THROW(Manager(no_disk, storage.stores()), std::invalid_argument);
 }
 
 TEST(KVBlockManager, RandomisedFiltersAndHostOnlyMatchANaiveModel) {

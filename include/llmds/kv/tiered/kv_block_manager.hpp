@@ -76,7 +76,9 @@
 #include "llmds/core/types.hpp"
 #include "llmds/kv/block_pool.hpp"
 #include "llmds/kv/eviction_policy.hpp"
+#include "llmds/kv/tiered/disk_store.hpp"
 #include "llmds/kv/tiered/kv_events.hpp"
+#include "llmds/kv/tiered/memory_store.hpp"
 #include "llmds/kv/tiered/tier.hpp"
 #include "llmds/sketch/count_min_sketch.hpp"
 
@@ -125,6 +127,15 @@ struct KVBlockManagerConfig {
   }
 };
 
+/// The bytes behind the tiers (kv/tiered/memory_store.hpp, disk_store.hpp), lent to the manager
+/// (the caller keeps them alive). Either none (the manager keeps metadata only, as a replay
+/// does) or one for every tier, all of one geometry.
+struct TierStores {
+  MemoryBlockStore* primary = nullptr;
+  MemoryBlockStore* host = nullptr;
+  DiskStore* disk = nullptr;
+};
+
 /// One tier's figures. Counters run over the manager's life.
 struct TierStats {
   Tier tier = Tier::kPrimary;
@@ -139,6 +150,8 @@ struct TierStats {
   std::uint64_t onboarded_blocks = 0; // blocks copied from this tier up into primary
   std::uint64_t dropped_offloads = 0; // offloads to this tier not done: no room, priority floor
   std::uint64_t filter_rejected = 0;  // offloads refused by the disk use-count filter
+  std::uint64_t failed_transfers = 0; // copies into or out of the tier that failed (disk full,
+                                      // I/O error, a corrupt file): the block was not moved
   std::uint64_t bytes_in = 0;         // block_bytes x blocks copied into the tier
   std::uint64_t bytes_out = 0;        // block_bytes x blocks copied out of it
 
@@ -156,6 +169,7 @@ struct TierStats {
     visit("onboarded_blocks", onboarded_blocks);
     visit("dropped_offloads", dropped_offloads);
     visit("filter_rejected", filter_rejected);
+    visit("failed_transfers", failed_transfers);
     visit("bytes_in", bytes_in);
     visit("bytes_out", bytes_out);
   }
@@ -207,14 +221,22 @@ class KVBlockManager {
     std::vector<BlockId> slots_;  // the block's slot in its tier
   };
 
-  explicit KVBlockManager(const KVBlockManagerConfig& config)
+  /// A manager of the configured tiers, with their bytes in `stores` (none: metadata only).
+  /// With a disk store, the blocks it found at open are the disk tier's first contents (the
+  /// oldest dropped if there are more than disk_blocks), announced after an AllBlocksCleared
+  /// event. Throws std::invalid_argument for a bad config, or stores that do not match it.
+  explicit KVBlockManager(const KVBlockManagerConfig& config, TierStores stores = {})
       : config_((config.validate(), config)), events_(config.event_log_batches) {
-    add_tier(Tier::kPrimary, config.primary_blocks);
-    if (config.host_blocks > 0) add_tier(Tier::kHost, config.host_blocks);
-    if (config.disk_blocks > 0) add_tier(Tier::kDisk, config.disk_blocks);
+    add_tier(Tier::kPrimary, config.primary_blocks, stores.primary, nullptr);
+    if (config.host_blocks > 0) add_tier(Tier::kHost, config.host_blocks, stores.host, nullptr);
+    if (config.disk_blocks > 0) add_tier(Tier::kDisk, config.disk_blocks, nullptr, stores.disk);
+    check_stores(stores);
+    block_bytes_ = stores.primary != nullptr ? stores.primary->geometry().block_bytes() : config.block_bytes;
     if (config.disk_min_uses > 1) {
       uses_ = std::make_unique<CountMinSketch>(CountMinSketchConfig{config.filter_width, 4, 0, true, 0});
     }
+    if (stores.disk != nullptr) adopt_recovered_blocks(*stores.disk);
+    events_.publish();
   }
 
   [[nodiscard]] const KVBlockManagerConfig& config() const noexcept { return config_; }
@@ -312,7 +334,7 @@ class KVBlockManager {
       for (const std::size_t i : fresh) {
         const BlockMeta& meta = primary.meta[static_cast<std::size_t>(blocks[i])];
         if (config_.offload_policy == OffloadPolicy::kWriteThrough) {
-          for (std::size_t t = 1; t < tiers_.size(); ++t) store_in(t, hashes[i], meta, 0);
+          for (std::size_t t = 1; t < tiers_.size(); ++t) store_in(t, hashes[i], meta, 0, blocks[i]);
         } else if (tiers_.size() > 1 && tiers_[1]->tier == Tier::kHost) {
           // Write-back keeps host exclusive of primary: a copy there is now redundant.
           remove_cached_from(*tiers_[1], hashes[i]);
@@ -361,7 +383,10 @@ class KVBlockManager {
   /// Brings a match into primary and returns its blocks in order, each with one reference for
   /// the caller (release them with the request's other blocks). Blocks found in a lower tier
   /// are copied into new primary blocks (evicting, and so offloading, cached primary blocks if
-  /// needed); under write-back their host copies leave host. The match is used up. Throws
+  /// needed); under write-back their host copies leave host. If a lower copy cannot be read
+  /// (a disk file gone, corrupt or unreadable: it is removed and counted), the run ends before
+  /// it: fewer blocks come back than were matched, and the caller computes the rest. The
+  /// match is used up. Throws
   /// std::invalid_argument for a match that is empty-handed (already used, or not from this
   /// manager) and llmds::OutOfPages if primary has too few free or cached blocks for the copies;
   /// either way nothing changes (the match stays pinned: cancel it).
@@ -381,37 +406,54 @@ class KVBlockManager {
       std::vector<std::size_t> stored;  // match indexes newly registered in primary
       std::vector<BlockId> stored_blocks;
       std::size_t next_fresh = 0;
-      for (std::size_t i = 0; i < match.size(); ++i) {
+      std::size_t i = 0;
+      for (; i < match.size(); ++i) {
         if (match.tiers_[i] == Tier::kPrimary) {
           out.push_back(match.slots_[i]);
           continue;
         }
         const BlockId target = fresh[next_fresh++];
-        TierState& from = state_of(match.tiers_[i]);
+        const std::size_t from_index = index_of(match.tiers_[i]);
+        TierState& from = *tiers_[from_index];
         const Key& key = match.hashes_[i];
         const BlockId source = match.slots_[i];
+        const BlockId pin[] = {source}, mine[] = {target};
         if (const auto existing = primary.pool.find(key)) {
           // Another match onboarded it meanwhile: share that block, give ours back.
-          const BlockId one[] = {*existing}, mine[] = {target};
+          const BlockId one[] = {*existing};
           primary.pool.touch(one);
           primary.pool.release(mine);
           out.push_back(*existing);
+        } else if (!transfer(from_index, source, 0, target, key, from.meta[static_cast<std::size_t>(source)])) {
+          // The lower copy is gone or failed its checks: the run ends here, and the caller
+          // computes the rest.
+          ++from.stats.failed_transfers;
+          primary.pool.release(mine);
+          from.pool.release(pin);
+          drop_lower_copy(from_index, key);
+          break;
         } else {
           primary.pool.register_block(target, key);
           BlockMeta& meta = primary.meta[static_cast<std::size_t>(target)];
           meta = from.meta[static_cast<std::size_t>(source)];
           primary.pool.set_retention_priority(target, meta.priority);
           ++primary.stats.stored_blocks;
-          primary.stats.bytes_in += config_.block_bytes;
+          primary.stats.bytes_in += block_bytes_;
           ++from.stats.onboarded_blocks;
-          from.stats.bytes_out += config_.block_bytes;
+          from.stats.bytes_out += block_bytes_;
           stored.push_back(i);
           stored_blocks.push_back(target);
           out.push_back(target);
         }
-        const BlockId pin[] = {source};
         from.pool.release(pin);
         if (exclusive(from)) remove_cached_from(from, key);
+      }
+      if (i < match.size()) {  // a failed copy: give back the rest of the match and of `fresh`
+        for (std::size_t j = i + 1; j < match.size(); ++j) {
+          const BlockId one[] = {match.slots_[j]};
+          state_of(match.tiers_[j]).pool.release(one);
+        }
+        primary.pool.release(std::span<const BlockId>(fresh).subspan(next_fresh));
       }
       emit_stored_runs(primary, stored_blocks, match.hashes_, stored);
       close(match);
@@ -448,7 +490,10 @@ class KVBlockManager {
         if (t->pool.in_use_blocks() > 0) return false;
       }
       for (const auto& t : tiers_) {
-        for (const Key& key : t->pool.registered_keys()) t->pool.remove_cached(key);
+        for (const Key& key : t->pool.registered_keys()) {
+          t->pool.remove_cached(key);
+          if (t->disk != nullptr) t->disk->remove(key_bytes(key));
+        }
       }
       events_.append(AllBlocksCleared{});
     }
@@ -498,28 +543,33 @@ class KVBlockManager {
   };
 
   struct TierState {
-    TierState(Tier t, std::size_t n) : tier(t), pool(n), meta(n) { stats.tier = t; stats.capacity_blocks = n; }
+    TierState(Tier t, std::size_t n, MemoryBlockStore* m, DiskStore* d) : tier(t), pool(n), meta(n), memory(m), disk(d) {
+      stats.tier = t;
+      stats.capacity_blocks = n;
+    }
     Tier tier;
     Pool pool;
     std::vector<BlockMeta> meta;  // per slot, for its registered block
+    MemoryBlockStore* memory;     // the tier's bytes: in memory,
+    DiskStore* disk;              // or on disk (both null: metadata only)
     TierStats stats;
     // Reused by allocate_in and store_in on this tier, which recurse only into the tier below.
     std::vector<Key> evicted;
     std::vector<BlockId> slot;
   };
 
-  void add_tier(Tier tier, std::size_t blocks) {
+  void add_tier(Tier tier, std::size_t blocks, MemoryBlockStore* memory, DiskStore* disk) {
     tier_index_[static_cast<std::size_t>(tier)] = static_cast<int>(tiers_.size());
-    tiers_.push_back(std::make_unique<TierState>(tier, blocks));
+    tiers_.push_back(std::make_unique<TierState>(tier, blocks, memory, disk));
   }
 
-  TierState& state_of(Tier tier) const {
-    const int i = tier_index_[static_cast<std::size_t>(tier)];
-    if (i < 0) {
-      throw std::invalid_argument(fmt::format("KVBlockManager: no {} tier", tier_name(tier)));
-    }
-    return *tiers_[static_cast<std::size_t>(i)];
+  [[nodiscard]] int index_or_none(Tier tier) const noexcept { return tier_index_[static_cast<std::size_t>(tier)]; }
+  [[nodiscard]] std::size_t index_of(Tier tier) const {
+    const int i = index_or_none(tier);
+    if (i < 0) throw std::invalid_argument(fmt::format("KVBlockManager: no {} tier", tier_name(tier)));
+    return static_cast<std::size_t>(i);
   }
+  TierState& state_of(Tier tier) const { return *tiers_[index_of(tier)]; }
 
   // Under write-back, host is exclusive of primary; disk keeps its copy (see the essay).
   [[nodiscard]] bool exclusive(const TierState& t) const noexcept {
@@ -555,16 +605,20 @@ class KVBlockManager {
     // try_allocate_into hands out the free blocks first, then the evicted ones in order.
     const std::size_t base = first + n - evicted.size();
     for (std::size_t j = 0; j < evicted.size(); ++j) {
-      BlockMeta meta = std::move(tier.meta[static_cast<std::size_t>(out[base + j])]);
-      tier.meta[static_cast<std::size_t>(out[base + j])] = BlockMeta{};
-      if (t + 1 < tiers_.size()) store_in(t + 1, evicted[j], meta, t);
+      const BlockId slot = out[base + j];
+      BlockMeta meta = std::move(tier.meta[static_cast<std::size_t>(slot)]);
+      tier.meta[static_cast<std::size_t>(slot)] = BlockMeta{};
+      // The slot's bytes are intact until the caller writes to it: copy them down first.
+      if (t + 1 < tiers_.size()) store_in(t + 1, evicted[j], meta, t, slot);
+      if (tier.disk != nullptr) tier.disk->remove(key_bytes(evicted[j]));
     }
     return true;
   }
 
-  // Stores a copy of a block from tier `source` in tier t (an offload), unless it is filtered
-  // out or the tier has no room; a block the tier already holds becomes its most recent.
-  void store_in(std::size_t t, const Key& key, const BlockMeta& meta, std::size_t source) {
+  // Stores a copy of a block from slot source_slot of tier `source` in tier t (an offload),
+  // unless it is filtered out, the tier has no room or the copy fails; a block the tier already
+  // holds becomes its most recent.
+  void store_in(std::size_t t, const Key& key, const BlockMeta& meta, std::size_t source, BlockId source_slot) {
     TierState& tier = *tiers_[t];
     if (meta.priority < config_.offload_min_priority) {
       ++tier.stats.dropped_offloads;
@@ -588,14 +642,125 @@ class KVBlockManager {
       ++tier.stats.dropped_offloads;
       return;
     }
+    if (!transfer(source, source_slot, t, slot[0], key, meta)) {
+      ++tier.stats.failed_transfers;
+      tier.pool.release(slot);  // unregistered: back to free
+      return;
+    }
     tier.pool.register_block(slot[0], key);
     tier.pool.set_retention_priority(slot[0], meta.priority);
     tier.meta[static_cast<std::size_t>(slot[0])] = meta;
     tier.pool.release(slot);
     ++tier.stats.stored_blocks;
-    tier.stats.bytes_in += config_.block_bytes;
-    tiers_[source]->stats.bytes_out += config_.block_bytes;
+    tier.stats.bytes_in += block_bytes_;
+    tiers_[source]->stats.bytes_out += block_bytes_;
     events_.append(BlockStored<Key>{{key}, meta.parent, meta.tokens, config_.block_size, tier.tier});
+  }
+
+  // Copies a block between two tiers' stores; true without stores (metadata only). False if a
+  // disk write or read failed.
+  bool transfer(std::size_t from, BlockId from_slot, std::size_t to, BlockId to_slot, const Key& key,
+                const BlockMeta& meta) {
+    TierState& src = *tiers_[from];
+    TierState& dst = *tiers_[to];
+    const auto fs = static_cast<std::size_t>(from_slot), ts = static_cast<std::size_t>(to_slot);
+    if (src.memory != nullptr && dst.memory != nullptr) {
+      copy_blocks(*src.memory, fs, *dst.memory, ts, staging_);
+      return true;
+    }
+    if (src.memory != nullptr && dst.disk != nullptr) {
+      StoredBlock info;
+      const auto bytes = key_bytes(key);
+      info.hash.assign(bytes.begin(), bytes.end());
+      if (meta.parent) {
+        const auto parent = key_bytes(*meta.parent);
+        info.parent.emplace(parent.begin(), parent.end());
+      }
+      info.tokens = meta.tokens;
+      info.priority = meta.priority;
+      return dst.disk->write(info, *src.memory, fs);
+    }
+    if (src.disk != nullptr && dst.memory != nullptr) {
+      return src.disk->read(key_bytes(key), *dst.memory, ts) == DiskReadResult::kOk;
+    }
+    return true;  // metadata only
+  }
+
+  // A lower tier's copy that could not be read: out of the tier (its file is already gone).
+  void drop_lower_copy(std::size_t t, const Key& key) {
+    TierState& tier = *tiers_[t];
+    if (tier.pool.remove_cached(key)) events_.append(BlockRemoved<Key>{{key}, tier.tier});
+  }
+
+  static std::span<const std::byte> key_bytes(const Key& key) noexcept { return std::as_bytes(std::span(&key, 1)); }
+
+  void check_stores(const TierStores& stores) {
+    const bool any = stores.primary != nullptr || stores.host != nullptr || stores.disk != nullptr;
+    if (!any) return;
+    for (const auto& t : tiers_) {
+      if (t->memory == nullptr && t->disk == nullptr) {
+        throw std::invalid_argument(fmt::format(
+            "KVBlockManager: the {} tier has no store; give every tier one, or none", tier_name(t->tier)));
+      }
+      const BlockGeometry& g = t->memory != nullptr ? t->memory->geometry() : t->disk->geometry();
+      const BlockGeometry& primary = stores.primary->geometry();
+      if (!(g == primary)) {
+        throw std::invalid_argument(fmt::format("KVBlockManager: the {} store's block geometry differs from primary's",
+                                                tier_name(t->tier)));
+      }
+      if (t->memory != nullptr && t->memory->num_slots() < t->pool.num_blocks()) {
+        throw std::invalid_argument(fmt::format("KVBlockManager: the {} store has {} slots for {} blocks",
+                                                tier_name(t->tier), t->memory->num_slots(), t->pool.num_blocks()));
+      }
+    }
+    if (stores.host != nullptr && index_or_none(Tier::kHost) < 0) {
+      throw std::invalid_argument("KVBlockManager: a host store but no host tier (host_blocks is 0)");
+    }
+    if (stores.disk != nullptr) {
+      if (index_or_none(Tier::kDisk) < 0) {
+        throw std::invalid_argument("KVBlockManager: a disk store but no disk tier (disk_blocks is 0)");
+      }
+      if (stores.disk->config().hash_bytes != sizeof(Key)) {
+        throw std::invalid_argument(fmt::format("KVBlockManager: the disk store keeps {}-byte hashes, the keys have {}",
+                                                stores.disk->config().hash_bytes, sizeof(Key)));
+      }
+    }
+  }
+
+  // The disk store's blocks found at open become the disk tier's contents, oldest first (the
+  // oldest left out, and deleted, when they do not fit).
+  void adopt_recovered_blocks(DiskStore& disk) {
+    const auto& found = disk.recovered();
+    events_.append(AllBlocksCleared{});
+    TierState& tier = *tiers_[index_of(Tier::kDisk)];
+    const std::size_t skip = found.size() > tier.pool.num_blocks() ? found.size() - tier.pool.num_blocks() : 0;
+    for (std::size_t i = 0; i < found.size(); ++i) {
+      const StoredBlock& b = found[i];
+      if (i < skip) {
+        disk.remove(b.hash);
+        continue;
+      }
+      Key key;
+      std::memcpy(&key, b.hash.data(), sizeof(Key));
+      if (tier.pool.find(key)) continue;
+      BlockMeta meta;
+      if (b.parent) {
+        Key parent;
+        std::memcpy(&parent, b.parent->data(), sizeof(Key));
+        meta.parent = parent;
+      }
+      meta.tokens = b.tokens;
+      meta.priority = b.priority;
+      std::vector<BlockId>& slot = tier.slot;
+      slot.clear();
+      [[maybe_unused]] const bool room = tier.pool.try_allocate_into(1, slot);
+      LLMDS_ASSERT(room, "KVBlockManager: no free disk slot for a recovered block");
+      tier.pool.register_block(slot[0], key);
+      tier.pool.set_retention_priority(slot[0], meta.priority);
+      tier.pool.release(slot);
+      events_.append(BlockStored<Key>{{key}, meta.parent, meta.tokens, config_.block_size, tier.tier});
+      tier.meta[static_cast<std::size_t>(slot[0])] = std::move(meta);
+    }
   }
 
   void remove_cached_from(TierState& tier, const Key& key) {
@@ -625,6 +790,8 @@ class KVBlockManager {
   }
 
   KVBlockManagerConfig config_;
+  std::size_t block_bytes_ = 0;  // what one block transfer moves, for the byte counters
+  std::vector<std::byte> staging_;  // for copies between stores the CPU cannot both address
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<TierState>> tiers_;  // fastest first; tiers_[0] is primary
   std::array<int, kNumTiers> tier_index_{-1, -1, -1, -1};
