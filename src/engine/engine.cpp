@@ -101,7 +101,8 @@ Engine::Engine(std::shared_ptr<const LlamaModel> model, std::shared_ptr<const To
       tokenizer_(std::move(tokenizer)),
       config_((config.validate(), config)),
       threads_(detail::thread_count(config_.num_threads, std::numeric_limits<std::size_t>::max())),
-      cache_(kv_cache_config(model_->config(), config_.page_size, config_.max_pages, config_.enable_prefix_caching)),
+      cache_(kv_cache_config(model_->config(), config_.page_size, config_.max_pages, config_.enable_prefix_caching,
+                             config_.tiers)),
       scheduler_(scheduler_config(config_)) {
   if (!model_ || !tokenizer_) throw std::invalid_argument("Engine: a model and a tokenizer are needed");
   if (tokenizer_->vocab_size() != model_->config().vocab_size) {
@@ -473,15 +474,24 @@ void Engine::attach(Active& a) {
   // The longest cached run of the context's full pages, leaving at least one token to run
   // (its logits give the next token).
   const auto lookup = std::span(a.context).first(a.context.size() - 1);
-  const std::size_t cached = a.request.reuse_cache
-                                 ? cache_.attach_cached_prefix(a.seq(), lookup, bytes_of(a.request.cache_salt))
-                                 : cache_.attach_cached_prefix(a.seq(), {});
+  PrefixSource source;
+  const std::size_t cached =
+      a.request.reuse_cache ? cache_.attach_cached_prefix(a.seq(), lookup, bytes_of(a.request.cache_salt), &source)
+                            : cache_.attach_cached_prefix(a.seq(), {});
   a.attached = true;
   a.computed = cached;
   a.sampled_last = false;
-  if (a.response.preemptions == 0) a.response.cached_prompt_tokens = cached;
+  const std::size_t from_host = source.host_pages * config_.page_size;
+  const std::size_t from_disk = source.disk_pages * config_.page_size;
+  if (a.response.preemptions == 0) {
+    a.response.cached_prompt_tokens = cached;
+    a.response.cached_from_host = from_host;
+    a.response.cached_from_disk = from_disk;
+  }
   std::lock_guard lock(mutex_);
   stats_.cached_prompt_tokens += cached;
+  stats_.cached_from_host += from_host;
+  stats_.cached_from_disk += from_disk;
 }
 
 // One forward pass over the step's chunks, split over threads in contiguous groups of about

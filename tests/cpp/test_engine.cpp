@@ -1,5 +1,7 @@
 #include "llmds/engine/engine.hpp"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cmath>
 #include <limits>
@@ -132,6 +134,47 @@ TEST(Engine, APromptSharingCachedPagesSkipsTheirPrefillAndGivesTheSameTokens) {
   Request salted = greedy(system + " One day", 40);
   salted.cache_salt = "tenant-b";
   EXPECT_EQ(engine->generate(salted).cached_prompt_tokens, 0u) << "another tenant's salt shares nothing";
+}
+
+TEST(Engine, PrefixesOnboardedFromHostAndDiskGiveTheReferenceTokens) {
+  REQUIRE_STORIES();
+  // Six prompts, three sharing a long prefix, served round after round. The arena holds about
+  // one request, so every shared prefix is evicted to host, then to disk, between its uses.
+  const std::string lily = "Once upon a time, there was a little girl named Lily. She loved to play outside";
+  const std::vector<std::string> prompts = {"Once upon a time",      lily + " in the park.",
+                                            "Tom had a red ball",    lily + " with her dog.",
+                                            "The sun was hot today", lily + "."};
+  std::vector<Ids> expected;
+  {
+    auto unlimited = make_engine(S, {.page_size = 4, .max_pages = 2048, .max_batch_tokens = 64, .max_sequences = 4});
+    for (const auto& p : prompts) expected.push_back(unlimited->generate(greedy(p, 60)).tokens);
+  }
+  EXPECT_EQ(expected[0], reference_generated("stories260K_greedy_once_n64", 5));
+  const auto dir = std::filesystem::temp_directory_path() / ("llmds-engine-tiers-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  {
+    EngineConfig config{.page_size = 4, .max_pages = 48, .max_batch_tokens = 64, .max_sequences = 4};
+    config.tiers.host_pages = 24;
+    config.tiers.disk_pages = 4096;
+    config.tiers.disk_directory = dir;
+    auto engine = make_engine(S, config);
+    std::size_t from_host = 0, from_disk = 0;
+    for (int round = 0; round < 3; ++round) {
+      for (std::size_t i = 0; i < prompts.size(); ++i) {
+        const Response r = engine->generate(greedy(prompts[i], 60));
+        EXPECT_EQ(r.tokens, expected[i]) << "round " << round << ": " << prompts[i];
+        EXPECT_LE(r.cached_from_host + r.cached_from_disk, r.cached_prompt_tokens);
+        from_host += r.cached_from_host;
+        from_disk += r.cached_from_disk;
+      }
+    }
+    EXPECT_GT(from_host, 0u);
+    EXPECT_GT(from_disk, 0u);
+    const auto stats = engine->stats();
+    EXPECT_EQ(stats.cached_from_host, from_host);
+    EXPECT_EQ(stats.cached_from_disk, from_disk);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Engine, SeededSamplingIsReproducibleAndMatchesTheReferenceRng) {

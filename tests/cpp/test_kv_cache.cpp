@@ -1,6 +1,9 @@
 #include "llmds/kv/kv_cache.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <cstdint>
 #include <map>
 #include <numeric>
@@ -464,3 +467,87 @@ TEST(KVCache, RandomisedOperationsMatchANaiveModel) {
 }
 
 }  // namespace
+
+// ---- Tiers below the arena ---------------------------------------------------------------
+
+namespace {
+
+// A sequence's tokens and KV entries as functions of its conversation and position, so that
+// equal prefixes have equal entries (as a model's would) and any misplaced page shows.
+Tokens conversation_tokens(int conv, std::size_t n) {
+  Tokens t(n);
+  for (std::size_t i = 0; i < n; ++i) t[i] = static_cast<TokenId>(conv * 1000 + static_cast<int>(i));
+  return t;
+}
+Floats conversation_kv(int conv, std::size_t n, std::size_t width) {
+  Floats kv(n * width);
+  for (std::size_t i = 0; i < kv.size(); ++i) kv[i] = static_cast<float>(conv) * 10000.0f + static_cast<float>(i);
+  return kv;
+}
+
+struct TieredCache {
+  std::filesystem::path dir;
+  KVCacheConfig config;
+  explicit TieredCache(const std::string& name) {
+    dir = std::filesystem::temp_directory_path() / ("llmds-kvcache-tiers-" + std::to_string(::getpid()) + name);
+    std::filesystem::remove_all(dir);
+    config.page_size = 4;
+    config.max_pages = 12;
+    config.entry_width = 3;
+    config.tiers.host_pages = 6;
+    config.tiers.disk_pages = 64;
+    config.tiers.disk_directory = dir;
+  }
+  ~TieredCache() { std::filesystem::remove_all(dir); }
+};
+
+}  // namespace
+
+TEST(KVCacheTiers, PagesComeBackFromHostAndDiskWithTheirEntries) {
+  TieredCache t("-entries");
+  KVCache<float> cache(t.config);
+  std::mt19937 rng(3);
+  std::size_t from_host = 0, from_disk = 0, seq = 0;
+  for (int step = 0; step < 400; ++step) {
+    const int conv = static_cast<int>(rng() % 6);
+    const std::size_t n = 4 + rng() % 28;  // up to 8 pages of the arena's 12
+    const Tokens tokens = conversation_tokens(conv, n);
+    const Floats kv = conversation_kv(conv, n, 3);
+    ++seq;
+    if (rng() % 2 == 0) {
+      cache.attach(static_cast<llmds::SeqId>(seq), kv, tokens);
+    } else {  // as the engine does: the cached prefix, then the rest computed and registered
+      llmds::PrefixSource source;
+      const std::size_t have = cache.attach_cached_prefix(static_cast<llmds::SeqId>(seq), tokens, {}, &source);
+      ASSERT_EQ(have, (source.primary_pages + source.host_pages + source.disk_pages) * 4);
+      from_host += source.host_pages;
+      from_disk += source.disk_pages;
+      const auto got = cache.get(static_cast<llmds::SeqId>(seq));
+      ASSERT_TRUE(std::equal(got->begin(), got->end(), kv.begin())) << "step " << step;
+      cache.append(static_cast<llmds::SeqId>(seq), std::span(kv).subspan(have * 3));
+      cache.register_prefix(static_cast<llmds::SeqId>(seq), tokens);
+    }
+    ASSERT_EQ(cache.get(static_cast<llmds::SeqId>(seq)), kv) << "step " << step;
+    cache.detach(static_cast<llmds::SeqId>(seq));
+  }
+  EXPECT_GT(from_host, 0u);
+  EXPECT_GT(from_disk, 0u);
+  ASSERT_NE(cache.tiers(), nullptr);
+  const auto stats = cache.tiers()->stats();
+  EXPECT_GT(stats[1].onboarded_blocks, 0u);
+  EXPECT_GT(stats[2].onboarded_blocks, 0u);
+  EXPECT_THROW(cache.defragment(), std::logic_error);
+  EXPECT_EQ(cache.stats().used_pages, 0u);
+}
+
+TEST(KVCacheTiers, ATieredCacheRefusesWhatItCannotDo) {
+  KVCacheConfig c;
+  c.tiers.disk_pages = 10;  // no directory
+  EXPECT_THROW(KVCache<float>{c}, std::invalid_argument);
+  c.tiers.disk_pages = 0;
+  c.tiers.host_pages = 4;
+  c.enable_prefix_sharing = false;
+  EXPECT_THROW(KVCache<float>{c}, std::invalid_argument);
+  KVCache<float> plain;
+  EXPECT_EQ(plain.tiers(), nullptr);
+}

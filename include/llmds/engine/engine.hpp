@@ -76,12 +76,14 @@ using KVStore = KVCache<float>;
 
 /// A KVCacheConfig shaped for a model: its entries are the model's kv_entry_width() floats.
 [[nodiscard]] inline KVCacheConfig kv_cache_config(const LlamaConfig& model, std::size_t page_size,
-                                                   std::size_t max_pages, bool enable_prefix_sharing = true) {
+                                                   std::size_t max_pages, bool enable_prefix_sharing = true,
+                                                   const KVCacheTiers& tiers = {}) {
   KVCacheConfig c;
   c.page_size = page_size;
   c.max_pages = max_pages;
   c.entry_width = model.kv_entry_width();
   c.enable_prefix_sharing = enable_prefix_sharing;
+  c.tiers = tiers;
   return c;
 }
 
@@ -134,6 +136,8 @@ struct Response {
   std::size_t prompt_tokens = 0;
   std::size_t output_tokens = 0;
   std::size_t cached_prompt_tokens = 0;  // prompt tokens taken from the cache, not computed
+  std::size_t cached_from_host = 0;      // of those, copied back from the host tier
+  std::size_t cached_from_disk = 0;      // of those, read back from the disk tier
   std::size_t preemptions = 0;
   double time_to_first_token_s = 0;
   double latency_s = 0;
@@ -148,6 +152,9 @@ struct EngineConfig {
   bool enable_prefix_caching = true;
   /// Threads a step's sequences are split over (0: every core). One sequence never splits.
   std::size_t num_threads = 0;
+  /// Host and disk tiers below the KV arena: prefix pages the arena evicts are kept there and
+  /// copied back on a hit instead of recomputed (kv/tiered/kv_block_manager.hpp).
+  KVCacheTiers tiers;
 
   void validate() const;
 };
@@ -158,6 +165,8 @@ struct EngineStats {
   std::uint64_t generated_tokens = 0;
   std::uint64_t prefill_tokens = 0;         // prompt (and recomputed) tokens run through the model
   std::uint64_t cached_prompt_tokens = 0;   // prompt tokens served from the cache instead
+  std::uint64_t cached_from_host = 0;       // of those, copied back from the host tier
+  std::uint64_t cached_from_disk = 0;       // of those, read back from the disk tier
   std::uint64_t preemptions = 0;
   std::size_t waiting = 0;
   std::size_t running = 0;
@@ -171,6 +180,8 @@ struct EngineStats {
     visit("generated_tokens", generated_tokens);
     visit("prefill_tokens", prefill_tokens);
     visit("cached_prompt_tokens", cached_prompt_tokens);
+    visit("cached_from_host", cached_from_host);
+    visit("cached_from_disk", cached_from_disk);
     visit("preemptions", preemptions);
     visit("waiting", waiting);
     visit("running", running);

@@ -28,6 +28,13 @@
 // the least recently released one is evicted first (O(1)). Pages without a hash are freed at
 // once and reused before any cached page is evicted.
 //
+// Tiers below. With KVCacheConfig::tiers, the pages live in the primary tier of a
+// KVBlockManager (kv/tiered/kv_block_manager.hpp) whose host and disk tiers hold pages the arena
+// evicted: a prefix lookup that misses in the arena continues in host and disk, and the pages
+// found there are copied back into the arena instead of being recomputed. The arena's pages are
+// one contiguous block each, so the manager moves them with one copy per page. defragment() is
+// not available then (it would move pages under the manager).
+//
 // Failure is all or nothing: attach, append and fork check that the pages they need are free
 // or evictable before they change anything, and otherwise throw llmds::OutOfPages
 // (Python: MemoryError); bad arguments throw before anything changes too.
@@ -46,6 +53,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <new>
@@ -67,16 +75,45 @@
 #include "llmds/kv/block_hash.hpp"
 #include "llmds/kv/block_pool.hpp"
 #include "llmds/kv/kv_view.hpp"
+#include "llmds/kv/tiered/kv_block_manager.hpp"
 
 namespace llmds {
+
+/// Host and disk tiers below a KVCache's arena (all off by default).
+struct KVCacheTiers {
+  std::size_t host_pages = 0;            // 0: no host tier
+  std::size_t disk_pages = 0;            // 0: no disk tier
+  std::filesystem::path disk_directory;  // with disk_pages: where the block files live
+  OffloadPolicy offload_policy = OffloadPolicy::kWriteBack;
+  std::uint32_t disk_min_uses = 0;       // the disk filter (KVBlockManagerConfig)
+
+  [[nodiscard]] bool enabled() const noexcept { return host_pages > 0 || disk_pages > 0; }
+  void validate() const {
+    if (disk_pages > 0 && disk_directory.empty()) {
+      throw std::invalid_argument("KVCacheTiers.disk_directory is needed for a disk tier");
+    }
+  }
+};
+
+/// Where the pages of a cached prefix came from.
+struct PrefixSource {
+  std::size_t primary_pages = 0;  // shared in the arena
+  std::size_t host_pages = 0;     // copied back from host memory
+  std::size_t disk_pages = 0;     // read back from disk
+};
 
 struct KVCacheConfig {
   std::size_t page_size = 512;    // tokens per page; the Python API's default (docs/python-api.md)
   std::size_t max_pages = 10000;  // the Python API's default
   std::size_t entry_width = 1;    // scalars per token, e.g. 2 * layers * kv_heads * head_dim
   bool enable_prefix_sharing = true;  // the Python API's default
+  KVCacheTiers tiers;             // none by default
 
   void validate() const {
+    tiers.validate();
+    if (tiers.enabled() && !enable_prefix_sharing) {
+      throw std::invalid_argument("KVCacheConfig: tiers below the arena need enable_prefix_sharing");
+    }
     if (page_size == 0) throw std::invalid_argument("KVCacheConfig.page_size must be at least 1");
     if (entry_width == 0) {
       throw std::invalid_argument("KVCacheConfig.entry_width must be at least 1");
@@ -153,8 +190,10 @@ class KVCache {
       : config_((config.validate(), config)),
         page_elems_(config_.page_size * config_.entry_width),
         arena_(allocate_arena(config_.max_pages * page_elems_)),
-        pool_(config_.max_pages),
-        hasher_(config_.page_size) {}
+        pool_(config_.tiers.enabled() ? 1 : config_.max_pages),
+        hasher_(config_.page_size) {
+    if (config_.tiers.enabled()) tiered_ = std::make_unique<Tiered>(config_, arena_.get());
+  }
 
   /// Stores a new sequence: `kv` holds n entries of entry_width scalars, row-major. With
   /// prefix sharing on, the longest cached run of full pages of `prefix_tokens` (the token ids
@@ -178,10 +217,12 @@ class KVCache {
     std::vector<BlockHash> hashes;
     Sequence s;
     s.table.reserve(pages_for(n));  // so that filling it in below cannot throw
-    if (config_.enable_prefix_sharing) {
-      hashes = hasher_.chain(prefix_tokens, cache_salt);
-      pool_.match_prefix(hashes, &s.table);
+    if (config_.enable_prefix_sharing) hashes = hasher_.chain(prefix_tokens, cache_salt);
+    if (tiered_) {
+      attach_tiered(seq, std::move(s), n, kv, hashes, prefix_tokens);
+      return;
     }
+    if (config_.enable_prefix_sharing) pool_.match_prefix(hashes, &s.table);
     const std::size_t hits = s.table.size();
     const std::size_t needed = pages_for(n) - hits;
     std::size_t revived = 0;  // cached pages the hits take out of the evictable set
@@ -216,21 +257,37 @@ class KVCache {
   /// full pages shareable. Returns the tokens the sequence now holds, a multiple of page_size
   /// (0 with prefix sharing off or no hit). Throws std::invalid_argument, changing nothing, if
   /// seq is already attached.
+  ///
+  /// With tiers below the arena, pages found in host or disk are copied into the arena first
+  /// (evicting cached arena pages if needed); `source`, if given, says how many pages came from
+  /// each tier.
   std::size_t attach_cached_prefix(SeqId seq, std::span<const TokenId> prefix_tokens,
-                                   std::span<const std::byte> cache_salt = {}) {
+                                   std::span<const std::byte> cache_salt = {}, PrefixSource* source = nullptr) {
     if (sequences_.contains(seq)) {
       throw std::invalid_argument(
           fmt::format("KVCache::attach_cached_prefix: sequence {} is already attached", seq));
     }
     Sequence s;
     std::size_t lookups = 0;
+    if (source != nullptr) *source = PrefixSource{};
+    std::vector<BlockHash> hashes;
     if (config_.enable_prefix_sharing) {
-      const auto hashes = hasher_.chain(prefix_tokens, cache_salt);
+      hashes = hasher_.chain(prefix_tokens, cache_salt);
       lookups = hashes.size();
-      pool_.match_prefix(hashes, &s.table);
+      if (!tiered_) pool_.match_prefix(hashes, &s.table);
     }
     auto [it, inserted] = sequences_.try_emplace(seq);  // before any change: it may throw
-    pool_.touch(s.table);
+    if (tiered_) {
+      try {
+        s.table = take_tiered_prefix(hashes, source);
+      } catch (...) {
+        sequences_.erase(it);
+        throw;
+      }
+    } else {
+      pool_.touch(s.table);
+      if (source != nullptr) source->primary_pages = s.table.size();
+    }
     s.num_tokens = s.table.size() * config_.page_size;
     lookup_pages_ += lookups;
     hit_pages_ += s.table.size();
@@ -251,6 +308,7 @@ class KVCache {
     }
     if (!config_.enable_prefix_sharing) return 0;
     const auto hashes = hasher_.chain(tokens, cache_salt);
+    if (tiered_) return register_tiered(s.table, hashes, tokens, 0);
     std::size_t added = 0;
     for (std::size_t i = 0; i < hashes.size(); ++i) {
       if (pool_.key_of(s.table[i]) != nullptr) continue;
@@ -261,7 +319,7 @@ class KVCache {
 
   /// Pages that attach(), attach_cached_prefix() or append() could take right now: free plus
   /// cached ones (which are evicted least recently used first).
-  [[nodiscard]] std::size_t available_pages() const noexcept { return pool_.available(); }
+  [[nodiscard]] std::size_t available_pages() const { return blocks().available(); }
 
   /// Pages append(seq, m entries) would take: new pages, plus one if a shared last page must be
   /// copied first. Throws llmds::KeyError for an unknown seq.
@@ -282,16 +340,16 @@ class KVCache {
     const bool copy_last = last_page_shared(s);
     const std::size_t grow = pages_for(s.num_tokens + m) - s.table.size();
     const std::size_t needed = grow + (copy_last ? 1 : 0);
-    if (needed > pool_.available()) throw out_of_pages("append", needed);
+    if (needed > blocks().available()) throw out_of_pages("append", needed);
     s.table.reserve(s.table.size() + grow);  // may throw; nothing has changed yet
 
-    auto fresh = pool_.allocate(needed);
+    auto fresh = tiered_ ? tiered_->manager.allocate(needed) : pool_.allocate(needed);
     if (copy_last) {
       const BlockId copy = fresh.back();
       fresh.pop_back();
       std::memcpy(page_data(copy), page_data(s.table.back()), offset * config_.entry_width * sizeof(Scalar));
       const BlockId shared[] = {s.table.back()};
-      pool_.release(shared);
+      release_pages(shared);
       s.table.back() = copy;
       ++cow_copies_;
     }
@@ -310,7 +368,11 @@ class KVCache {
     }
     Sequence copy = s;
     auto [it, inserted] = sequences_.try_emplace(dst);
-    pool_.touch(copy.table);
+    if (tiered_) {
+      tiered_->manager.share(copy.table);
+    } else {
+      pool_.touch(copy.table);
+    }
     it->second = std::move(copy);
   }
 
@@ -319,7 +381,7 @@ class KVCache {
   void detach(SeqId seq) {
     Sequence& s = find(seq, "detach");
     std::reverse(s.table.begin(), s.table.end());
-    pool_.release(s.table);
+    release_pages(s.table);
     sequences_.erase(seq);
   }
 
@@ -375,13 +437,24 @@ class KVCache {
     return hasher_.chain(prefix_tokens, cache_salt);
   }
 
-  /// The block registry, for lookups (match_prefix, find) and inspection.
-  [[nodiscard]] const BlockPool<BlockHash, BlockHashHasher>& pool() const noexcept { return pool_; }
+  /// The block registry, for lookups (match_prefix, find) and inspection: the arena's (with
+  /// tiers, the primary tier's).
+  [[nodiscard]] const BlockPool<BlockHash, BlockHashHasher>& pool() const { return blocks(); }
+
+  /// The tiers below the arena, or nullptr without them: their contents, statistics and events.
+  [[nodiscard]] KVBlockManager<BlockHash, BlockHashHasher, LruEviction>* tiers() noexcept {
+    return tiered_ ? &tiered_->manager : nullptr;
+  }
+  [[nodiscard]] const KVBlockManager<BlockHash, BlockHashHasher, LruEviction>* tiers() const noexcept {
+    return tiered_ ? &tiered_->manager : nullptr;
+  }
 
   /// Packs every used or cached page at the lowest ids, moving its data and rewriting every
   /// block table. Returns the moves (old id, new id). Views from page() and block_table() are
   /// stale afterwards.
+  /// Throws std::logic_error with tiers below the arena, whose manager holds page ids.
   std::vector<std::pair<BlockId, BlockId>> defragment() {
+    if (tiered_) throw std::logic_error("KVCache::defragment: not available with tiers below the arena");
     auto moves = pool_.defragment();
     if (moves.empty()) return moves;
     std::vector<BlockId> where(config_.max_pages);
@@ -399,7 +472,7 @@ class KVCache {
 
   /// O(max_pages + sequences).
   [[nodiscard]] KVCacheStats stats() const {
-    const auto p = pool_.stats();
+    const auto p = blocks().stats();
     KVCacheStats s;
     s.sequences = sequences_.size();
     for (const auto& [id, seq] : sequences_) {
@@ -443,7 +516,7 @@ class KVCache {
 
   // A partial last page that another sequence also holds: append() must copy it first.
   [[nodiscard]] bool last_page_shared(const Sequence& s) const {
-    return s.num_tokens % config_.page_size != 0 && pool_.refcount(s.table.back()) > 1;
+    return s.num_tokens % config_.page_size != 0 && blocks().refcount(s.table.back()) > 1;
   }
 
   [[nodiscard]] std::size_t pages_for(std::size_t tokens) const noexcept {
@@ -480,7 +553,7 @@ class KVCache {
   OutOfPages out_of_pages(const char* op, std::size_t needed) const {
     return OutOfPages(fmt::format(
         "KVCache::{}: {} pages needed, {} free and {} cached (of {}); nothing was changed", op,
-        needed, pool_.free_blocks(), pool_.cached_blocks(), config_.max_pages));
+        needed, blocks().free_blocks(), blocks().cached_blocks(), config_.max_pages));
   }
 
   Scalar* page_data(BlockId p) noexcept { return detail::page_start(arena_.get(), p, page_elems_); }
@@ -495,7 +568,7 @@ class KVCache {
     while (done < kv.size()) {
       const std::size_t offset = token % config_.page_size;
       const BlockId page = table[token / config_.page_size];
-      LLMDS_ASSERT(pool_.refcount(page) == 1 && pool_.key_of(page) == nullptr,
+      LLMDS_ASSERT(blocks().refcount(page) == 1 && blocks().key_of(page) == nullptr,
                    "KVCache: writing into a shared or registered page");
       const std::size_t count =
           std::min((config_.page_size - offset) * config_.entry_width, kv.size() - done);
@@ -506,10 +579,157 @@ class KVCache {
     }
   }
 
+  using TierManager = KVBlockManager<BlockHash, BlockHashHasher, LruEviction>;
+
+  // The arena as the primary tier of a KVBlockManager, with host and disk stores below it.
+  struct Tiered {
+    Tiered(const KVCacheConfig& c, Scalar* arena)
+        : geometry(page_geometry(c)),
+          primary(ContiguousLayout(geometry, c.max_pages, 1), reinterpret_cast<std::byte*>(arena)),
+          host(c.tiers.host_pages > 0
+                   ? std::make_unique<MemoryStore<ContiguousLayout>>(ContiguousLayout(geometry, c.tiers.host_pages, 4096))
+                   : nullptr),
+          disk(c.tiers.disk_pages > 0 ? std::make_unique<DiskStore>(disk_config(c, geometry)) : nullptr),
+          manager(manager_config(c), TierStores{&primary, host.get(), disk.get()}) {}
+
+    static BlockGeometry page_geometry(const KVCacheConfig& c) {
+      // A page is page_size rows of entry_width scalars, written token by token: as one layer
+      // of one part, it is the logical block order.
+      BlockGeometry g;
+      g.tokens = static_cast<std::uint32_t>(c.page_size);
+      g.layers = 1;
+      g.parts = 1;
+      g.row_bytes = static_cast<std::uint32_t>(c.entry_width * sizeof(Scalar));
+      g.scalar = sizeof(Scalar) == 4 ? ScalarType::kFloat32 : ScalarType::kFloat16;
+      if (c.page_size > UINT32_MAX || c.entry_width * sizeof(Scalar) > UINT32_MAX) {
+        throw std::invalid_argument("KVCache: pages this large cannot have tiers below them");
+      }
+      return g;
+    }
+    static DiskStoreConfig disk_config(const KVCacheConfig& c, const BlockGeometry& g) {
+      DiskStoreConfig d;
+      d.directory = c.tiers.disk_directory;
+      d.geometry = g;
+      d.hash_bytes = sizeof(BlockHash);
+      return d;
+    }
+    static KVBlockManagerConfig manager_config(const KVCacheConfig& c) {
+      KVBlockManagerConfig m;
+      m.primary_blocks = c.max_pages;
+      m.host_blocks = c.tiers.host_pages;
+      m.disk_blocks = c.tiers.disk_pages;
+      m.block_size = static_cast<std::uint32_t>(c.page_size);
+      m.offload_policy = c.tiers.offload_policy;
+      m.disk_min_uses = c.tiers.disk_min_uses;
+      return m;
+    }
+
+    BlockGeometry geometry;
+    MemoryStore<ContiguousLayout> primary;
+    std::unique_ptr<MemoryStore<ContiguousLayout>> host;
+    std::unique_ptr<DiskStore> disk;
+    TierManager manager;
+  };
+
+  // The arena's block registry: the KVCache's own pool, or the primary tier's.
+  [[nodiscard]] const BlockPool<BlockHash, BlockHashHasher>& blocks() const {
+    return tiered_ ? tiered_->manager.pool(Tier::kPrimary) : pool_;
+  }
+
+  void release_pages(std::span<const BlockId> pages) {
+    if (tiered_) {
+      tiered_->manager.release(pages);
+    } else {
+      pool_.release(pages);
+    }
+  }
+
+  // The longest run of leading hashes in any tier, in the arena, with a reference each. If the
+  // arena has no room for the pages found below it, only the leading arena hits are taken.
+  std::vector<BlockId> take_tiered_prefix(std::span<const BlockHash> hashes, PrefixSource* source) {
+    TierManager& m = tiered_->manager;
+    auto match = m.match(hashes);
+    std::vector<Tier> tiers(match.tiers().begin(), match.tiers().end());
+    std::vector<BlockId> pages;
+    try {
+      pages = m.onboard(match);
+    } catch (const OutOfPages&) {
+      m.cancel(match);
+      const auto in_arena = static_cast<std::size_t>(
+          std::find_if(tiers.begin(), tiers.end(), [](Tier t) { return t != Tier::kPrimary; }) - tiers.begin());
+      auto leading = m.match(hashes.first(in_arena));
+      pages = m.onboard(leading);
+      tiers.assign(pages.size(), Tier::kPrimary);
+    }
+    if (source != nullptr) {
+      for (std::size_t i = 0; i < pages.size(); ++i) {
+        if (tiers[i] == Tier::kPrimary) ++source->primary_pages;
+        if (tiers[i] == Tier::kHost) ++source->host_pages;
+        if (tiers[i] == Tier::kDisk) ++source->disk_pages;
+      }
+    }
+    return pages;
+  }
+
+  // Registers the unregistered pages among table[0, hashes.size()), run by run; returns how
+  // many became registered under their own hash.
+  std::size_t register_tiered(std::span<const BlockId> table, std::span<const BlockHash> hashes,
+                              std::span<const TokenId> tokens, std::size_t first) {
+    TierManager& m = tiered_->manager;
+    const auto& pool = m.pool(Tier::kPrimary);
+    std::size_t added = 0;
+    std::size_t i = first;
+    while (i < hashes.size()) {
+      if (pool.key_of(table[i]) != nullptr) {
+        ++i;
+        continue;
+      }
+      std::size_t end = i + 1;
+      while (end < hashes.size() && pool.key_of(table[end]) == nullptr) ++end;
+      std::optional<BlockHash> parent;
+      if (i > 0) parent = hashes[i - 1];
+      const auto run = table.subspan(i, end - i);
+      const auto got = m.register_blocks(run, hashes.subspan(i, end - i), parent,
+                                         tokens.subspan(i * config_.page_size, (end - i) * config_.page_size));
+      for (std::size_t j = 0; j < run.size(); ++j) added += got[j] == run[j] ? 1 : 0;
+      i = end;
+    }
+    return added;
+  }
+
+  // attach() with tiers: the prefix from any tier, the rest written to new arena pages.
+  void attach_tiered(SeqId seq, Sequence s, std::size_t n, std::span<const Scalar> kv,
+                     std::span<const BlockHash> hashes, std::span<const TokenId> prefix_tokens) {
+    TierManager& m = tiered_->manager;
+    auto [it, inserted] = sequences_.try_emplace(seq);  // before any change: it may throw
+    try {
+      s.table = take_tiered_prefix(hashes, nullptr);
+      const std::size_t hits = s.table.size();
+      const std::size_t needed = pages_for(n) - hits;
+      if (needed > m.primary_available()) {
+        std::vector<BlockId> back(s.table.rbegin(), s.table.rend());
+        m.release(back);
+        throw out_of_pages("attach", needed);
+      }
+      const auto fresh = m.allocate(needed);
+      s.table.insert(s.table.end(), fresh.begin(), fresh.end());
+      s.num_tokens = n;
+      write(s.table, hits * config_.page_size, kv.subspan(hits * page_elems_));
+      lookup_pages_ += hashes.size();
+      hit_pages_ += hits;
+      it->second = std::move(s);
+    } catch (...) {
+      sequences_.erase(it);
+      throw;
+    }
+    register_tiered(it->second.table, hashes, prefix_tokens, 0);
+  }
+
   KVCacheConfig config_;
   std::size_t page_elems_;
   Arena arena_;
-  BlockPool<BlockHash, BlockHashHasher> pool_;
+  BlockPool<BlockHash, BlockHashHasher> pool_;  // without tiers; with them, the manager's is used
+  std::unique_ptr<Tiered> tiered_;
   BlockHasher hasher_;
   std::unordered_map<SeqId, Sequence> sequences_;
   std::uint64_t lookup_pages_ = 0;

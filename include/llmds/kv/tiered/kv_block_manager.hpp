@@ -473,6 +473,26 @@ class KVBlockManager {
     close(match);
   }
 
+  /// Takes one more reference to each primary block (a sequence forked from another shares its
+  /// blocks). As BlockPool::touch: throws, changing nothing, for a free or out-of-range block.
+  void share(std::span<const BlockId> blocks) {
+    const std::lock_guard lock(mu_);
+    tiers_[0]->pool.touch(blocks);
+  }
+
+  /// Primary blocks an allocation can take right now: free plus cached.
+  [[nodiscard]] std::size_t primary_available() const {
+    const std::lock_guard lock(mu_);
+    return tiers_[0]->pool.available();
+  }
+
+  /// A tier's block pool, for inspection (refcounts, keys, eviction order) by the thread that
+  /// drives the manager; it changes under the manager's lock only, on calls of that thread.
+  /// Throws std::invalid_argument for a tier this manager does not have.
+  [[nodiscard]] const BlockPool<Key, Hash, std::equal_to<Key>, Policy>& pool(Tier tier) const {
+    return state_of(tier).pool;
+  }
+
   /// Drops one reference to each primary block, in the order given (a request's blocks tail
   /// first). As BlockPool::release: throws std::invalid_argument, changing nothing, for a block
   /// that is not held.
