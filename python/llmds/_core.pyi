@@ -1090,6 +1090,12 @@ class Response:
     def cached_prompt_tokens(self) -> int:
         """Prompt tokens served from the prefix cache rather than computed (as found before any preemption)."""
     @property
+    def cached_from_host(self) -> int:
+        """Of cached_prompt_tokens, those copied back from the host tier."""
+    @property
+    def cached_from_disk(self) -> int:
+        """Of cached_prompt_tokens, those read back from the disk tier."""
+    @property
     def preemptions(self) -> int:
         """Times the request was preempted: its KV pages freed and its context computed again later."""
     @property
@@ -1131,6 +1137,8 @@ class EngineStats(TypedDict):
     generated_tokens: int
     prefill_tokens: int
     cached_prompt_tokens: int
+    cached_from_host: int
+    cached_from_disk: int
     preemptions: int
     waiting: int
     running: int
@@ -1153,6 +1161,10 @@ class Engine:
         max_sequences: int = 64,
         enable_prefix_caching: bool = True,
         num_threads: int = 0,
+        host_pages: int = 0,
+        disk_pages: int = 0,
+        disk_directory: str | os.PathLike[str] | None = None,
+        offload_policy: str = "write-back",
     ) -> None: ...
     def generate(self, request: Request) -> Response: ...
     def generate_async(self, request: Request) -> GenerationHandle: ...
@@ -1172,4 +1184,5 @@ class Engine:
     @property
     def config(self) -> dict[str, int]:
         """The model's dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len and parameters,
-        and the engine's page_size, max_pages, max_batch_tokens, max_sequences and num_threads."""
+        and the engine's page_size, max_pages, max_batch_tokens, max_sequences, num_threads, host_pages and
+        disk_pages."""

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -184,6 +185,8 @@ void bind_response(py::module_& m) {
       .def_readonly("prompt_tokens", &Response::prompt_tokens)
       .def_readonly("output_tokens", &Response::output_tokens)
       .def_readonly("cached_prompt_tokens", &Response::cached_prompt_tokens)
+      .def_readonly("cached_from_host", &Response::cached_from_host)
+      .def_readonly("cached_from_disk", &Response::cached_from_disk)
       .def_readonly("preemptions", &Response::preemptions)
       .def_readonly("time_to_first_token_s", &Response::time_to_first_token_s)
       .def_readonly("latency_s", &Response::latency_s)
@@ -330,7 +333,9 @@ void bind_engine_class(py::module_& m) {
       "preemption, streaming and cancellation.")
       .def(py::init([](const std::filesystem::path& model, const std::filesystem::path& tokenizer, std::int64_t page_size,
                        std::int64_t max_pages, std::int64_t max_batch_tokens, std::int64_t max_sequences,
-                       bool enable_prefix_caching, std::int64_t num_threads) {
+                       bool enable_prefix_caching, std::int64_t num_threads, std::int64_t host_pages,
+                       std::int64_t disk_pages, std::optional<std::filesystem::path> disk_directory,
+                       std::string_view offload_policy) {
              auto non_negative = [](std::int64_t v, const char* name) {
                if (v < 1) throw py::value_error(fmt::format("{} must be at least 1, got {}", name, v));
                return static_cast<std::size_t>(v);
@@ -343,6 +348,19 @@ void bind_engine_class(py::module_& m) {
              c.enable_prefix_caching = enable_prefix_caching;
              if (num_threads < 0) throw py::value_error(fmt::format("num_threads must be >= 0, got {}", num_threads));
              c.num_threads = static_cast<std::size_t>(num_threads);
+             if (host_pages < 0 || disk_pages < 0) {
+               throw py::value_error(fmt::format("host_pages and disk_pages must be >= 0, got {} and {}", host_pages,
+                                                 disk_pages));
+             }
+             c.tiers.host_pages = static_cast<std::size_t>(host_pages);
+             c.tiers.disk_pages = static_cast<std::size_t>(disk_pages);
+             if (disk_directory) c.tiers.disk_directory = *disk_directory;
+             if (offload_policy == "write-through") {
+               c.tiers.offload_policy = llmds::OffloadPolicy::kWriteThrough;
+             } else if (offload_policy != "write-back") {
+               throw py::value_error(fmt::format(
+                   "offload_policy must be 'write-back' or 'write-through', got '{}'", offload_policy));
+             }
              std::unique_ptr<Engine> engine;
              {
                py::gil_scoped_release release;
@@ -352,7 +370,8 @@ void bind_engine_class(py::module_& m) {
            }),
            py::arg("model_path"), py::arg("tokenizer_path"), py::kw_only(), py::arg("page_size") = 16,
            py::arg("max_pages") = 2048, py::arg("max_batch_tokens") = 256, py::arg("max_sequences") = 64,
-           py::arg("enable_prefix_caching") = true, py::arg("num_threads") = 0)
+           py::arg("enable_prefix_caching") = true, py::arg("num_threads") = 0, py::arg("host_pages") = 0,
+           py::arg("disk_pages") = 0, py::arg("disk_directory") = py::none(), py::arg("offload_policy") = "write-back")
       .def(
           "generate",
           [](Engine& e, const PyRequest& r) {
@@ -426,6 +445,8 @@ void bind_engine_class(py::module_& m) {
                                d["max_batch_tokens"] = e.config().max_batch_tokens;
                                d["max_sequences"] = e.config().max_sequences;
                                d["num_threads"] = e.config().num_threads;
+                               d["host_pages"] = e.config().tiers.host_pages;
+                               d["disk_pages"] = e.config().tiers.disk_pages;
                                return d;
                              })
       .def("__repr__", [](const Engine& e) {

@@ -283,3 +283,33 @@ def test_shutdown_cancels_what_is_in_flight_and_refuses_later_requests(engine: E
     with pytest.raises(RuntimeError, match="shut down"):
         engine.generate(Request("Once", max_tokens=2))
     engine.shutdown()  # a second time does nothing
+
+
+def test_prefixes_come_back_from_host_and_disk_with_the_same_tokens(
+    model_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    lily = "Once upon a time, there was a little girl named Lily. She loved to play outside"
+    prompts = ["Once upon a time", lily + " in the park.", "Tom had a red ball", lily + " with her dog."]
+    unlimited = Engine(*map(str, model_files), page_size=4, max_pages=2048)
+    expected = [unlimited.generate(Request(prompt=p, max_tokens=60, sampling=SamplingParams(temperature=0))).tokens
+                for p in prompts]
+    unlimited.shutdown()
+    tiered = Engine(*map(str, model_files), page_size=4, max_pages=32, max_sequences=4, host_pages=8,
+                    disk_pages=4096, disk_directory=tmp_path / "kv")
+    assert tiered.config["host_pages"] == 8 and tiered.config["disk_pages"] == 4096
+    from_host = from_disk = 0
+    for _ in range(3):
+        for p, want in zip(prompts, expected):
+            r = tiered.generate(Request(prompt=p, max_tokens=60, sampling=SamplingParams(temperature=0)))
+            assert r.tokens == want
+            assert r.cached_from_host + r.cached_from_disk <= r.cached_prompt_tokens
+            from_host += r.cached_from_host
+            from_disk += r.cached_from_disk
+    assert from_host > 0 and from_disk > 0
+    assert tiered.stats()["cached_from_disk"] == from_disk
+    tiered.shutdown()
+    assert any((tmp_path / "kv" / "blocks").iterdir())
+    with pytest.raises(ValueError, match="offload_policy"):
+        Engine(*map(str, model_files), host_pages=4, offload_policy="lazy")
+    with pytest.raises(ValueError, match="disk_directory"):
+        Engine(*map(str, model_files), disk_pages=4)

@@ -141,10 +141,22 @@ def test_engine() -> None:
     engine.generate(Request("Once", max_tokens=3, sampling=SamplingParams(temperature=0.0)))
     s = engine.stats()
     shape(s, {"steps": int, "requests_finished": int, "generated_tokens": int, "prefill_tokens": int,
-              "cached_prompt_tokens": int, "preemptions": int, "waiting": int, "running": int,
+              "cached_prompt_tokens": int, "cached_from_host": int, "cached_from_disk": int,
+              "preemptions": int, "waiting": int, "running": int,
               "cache_used_pages": int, "cache_cached_pages": int, "cache_free_pages": int,
               "cache_prefix_hit_rate": float})
     assert s["requests_finished"] == 1
+
+
+def test_kv_block_manager() -> None:
+    from llmds.kv_block_manager import KVBlockManager
+
+    s = KVBlockManager(primary_blocks=4, host_blocks=4).stats()
+    assert list(s) == ["primary", "host"]
+    shape(s["host"], {"tier": str, "capacity_blocks": int, "cached_blocks": int, "in_use_blocks": int,
+                      "lookups": int, "hit_blocks": int, "hit_tokens": int, "stored_blocks": int,
+                      "evicted_blocks": int, "onboarded_blocks": int, "dropped_offloads": int,
+                      "filter_rejected": int, "failed_transfers": int, "bytes_in": int, "bytes_out": int})
 
 
 def test_utils() -> None:
