@@ -67,7 +67,7 @@ void BM_AttachDetach(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));
   const bool sharing = state.range(1) != 0;
   constexpr std::size_t kWidth = 64;
-  KVCache<float> cache(KVCacheConfig{16, 4096, kWidth, sharing});
+  KVCache<float> cache(KVCacheConfig{16, 4096, kWidth, sharing, {}});
   const auto tokens = random_tokens(n, 2);
   const std::vector<float> kv(n * kWidth, 1.0f);
   const std::span<const TokenId> prefix(tokens.data(), n / 2);
@@ -84,7 +84,7 @@ void BM_AttachDetach(benchmark::State& state) {
 void BM_ForkAppendCopyOnWrite(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));
   constexpr std::size_t kWidth = 64;
-  KVCache<float> cache(KVCacheConfig{16, 4096, kWidth, true});
+  KVCache<float> cache(KVCacheConfig{16, 4096, kWidth, true, {}});
   cache.attach(1, std::vector<float>((n | 1) * kWidth, 1.0f));  // odd length: a partial page
   const std::vector<float> token(kWidth, 2.0f);
   for (auto _ : state) {
@@ -103,7 +103,7 @@ void BM_KVCacheDefragment(benchmark::State& state) {
   const std::vector<float> kv(16 * kWidth, 1.0f);
   for (auto _ : state) {
     state.PauseTiming();
-    KVCache<float> cache(KVCacheConfig{16, pages, kWidth, false});
+    KVCache<float> cache(KVCacheConfig{16, pages, kWidth, false, {}});
     for (std::size_t s = 0; s < pages; ++s) cache.attach(static_cast<std::int64_t>(s), kv);
     for (std::size_t s = 0; s < pages; s += 2) cache.detach(static_cast<std::int64_t>(s));
     state.ResumeTiming();

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <list>
 #include <map>
 #include <optional>
@@ -25,6 +26,7 @@
 #include "llmds/kv/tiered/block_layout.hpp"
 #include "llmds/kv/tiered/disk_store.hpp"
 #include "llmds/kv/tiered/memory_store.hpp"
+#include "llmds/kv/tiered/transfer_queue.hpp"
 
 namespace {
 
@@ -673,6 +675,7 @@ TEST(KVBlockManager, RandomisedWithRealBytesInEveryTierMatchesANaiveModel) {
     auto c = config(6, 5, 8);
     c.block_size = Storage::kGeometry.tokens;
     c.offload_policy = policy;
+    c.offload_queue_blocks = 0;  // disk writes on the calling thread: the model sees them at once
     for (std::uint32_t seed = 21; seed <= 22; ++seed) {
       Storage storage(c, "random-" + std::to_string(seed));
       randomised_run(c, seed, &storage);
@@ -701,6 +704,7 @@ void serve_with_bytes(Manager& m, Storage& storage, const Keys& keys) {
 llmds::KVBlockManagerConfig disk_config() {
   auto c = config(3, 3, 16);
   c.block_size = Storage::kGeometry.tokens;
+  c.offload_queue_blocks = 0;  // synchronous disk writes (the asynchronous ones are tested below)
   return c;
 }
 
@@ -794,7 +798,9 @@ TEST(KVBlockManager, ARestartedManagerFindsItsDiskBlocksAgain) {
     const auto& st = std::get<llmds::BlockStored<Key>>(events[i]);
     EXPECT_EQ(st.tier, Tier::kDisk);
     EXPECT_EQ(st.token_ids.size(), Storage::kGeometry.tokens);
-    if (st.block_hashes[0] == 2) EXPECT_EQ(st.parent_hash, Key{1});
+    if (st.block_hashes[0] == 2) {
+      EXPECT_EQ(st.parent_hash, Key{1});
+    }
     stored.insert(st.block_hashes[0]);
   }
   EXPECT_EQ(stored, on_disk);
@@ -816,6 +822,98 @@ TEST(KVBlockManager, StoresThatDoNotFitTheConfigAreRefused) {
   auto no_disk = c;
   no_disk.disk_blocks = 0;
   EXPECT_THROW(Manager(no_disk, storage.stores()), std::invalid_argument);
+}
+
+TEST(TransferQueue, TakesTheHighestPriorityFirstAndDropsTheLowestWhenFull) {
+  llmds::TransferQueue<int> q(3);
+  EXPECT_TRUE(q.push(1, 35).queued);
+  EXPECT_TRUE(q.push(2, 80).queued);
+  EXPECT_TRUE(q.push(3, 35).queued);
+  auto r = q.push(4, 10);  // full, and lower than everything queued: dropped itself
+  EXPECT_FALSE(r.queued);
+  EXPECT_EQ(r.dropped, 4);
+  r = q.push(5, 35);  // equal to the lowest: dropped itself too (the older one stays)
+  EXPECT_EQ(r.dropped, 5);
+  r = q.push(6, 60);  // higher: the oldest of the lowest gives way
+  EXPECT_TRUE(r.queued);
+  EXPECT_EQ(r.dropped, 1);
+  EXPECT_EQ(q.dropped(), 3u);
+  EXPECT_EQ(q.pop_batch(2), (std::vector<int>{2, 6}));
+  EXPECT_EQ(q.drain(), (std::vector<int>{3}));
+  EXPECT_TRUE(q.empty());
+  EXPECT_EQ(q.high_water(), 3u);
+  EXPECT_THROW(llmds::TransferQueue<int>(0), std::invalid_argument);
+}
+
+TEST(TransferQueue, FirstInFirstOutWithinAPriority) {
+  llmds::TransferQueue<int> q(100);
+  std::mt19937 rng(4);
+  std::vector<std::pair<int, int>> pushed;  // (priority, value)
+  for (int v = 0; v < 100; ++v) {
+    const int p = static_cast<int>(rng() % 4) * 30;
+    q.push(v, static_cast<llmds::RetentionPriority>(p));
+    pushed.emplace_back(p, v);
+  }
+  std::stable_sort(pushed.begin(), pushed.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  std::vector<int> expected;
+  for (const auto& [p, v] : pushed) expected.push_back(v);
+  EXPECT_EQ(q.pop_batch(1000), expected);
+}
+
+// The disk worker running beside a serving thread: every onboarded block carries its own bytes
+// whether it came from primary, host, the write queue or a file; after flush() the events tell
+// exactly what every tier holds. Run under ThreadSanitizer in CI.
+TEST(KVBlockManager, AsynchronousDiskWritesKeepEveryBlockIntact) {
+  auto c = config(4, 4, 64);
+  c.block_size = Storage::kGeometry.tokens;
+  c.offload_queue_blocks = 4;
+  c.offload_batch_blocks = 2;
+  Storage storage(c, "async");
+  Manager m(c, storage.stores());
+  RouterModel router;
+  router.next_seq = m.events().next_seq();
+  std::mutex router_mu;
+  m.events().subscribe([&](const llmds::KVEventBatch<Key>& b) {
+    const std::lock_guard lock(router_mu);
+    router.apply(b);
+  });
+  std::mt19937 rng(12);
+  for (int step = 0; step < 400; ++step) {
+    const Key conv = static_cast<Key>(rng() % 12);
+    Keys keys;
+    for (Key i = 0; i < 1 + static_cast<Key>(rng() % 3); ++i) keys.push_back(conv * 100 + i);
+    serve_with_bytes(m, storage, keys);
+    if (step == 200) {
+      m.flush();
+      EXPECT_TRUE(m.clear());  // with writes possibly in flight: they are discarded
+    }
+  }
+  m.flush();
+  const auto s = m.stats();
+  EXPECT_EQ(s[2].queued_writes, 0u);
+  EXPECT_GT(s[2].stored_blocks, 0u);
+  EXPECT_GT(s[2].hit_blocks, 0u);
+  EXPECT_LE(s[2].queue_high_water, 4u);
+  const std::lock_guard lock(router_mu);
+  for (const Tier t : m.tiers()) EXPECT_EQ(router.held[t], contents(m, t)) << llmds::tier_name(t);
+  // Every block the disk tier lists has its file.
+  for (const Key k : contents(m, Tier::kDisk)) {
+    EXPECT_TRUE(std::filesystem::exists(storage.disk->path_of_hash(std::as_bytes(std::span(&k, 1))))) << k;
+  }
+}
+
+TEST(KVBlockManager, AFullWriteQueueDropsTheLowestPriorityBlockAndNobodyWaits) {
+  auto c = config(1, 1, 64);
+  c.block_size = Storage::kGeometry.tokens;
+  c.offload_queue_blocks = 1;
+  Storage storage(c, "backpressure");
+  Manager m(c, storage.stores());
+  for (Key k = 0; k < 200; ++k) serve_with_bytes(m, storage, {k});
+  m.flush();
+  const auto s = m.stats()[2];
+  // 198 blocks left host for disk; each either reached it or was dropped from a full queue.
+  EXPECT_EQ(s.stored_blocks + s.dropped_offloads, 198u);
+  EXPECT_EQ(s.queue_high_water, 1u);
 }
 
 TEST(KVBlockManager, RandomisedFiltersAndHostOnlyMatchANaiveModel) {

@@ -26,7 +26,7 @@ using Floats = std::vector<float>;
 using Tokens = std::vector<TokenId>;
 
 KVCacheConfig small(std::size_t max_pages, std::size_t width = 1, bool sharing = true) {
-  return KVCacheConfig{4, max_pages, width, sharing};
+  return KVCacheConfig{4, max_pages, width, sharing, {}};
 }
 
 // KV entries that depend only on the tokens so far, as a model's do: equal prefixes give equal
@@ -337,10 +337,10 @@ TEST(KVCache, BadArgumentsThrowAndChangeNothing) {
   EXPECT_THROW((void)cache.page(-1), std::out_of_range);
   EXPECT_EQ(snapshot(cache, ids), before);
   EXPECT_FALSE(cache.contains(2));
-  EXPECT_THROW(KVCache<>(KVCacheConfig{0, 8, 1, true}), std::invalid_argument);
-  EXPECT_THROW(KVCache<>(KVCacheConfig{4, 0, 1, true}), std::invalid_argument);
-  EXPECT_THROW(KVCache<>(KVCacheConfig{4, 8, 0, true}), std::invalid_argument);
-  EXPECT_THROW(KVCache<>(KVCacheConfig{1u << 30, 1u << 30, 1u << 30, true}), std::invalid_argument);
+  EXPECT_THROW(KVCache<>(KVCacheConfig{0, 8, 1, true, {}}), std::invalid_argument);
+  EXPECT_THROW(KVCache<>(KVCacheConfig{4, 0, 1, true, {}}), std::invalid_argument);
+  EXPECT_THROW(KVCache<>(KVCacheConfig{4, 8, 0, true, {}}), std::invalid_argument);
+  EXPECT_THROW(KVCache<>(KVCacheConfig{1u << 30, 1u << 30, 1u << 30, true, {}}), std::invalid_argument);
 }
 
 TEST(KVCache, DefragmentMovesDataAndRewritesTables) {
@@ -377,7 +377,7 @@ TEST(KVCache, StoresHalfPrecisionEntries) {
 // running out of pages does too.
 TEST(KVCache, RandomisedOperationsMatchANaiveModel) {
   constexpr std::size_t kWidth = 3;
-  KVCache<> cache(KVCacheConfig{4, 24, kWidth, true});
+  KVCache<> cache(KVCacheConfig{4, 24, kWidth, true, {}});
   std::map<std::int64_t, Floats> model;
   std::set<std::int64_t> ids_seen;
   std::mt19937 rng(2024);

@@ -38,7 +38,7 @@ static_assert(!llmds::HasFields<llmds::PageStats>);  // bound to Python as a cla
 static_assert(!llmds::HasFields<int>);
 
 TEST(StatsFields, KVFiguresAndTheirDerivedOnes) {
-  llmds::KVCache<float> cache(llmds::KVCacheConfig{2, 8, 1, true});
+  llmds::KVCache<float> cache(llmds::KVCacheConfig{2, 8, 1, true, {}});
   const std::vector<llmds::TokenId> tokens = {5, 6, 7};
   cache.attach(1, std::vector<float>{1, 2, 3}, tokens);
   cache.attach(2, std::vector<float>{1, 2, 3}, tokens);  // shares the full page

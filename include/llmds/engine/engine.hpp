@@ -154,7 +154,7 @@ struct EngineConfig {
   std::size_t num_threads = 0;
   /// Host and disk tiers below the KV arena: prefix pages the arena evicts are kept there and
   /// copied back on a hit instead of recomputed (kv/tiered/kv_block_manager.hpp).
-  KVCacheTiers tiers;
+  KVCacheTiers tiers{};
 
   void validate() const;
 };

@@ -107,7 +107,7 @@ struct KVCacheConfig {
   std::size_t max_pages = 10000;  // the Python API's default
   std::size_t entry_width = 1;    // scalars per token, e.g. 2 * layers * kv_heads * head_dim
   bool enable_prefix_sharing = true;  // the Python API's default
-  KVCacheTiers tiers;             // none by default
+  KVCacheTiers tiers{};           // none by default
 
   void validate() const {
     tiers.validate();

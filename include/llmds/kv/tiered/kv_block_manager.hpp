@@ -46,8 +46,14 @@
 // kv_events.hpp) under the manager's lock, one batch per call, published when the call returns:
 // a consumer replaying the log knows exactly what every tier holds.
 //
-// Threads. Every public call takes one mutex; callbacks of event subscribers run after it is
-// released, on the calling thread, and must not call back into the manager.
+// Threads. Every public call takes one mutex, held for bookkeeping and memory copies only.
+// Disk writes go to a background worker through a bounded TransferQueue (kv/tiered/
+// transfer_queue.hpp): the block is copied into the queue, and the worker writes it and then
+// enters it in the disk tier. While it waits, the block can still be matched (as a disk hit,
+// onboarded from the queue's copy without reading the disk). When the queue is full the lowest-priority
+// write is dropped and counted; nobody waits. flush() waits for the queue to empty. Event
+// subscribers are called after the mutex is released, on the thread that made the change (the
+// worker's, for blocks it stored).
 //
 // Every mutating call is all-or-nothing: it either does everything or throws, changing
 // nothing. An offload that cannot be done (lower tier full of pinned blocks, filtered) is not an
@@ -56,6 +62,7 @@
 
 #include <algorithm>
 #include <array>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -66,7 +73,9 @@
 #include <span>
 #include <stdexcept>
 #include <string_view>
+#include <thread>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -79,6 +88,7 @@
 #include "llmds/kv/tiered/disk_store.hpp"
 #include "llmds/kv/tiered/kv_events.hpp"
 #include "llmds/kv/tiered/memory_store.hpp"
+#include "llmds/kv/tiered/transfer_queue.hpp"
 #include "llmds/kv/tiered/tier.hpp"
 #include "llmds/sketch/count_min_sketch.hpp"
 
@@ -101,6 +111,10 @@ struct KVBlockManagerConfig {
   std::uint32_t disk_min_uses = 0;             // 0 or 1: every offloaded block may go to disk
   std::uint32_t filter_width = 1u << 20;       // counters per row of the use-count sketch
   std::size_t event_log_batches = 10'000;      // batches kept for replay
+  // Disk writes wait in a bounded queue for a background worker, so that no caller ever waits
+  // for the disk on a down-transfer; 0 writes on the calling thread instead (deterministic).
+  std::size_t offload_queue_blocks = 64;
+  std::size_t offload_batch_blocks = 8;  // blocks a worker takes from the queue at a time
 
   void validate() const {
     constexpr auto kMaxBlocks = static_cast<std::size_t>(std::numeric_limits<BlockId>::max());
@@ -123,6 +137,9 @@ struct KVBlockManagerConfig {
     }
     if (event_log_batches == 0) {
       throw std::invalid_argument("KVBlockManagerConfig.event_log_batches must be at least 1");
+    }
+    if (offload_batch_blocks == 0) {
+      throw std::invalid_argument("KVBlockManagerConfig.offload_batch_blocks must be at least 1");
     }
   }
 };
@@ -154,6 +171,8 @@ struct TierStats {
                                       // I/O error, a corrupt file): the block was not moved
   std::uint64_t bytes_in = 0;         // block_bytes x blocks copied into the tier
   std::uint64_t bytes_out = 0;        // block_bytes x blocks copied out of it
+  std::size_t queued_writes = 0;      // writes waiting for the background worker (disk)
+  std::size_t queue_high_water = 0;   // the most that ever waited
 
   template <class Visit>
   void for_each_field(Visit&& visit) const {
@@ -172,12 +191,16 @@ struct TierStats {
     visit("failed_transfers", failed_transfers);
     visit("bytes_in", bytes_in);
     visit("bytes_out", bytes_out);
+    visit("queued_writes", queued_writes);
+    visit("queue_high_water", queue_high_water);
   }
 };
 
 template <class Key, class Hash = std::hash<Key>, class Policy = RetentionEviction>
   requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
 class KVBlockManager {
+  struct QueuedWrite;  // a block waiting for the disk worker (below)
+
  public:
   using EventLog = KVEventLog<Key>;
 
@@ -193,6 +216,7 @@ class KVBlockManager {
       hashes_ = std::move(other.hashes_);
       tiers_ = std::move(other.tiers_);
       slots_ = std::move(other.slots_);
+      queued_ = std::move(other.queued_);
       return *this;
     }
     Match(const Match&) = delete;
@@ -218,7 +242,8 @@ class KVBlockManager {
     std::uint64_t id_ = 0;  // 0: empty or used
     std::vector<Key> hashes_;
     std::vector<Tier> tiers_;
-    std::vector<BlockId> slots_;  // the block's slot in its tier
+    std::vector<BlockId> slots_;  // the block's slot in its tier; -1: waiting to be written
+    std::vector<std::shared_ptr<const QueuedWrite>> queued_;  // for slot -1
   };
 
   /// A manager of the configured tiers, with their bytes in `stores` (none: metadata only).
@@ -235,7 +260,36 @@ class KVBlockManager {
     if (config.disk_min_uses > 1) {
       uses_ = std::make_unique<CountMinSketch>(CountMinSketchConfig{config.filter_width, 4, 0, true, 0});
     }
-    if (stores.disk != nullptr) adopt_recovered_blocks(*stores.disk);
+    if (stores.disk != nullptr) {
+      adopt_recovered_blocks(*stores.disk);
+      if (config.offload_queue_blocks > 0) {
+        writes_.emplace(config.offload_queue_blocks);
+        worker_ = std::thread([this] { write_to_disk(); });
+      }
+    }
+    events_.publish();
+  }
+
+  KVBlockManager(const KVBlockManager&) = delete;
+  KVBlockManager& operator=(const KVBlockManager&) = delete;
+
+  /// Stops the disk worker after the batch it is writing; writes still queued are dropped.
+  ~KVBlockManager() {
+    if (!worker_.joinable()) return;
+    {
+      const std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    work_.notify_all();
+    worker_.join();
+  }
+
+  /// Waits until every queued disk write is done (written or failed). A no-op without them.
+  void flush() {
+    {
+      std::unique_lock lock(mu_);
+      idle_.wait(lock, [&] { return !writes_ || (writes_->empty() && writing_ == 0); });
+    }
     events_.publish();
   }
 
@@ -354,6 +408,7 @@ class KVBlockManager {
     m.hashes_.reserve(hashes.size());
     m.tiers_.reserve(hashes.size());
     m.slots_.reserve(hashes.size());
+    m.queued_.reserve(hashes.size());
     for (const Key& key : hashes) {
       std::optional<BlockId> slot;
       std::size_t t = 0;
@@ -361,16 +416,23 @@ class KVBlockManager {
         ++tiers_[t]->stats.lookups;
         if ((slot = tiers_[t]->pool.find(key))) break;
       }
-      if (!slot) break;
+      std::shared_ptr<const QueuedWrite> queued;
+      if (!slot) {
+        const auto it = queued_writes_.find(key);
+        if (it == queued_writes_.end()) break;
+        queued = it->second;  // still in memory, on its way to disk
+        slot = -1;
+      }
       m.hashes_.push_back(key);
-      m.tiers_.push_back(tiers_[t]->tier);
+      m.tiers_.push_back(queued ? Tier::kDisk : tiers_[t]->tier);
       m.slots_.push_back(*slot);
+      m.queued_.push_back(std::move(queued));
     }
     // Reserved above: nothing below allocates except the sketch, which does not either.
     for (std::size_t i = 0; i < m.size(); ++i) {
-      TierState& tier = state_of(m.tiers_[i]);
+      TierState& tier = m.queued_[i] ? *tiers_[index_of_queue_tier()] : state_of(m.tiers_[i]);
       const BlockId one[] = {m.slots_[i]};
-      tier.pool.touch(one);
+      if (!m.queued_[i]) tier.pool.touch(one);
       ++tier.stats.hit_blocks;
       tier.stats.hit_tokens += config_.block_size;
       record_use(m.hashes_[i]);
@@ -413,11 +475,34 @@ class KVBlockManager {
           continue;
         }
         const BlockId target = fresh[next_fresh++];
+        const Key& key = match.hashes_[i];
+        const BlockId mine[] = {target};
+        if (const auto& queued = match.queued_[i]) {  // from the disk queue's copy
+          TierState& from = *tiers_[index_of_queue_tier()];
+          if (const auto existing = primary.pool.find(key)) {
+            const BlockId one[] = {*existing};
+            primary.pool.touch(one);
+            primary.pool.release(mine);
+            out.push_back(*existing);
+            continue;
+          }
+          if (primary.memory != nullptr) primary.memory->write_block(static_cast<std::size_t>(target), queued->bytes.data());
+          primary.pool.register_block(target, key);
+          primary.meta[static_cast<std::size_t>(target)] = queued->meta;
+          primary.pool.set_retention_priority(target, queued->meta.priority);
+          ++primary.stats.stored_blocks;
+          primary.stats.bytes_in += block_bytes_;
+          ++from.stats.onboarded_blocks;
+          from.stats.bytes_out += block_bytes_;
+          stored.push_back(i);
+          stored_blocks.push_back(target);
+          out.push_back(target);
+          continue;
+        }
         const std::size_t from_index = index_of(match.tiers_[i]);
         TierState& from = *tiers_[from_index];
-        const Key& key = match.hashes_[i];
         const BlockId source = match.slots_[i];
-        const BlockId pin[] = {source}, mine[] = {target};
+        const BlockId pin[] = {source};
         if (const auto existing = primary.pool.find(key)) {
           // Another match onboarded it meanwhile: share that block, give ours back.
           const BlockId one[] = {*existing};
@@ -450,6 +535,7 @@ class KVBlockManager {
       }
       if (i < match.size()) {  // a failed copy: give back the rest of the match and of `fresh`
         for (std::size_t j = i + 1; j < match.size(); ++j) {
+          if (match.queued_[j]) continue;
           const BlockId one[] = {match.slots_[j]};
           state_of(match.tiers_[j]).pool.release(one);
         }
@@ -467,6 +553,7 @@ class KVBlockManager {
     const std::lock_guard lock(mu_);
     check_open(match, "cancel");
     for (std::size_t i = 0; i < match.size(); ++i) {
+      if (match.queued_[i]) continue;
       const BlockId one[] = {match.slots_[i]};
       state_of(match.tiers_[i]).pool.release(one);
     }
@@ -509,6 +596,9 @@ class KVBlockManager {
       for (const auto& t : tiers_) {
         if (t->pool.in_use_blocks() > 0) return false;
       }
+      if (writes_) writes_->drain();
+      queued_writes_.clear();
+      ++clear_epoch_;  // a write the worker is doing now is discarded when it finishes
       for (const auto& t : tiers_) {
         for (const Key& key : t->pool.registered_keys()) {
           t->pool.remove_cached(key);
@@ -545,6 +635,10 @@ class KVBlockManager {
       TierStats s = t->stats;
       s.cached_blocks = t->pool.cached_blocks();
       s.in_use_blocks = t->pool.in_use_blocks();
+      if (t->disk != nullptr && writes_) {
+        s.queued_writes = writes_->size() + writing_;
+        s.queue_high_water = writes_->high_water();
+      }
       out.push_back(s);
     }
     return out;
@@ -656,6 +750,10 @@ class KVBlockManager {
       ++tier.stats.filter_rejected;
       return;
     }
+    if (tier.disk != nullptr && writes_) {
+      queue_disk_write(t, key, meta, source, source_slot);
+      return;
+    }
     std::vector<BlockId>& slot = tier.slot;
     slot.clear();
     if (!allocate_in(t, 1, slot)) {
@@ -675,6 +773,112 @@ class KVBlockManager {
     tier.stats.bytes_in += block_bytes_;
     tiers_[source]->stats.bytes_out += block_bytes_;
     events_.append(BlockStored<Key>{{key}, meta.parent, meta.tokens, config_.block_size, tier.tier});
+  }
+
+  // A block on its way to disk: a copy of its bytes (logical order) and what its file records.
+  struct QueuedWrite {
+    Key key;
+    BlockMeta meta;
+    std::vector<std::byte> bytes;
+    std::uint64_t epoch = 0;  // clear() discards writes of earlier epochs
+  };
+
+  // A queued write is the disk tier's block already (in its queue): hits on it count there.
+  [[nodiscard]] std::size_t index_of_queue_tier() const { return index_of(Tier::kDisk); }
+
+  // store_in for an asynchronous disk tier: the block is copied into the queue; the worker
+  // writes it and enters it in the tier (commit_disk_write).
+  void queue_disk_write(std::size_t t, const Key& key, const BlockMeta& meta, std::size_t source, BlockId source_slot) {
+    TierState& disk = *tiers_[t];
+    if (queued_writes_.contains(key)) return;  // already on its way
+    auto job = std::make_shared<QueuedWrite>();
+    job->key = key;
+    job->meta = meta;
+    job->epoch = clear_epoch_;
+    job->bytes.resize(block_bytes_);
+    tiers_[source]->memory->read_block(static_cast<std::size_t>(source_slot), job->bytes.data());
+    auto pushed = writes_->push(job, meta.priority);
+    if (pushed.dropped) {
+      ++disk.stats.dropped_offloads;
+      if (pushed.dropped->get() != job.get()) queued_writes_.erase(pushed.dropped->get()->key);
+    }
+    if (pushed.queued) {
+      queued_writes_.emplace(key, std::move(job));
+      work_.notify_one();
+    }
+  }
+
+  // The disk worker: takes batches from the queue, writes them without the lock, enters them.
+  void write_to_disk() {
+    const std::size_t t = index_of(Tier::kDisk);
+    DiskStore& store = *tiers_[t]->disk;
+    std::unique_lock lock(mu_);
+    while (true) {
+      work_.wait(lock, [&] { return stopping_ || !writes_->empty(); });
+      if (stopping_) break;
+      auto batch = writes_->pop_batch(config_.offload_batch_blocks);
+      writing_ = batch.size();
+      lock.unlock();
+      std::vector<char> ok(batch.size());
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        const QueuedWrite& w = *batch[i];
+        StoredBlock info;
+        const auto bytes = key_bytes(w.key);
+        info.hash.assign(bytes.begin(), bytes.end());
+        if (w.meta.parent) {
+          const auto parent = key_bytes(*w.meta.parent);
+          info.parent.emplace(parent.begin(), parent.end());
+        }
+        info.tokens = w.meta.tokens;
+        info.priority = w.meta.priority;
+        ok[i] = store.write(info, w.bytes.data()) ? 1 : 0;
+      }
+      lock.lock();
+      for (std::size_t i = 0; i < batch.size(); ++i) commit_disk_write(t, *batch[i], ok[i] != 0);
+      writing_ = 0;
+      idle_.notify_all();
+      lock.unlock();
+      events_.publish();
+      lock.lock();
+    }
+  }
+
+  void commit_disk_write(std::size_t t, const QueuedWrite& w, bool written) {
+    TierState& disk = *tiers_[t];
+    if (const auto it = queued_writes_.find(w.key); it != queued_writes_.end() && it->second.get() == &w) {
+      queued_writes_.erase(it);
+    }
+    if (w.epoch != clear_epoch_) {  // cleared while it was being written
+      if (written) disk.disk->remove(key_bytes(w.key));
+      return;
+    }
+    if (!written) {
+      ++disk.stats.failed_transfers;
+      return;
+    }
+    if (const auto slot = disk.pool.find(w.key)) {  // written again over an older copy
+      if (disk.pool.is_cached(*slot)) {
+        const BlockId one[] = {*slot};
+        disk.pool.touch(one);
+        disk.pool.release(one);
+      }
+      return;
+    }
+    std::vector<BlockId>& slot = disk.slot;
+    slot.clear();
+    if (!allocate_in(t, 1, slot)) {  // every disk block pinned
+      disk.disk->remove(key_bytes(w.key));
+      ++disk.stats.dropped_offloads;
+      return;
+    }
+    disk.pool.register_block(slot[0], w.key);
+    disk.pool.set_retention_priority(slot[0], w.meta.priority);
+    disk.meta[static_cast<std::size_t>(slot[0])] = w.meta;
+    disk.pool.release(slot);
+    ++disk.stats.stored_blocks;
+    disk.stats.bytes_in += block_bytes_;
+    tiers_[t - 1]->stats.bytes_out += block_bytes_;
+    events_.append(BlockStored<Key>{{w.key}, w.meta.parent, w.meta.tokens, config_.block_size, disk.tier});
   }
 
   // Copies a block between two tiers' stores; true without stores (metadata only). False if a
@@ -814,6 +1018,15 @@ class KVBlockManager {
   std::vector<std::byte> staging_;  // for copies between stores the CPU cannot both address
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<TierState>> tiers_;  // fastest first; tiers_[0] is primary
+  // The disk worker's queue and what it holds by key; writing_: blocks it is writing now.
+  std::optional<TransferQueue<std::shared_ptr<QueuedWrite>>> writes_;
+  std::unordered_map<Key, std::shared_ptr<const QueuedWrite>, Hash> queued_writes_;
+  std::size_t writing_ = 0;
+  std::uint64_t clear_epoch_ = 0;
+  bool stopping_ = false;
+  std::condition_variable work_;  // the worker waits for writes
+  std::condition_variable idle_;  // flush() waits for the worker
+  std::thread worker_;
   std::array<int, kNumTiers> tier_index_{-1, -1, -1, -1};
   std::unique_ptr<CountMinSketch> uses_;  // with disk_min_uses > 1
   std::uint64_t next_match_id_ = 1;
