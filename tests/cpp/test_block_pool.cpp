@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "llmds/core/errors.hpp"
+#include "llmds/kv/detail/block_registry.hpp"
 
 namespace {
 
@@ -225,6 +226,44 @@ TEST(BlockPool, RandomisedOperationsMatchANaiveModel) {
     ASSERT_EQ(pool.eviction_order(), Ids(cached.begin(), cached.end()));
     for (const auto& [b, r] : refs) ASSERT_EQ(pool.refcount(b), r);
     for (const auto& [b, k] : keys) ASSERT_EQ(pool.find(k), b);
+  }
+}
+
+}  // namespace
+
+// ---- The registry under the pool -----------------------------------------------------------
+
+namespace {
+
+// Against std::unordered_map, with keys that collide on purpose (multiples of a large power of
+// two, and runs of sequential ids) and the churn of a cache: insert, erase, insert again.
+TEST(BlockRegistry, MatchesAHashMapUnderChurn) {
+  for (const std::int64_t stride : {std::int64_t{1}, std::int64_t{1} << 20, std::int64_t{1} << 40}) {
+    constexpr std::size_t kMax = 300;
+    llmds::detail::BlockRegistry<std::int64_t, std::hash<std::int64_t>, std::equal_to<>> registry(kMax);
+    std::map<std::int64_t, BlockId> model;
+    std::mt19937_64 rng(static_cast<std::uint64_t>(stride));
+    for (int step = 0; step < 20000; ++step) {
+      const std::int64_t key = static_cast<std::int64_t>(rng() % 600) * stride;
+      if (rng() % 2 == 0 && model.size() < kMax) {
+        const auto block = static_cast<BlockId>(rng() % 1000);
+        const auto [holder, inserted] = registry.try_emplace(key, block);
+        const auto [it, model_inserted] = model.try_emplace(key, block);
+        ASSERT_EQ(inserted, model_inserted);
+        ASSERT_EQ(holder, it->second);
+      } else {
+        ASSERT_EQ(registry.erase(key), model.erase(key) == 1);
+      }
+      ASSERT_EQ(registry.size(), model.size());
+      const std::int64_t probe = static_cast<std::int64_t>(rng() % 600) * stride;
+      const auto it = model.find(probe);
+      ASSERT_EQ(registry.find(probe), it == model.end() ? -1 : it->second) << "step " << step;
+    }
+    std::map<std::int64_t, BlockId> listed;
+    registry.for_each([&](std::int64_t k, BlockId b) { listed.emplace(k, b); });
+    EXPECT_EQ(listed, model);
+    registry.remap_blocks([](BlockId b) { return b + 1; });
+    for (const auto& [k, b] : model) EXPECT_EQ(registry.find(k), b + 1);
   }
 }
 

@@ -21,7 +21,8 @@
 // arrays indexed by block id; the cached blocks are kept in eviction order by the Policy
 // (kv/eviction_policy.hpp), intrusive lists threaded through arrays, so that unlinking a block
 // that a request touches, appending a released one and evicting the next are all O(1) without
-// any allocation. The registry is a hash map from key to block.
+// any allocation. The registry is a flat hash table from key to block, sized once for every
+// block (kv/detail/block_registry.hpp): it never grows and never allocates.
 //
 // Eviction order. LruEviction (the default): a block that is released goes to the back, eviction
 // takes from the front. RetentionEviction: the same within each of 101 retention priorities
@@ -46,7 +47,6 @@
 #include <optional>
 #include <span>
 #include <stdexcept>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -56,6 +56,7 @@
 #include "llmds/core/stats_fields.hpp"
 #include "llmds/core/types.hpp"
 #include "llmds/detail/assert.hpp"
+#include "llmds/kv/detail/block_registry.hpp"
 #include "llmds/kv/eviction_policy.hpp"
 #include "llmds/kv/paged_allocator.hpp"
 
@@ -87,7 +88,8 @@ struct BlockPoolStats {
 
 template <class Key, class Hash = std::hash<Key>, class KeyEqual = std::equal_to<Key>,
           class Policy = LruEviction>
-  requires std::copy_constructible<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+  requires std::copyable<Key> && std::default_initializable<Key> && std::equality_comparable<Key> &&
+           EvictionPolicy<Policy>
 class BlockPool {
  public:
   explicit BlockPool(std::size_t num_blocks)
@@ -95,18 +97,17 @@ class BlockPool {
         state_(num_blocks, State::kFree),
         refcount_(num_blocks, 0),
         key_(num_blocks),
-        policy_(num_blocks) {
-    registry_.reserve(num_blocks);
-  }
+        policy_(num_blocks),
+        registry_(num_blocks) {}
 
   /// The longest run of leading keys that are registered, as a count; with `blocks`, their
   /// block ids are appended to it. Changes nothing: touch() the blocks to take them.
   std::size_t match_prefix(std::span<const Key> keys, std::vector<BlockId>* blocks = nullptr) const {
     std::size_t hits = 0;
     for (const Key& key : keys) {
-      const auto it = registry_.find(key);
-      if (it == registry_.end()) break;
-      if (blocks != nullptr) blocks->push_back(it->second);
+      const BlockId b = registry_.find(key);
+      if (b < 0) break;
+      if (blocks != nullptr) blocks->push_back(b);
       ++hits;
     }
     return hits;
@@ -114,9 +115,9 @@ class BlockPool {
 
   /// The block registered under key, if any.
   [[nodiscard]] std::optional<BlockId> find(const Key& key) const {
-    const auto it = registry_.find(key);
-    if (it == registry_.end()) return std::nullopt;
-    return it->second;
+    const BlockId b = registry_.find(key);
+    if (b < 0) return std::nullopt;
+    return b;
   }
 
   /// n blocks with refcount 1: free blocks first, then cached blocks evicted least recently
@@ -197,8 +198,8 @@ class BlockPool {
       throw std::invalid_argument(fmt::format(
           "BlockPool::register_block: block {} is already registered under another key", block));
     }
-    const auto [it, inserted] = registry_.try_emplace(key, block);
-    if (!inserted) return it->second == block;
+    const auto [holder, inserted] = registry_.try_emplace(key, block);
+    if (!inserted) return holder == block;
     key_[idx(block)] = key;
     return true;
   }
@@ -260,7 +261,7 @@ class BlockPool {
       refcount_[idx(from)] = 0;
       key_[idx(from)].reset();
     }
-    for (auto& entry : registry_) entry.second = where[idx(entry.second)];
+    registry_.remap_blocks([&](BlockId b) { return where[idx(b)]; });
     for (const BlockId b : order) policy_.insert(b);
     return moves;
   }
@@ -296,7 +297,7 @@ class BlockPool {
   [[nodiscard]] std::vector<Key> registered_keys() const {
     std::vector<Key> keys;
     keys.reserve(registry_.size());
-    for (const auto& entry : registry_) keys.push_back(entry.first);
+    registry_.for_each([&](const Key& key, BlockId) { keys.push_back(key); });
     return keys;
   }
 
@@ -325,11 +326,10 @@ class BlockPool {
   /// evictions()): for a tiered cache moving the block to another tier, or dropping a copy
   /// found corrupt. False, changing nothing, if no block holds the key or it is in use.
   bool remove_cached(const Key& key) {
-    const auto it = registry_.find(key);
-    if (it == registry_.end() || state_[idx(it->second)] != State::kCached) return false;
-    const BlockId b = it->second;
+    const BlockId b = registry_.find(key);
+    if (b < 0 || state_[idx(b)] != State::kCached) return false;
     policy_.erase(b);
-    registry_.erase(it);
+    registry_.erase(key);
     key_[idx(b)].reset();
     state_[idx(b)] = State::kFree;
     ++evictions_;
@@ -381,7 +381,7 @@ class BlockPool {
   std::vector<std::uint32_t> refcount_;
   std::vector<std::optional<Key>> key_;
   Policy policy_;  // the cached blocks, in eviction order
-  std::unordered_map<Key, BlockId, Hash, KeyEqual> registry_;
+  detail::BlockRegistry<Key, Hash, KeyEqual> registry_;
   std::size_t in_use_ = 0;
   std::uint64_t evictions_ = 0;
 };
