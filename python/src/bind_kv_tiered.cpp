@@ -120,7 +120,8 @@ offload_policy: "write-back" (copy a block down when it is evicted; host holds w
 not) or "write-through" (copy it to every lower tier when it is registered).
 offload_min_priority: blocks of a lower retention priority are dropped, not offloaded.
 disk_min_uses: a block goes to disk only once it has been used (computed or hit) that often.
-block_bytes: bytes of one block, counted in the tiers' bytes moved.)doc")
+block_bytes: bytes of one block, counted in the tiers' bytes moved.
+event_log_batches: event batches kept for events_since; 0 builds no events at all.)doc")
       .def(py::init([](std::int64_t primary_blocks, std::int64_t host_blocks, std::int64_t disk_blocks,
                        std::int64_t block_size, std::int64_t block_bytes, std::string_view offload_policy,
                        std::int64_t offload_min_priority, std::int64_t disk_min_uses,
@@ -138,7 +139,7 @@ block_bytes: bytes of one block, counted in the tiers' bytes moved.)doc")
              const std::size_t uses = non_negative(disk_min_uses, "disk_min_uses");
              if (uses > UINT32_MAX) throw std::invalid_argument("disk_min_uses must be below 2^32");
              c.disk_min_uses = static_cast<std::uint32_t>(uses);
-             c.event_log_batches = positive(event_log_batches, "event_log_batches");
+             c.event_log_batches = non_negative(event_log_batches, "event_log_batches");
              return std::make_unique<IntKVBlockManager>(c);
            }),
            py::arg("primary_blocks"), py::arg("host_blocks") = 0, py::arg("disk_blocks") = 0,

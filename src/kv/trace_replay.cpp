@@ -272,7 +272,7 @@ TieredReplayResult replay_tiered_prefix_cache(std::span<const MooncakeRequest> r
   mc.block_bytes = config.block_bytes;
   mc.offload_policy = config.offload_policy;
   mc.disk_min_uses = config.disk_min_uses;
-  mc.event_log_batches = 1;  // nobody listens; the events are still built, as a server's would be
+  mc.event_log_batches = 0;  // nobody listens: no events are built
   KVBlockManager<std::int64_t> manager(mc);
 
   TieredReplayResult result;

@@ -110,7 +110,7 @@ struct KVBlockManagerConfig {
   RetentionPriority offload_min_priority = 0;  // lower-priority blocks are dropped, not offloaded
   std::uint32_t disk_min_uses = 0;             // 0 or 1: every offloaded block may go to disk
   std::uint32_t filter_width = 1u << 20;       // counters per row of the use-count sketch
-  std::size_t event_log_batches = 10'000;      // batches kept for replay
+  std::size_t event_log_batches = 10'000;      // batches kept for replay; 0: no events at all
   // Disk writes wait in a bounded queue for a background worker, so that no caller ever waits
   // for the disk on a down-transfer; 0 writes on the calling thread instead (deterministic).
   std::size_t offload_queue_blocks = 64;
@@ -134,9 +134,6 @@ struct KVBlockManagerConfig {
     }
     if (disk_min_uses > 1 && filter_width == 0) {
       throw std::invalid_argument("KVBlockManagerConfig.filter_width must be at least 1 when disk_min_uses > 1");
-    }
-    if (event_log_batches == 0) {
-      throw std::invalid_argument("KVBlockManagerConfig.event_log_batches must be at least 1");
     }
     if (offload_batch_blocks == 0) {
       throw std::invalid_argument("KVBlockManagerConfig.offload_batch_blocks must be at least 1");
@@ -251,7 +248,7 @@ class KVBlockManager {
   /// oldest dropped if there are more than disk_blocks), announced after an AllBlocksCleared
   /// event. Throws std::invalid_argument for a bad config, or stores that do not match it.
   explicit KVBlockManager(const KVBlockManagerConfig& config, TierStores stores = {})
-      : config_((config.validate(), config)), events_(config.event_log_batches) {
+      : config_((config.validate(), config)), events_(std::max<std::size_t>(config.event_log_batches, 1)) {
     add_tier(Tier::kPrimary, config.primary_blocks, stores.primary, nullptr);
     if (config.host_blocks > 0) add_tier(Tier::kHost, config.host_blocks, stores.host, nullptr);
     if (config.disk_blocks > 0) add_tier(Tier::kDisk, config.disk_blocks, nullptr, stores.disk);
@@ -605,7 +602,7 @@ class KVBlockManager {
           if (t->disk != nullptr) t->disk->remove(key_bytes(key));
         }
       }
-      events_.append(AllBlocksCleared{});
+      emit(AllBlocksCleared{});
     }
     events_.publish();
     return true;
@@ -715,7 +712,7 @@ class KVBlockManager {
     if (!tier.pool.try_allocate_into(n, out, &evicted)) return false;
     if (evicted.empty()) return true;
     tier.stats.evicted_blocks += evicted.size();
-    events_.append(BlockRemoved<Key>{evicted, tier.tier});
+    if (events_on()) emit(BlockRemoved<Key>{evicted, tier.tier});
     // try_allocate_into hands out the free blocks first, then the evicted ones in order.
     const std::size_t base = first + n - evicted.size();
     for (std::size_t j = 0; j < evicted.size(); ++j) {
@@ -772,7 +769,7 @@ class KVBlockManager {
     ++tier.stats.stored_blocks;
     tier.stats.bytes_in += block_bytes_;
     tiers_[source]->stats.bytes_out += block_bytes_;
-    events_.append(BlockStored<Key>{{key}, meta.parent, meta.tokens, config_.block_size, tier.tier});
+    if (events_on()) emit(BlockStored<Key>{{key}, meta.parent, meta.tokens, config_.block_size, tier.tier});
   }
 
   // A block on its way to disk: a copy of its bytes (logical order) and what its file records.
@@ -878,7 +875,7 @@ class KVBlockManager {
     ++disk.stats.stored_blocks;
     disk.stats.bytes_in += block_bytes_;
     tiers_[t - 1]->stats.bytes_out += block_bytes_;
-    events_.append(BlockStored<Key>{{w.key}, w.meta.parent, w.meta.tokens, config_.block_size, disk.tier});
+    emit(BlockStored<Key>{{w.key}, w.meta.parent, w.meta.tokens, config_.block_size, disk.tier});
   }
 
   // Copies a block between two tiers' stores; true without stores (metadata only). False if a
@@ -913,7 +910,12 @@ class KVBlockManager {
   // A lower tier's copy that could not be read: out of the tier (its file is already gone).
   void drop_lower_copy(std::size_t t, const Key& key) {
     TierState& tier = *tiers_[t];
-    if (tier.pool.remove_cached(key)) events_.append(BlockRemoved<Key>{{key}, tier.tier});
+    if (tier.pool.remove_cached(key)) emit(BlockRemoved<Key>{{key}, tier.tier});
+  }
+
+  [[nodiscard]] bool events_on() const noexcept { return config_.event_log_batches > 0; }
+  void emit(KVEvent<Key> event) {
+    if (events_on()) events_.append(std::move(event));
   }
 
   static std::span<const std::byte> key_bytes(const Key& key) noexcept { return std::as_bytes(std::span(&key, 1)); }
@@ -955,7 +957,7 @@ class KVBlockManager {
   // oldest left out, and deleted, when they do not fit).
   void adopt_recovered_blocks(DiskStore& disk) {
     const auto& found = disk.recovered();
-    events_.append(AllBlocksCleared{});
+    emit(AllBlocksCleared{});
     TierState& tier = *tiers_[index_of(Tier::kDisk)];
     const std::size_t skip = found.size() > tier.pool.num_blocks() ? found.size() - tier.pool.num_blocks() : 0;
     for (std::size_t i = 0; i < found.size(); ++i) {
@@ -982,19 +984,20 @@ class KVBlockManager {
       tier.pool.register_block(slot[0], key);
       tier.pool.set_retention_priority(slot[0], meta.priority);
       tier.pool.release(slot);
-      events_.append(BlockStored<Key>{{key}, meta.parent, meta.tokens, config_.block_size, tier.tier});
+      if (events_on()) emit(BlockStored<Key>{{key}, meta.parent, meta.tokens, config_.block_size, tier.tier});
       tier.meta[static_cast<std::size_t>(slot[0])] = std::move(meta);
     }
   }
 
   void remove_cached_from(TierState& tier, const Key& key) {
-    if (tier.pool.remove_cached(key)) events_.append(BlockRemoved<Key>{{key}, tier.tier});
+    if (tier.pool.remove_cached(key)) emit(BlockRemoved<Key>{{key}, tier.tier});
   }
 
   // One BlockStored per run of consecutive positions among `which` (indexes into hashes); the
   // k-th of them is held by blocks[k].
   void emit_stored_runs(const TierState& tier, std::span<const BlockId> blocks, std::span<const Key> hashes,
                         std::span<const std::size_t> which) {
+    if (!events_on()) return;
     std::size_t k = 0;
     while (k < which.size()) {
       std::size_t end = k + 1;
@@ -1008,7 +1011,7 @@ class KVBlockManager {
         const auto& tokens = tier.meta[static_cast<std::size_t>(blocks[j])].tokens;
         event.token_ids.insert(event.token_ids.end(), tokens.begin(), tokens.end());
       }
-      events_.append(std::move(event));
+      emit(std::move(event));
       k = end;
     }
   }
