@@ -2,6 +2,8 @@
 // pages (the model alone, and through the Engine), aggregate speed with 16 concurrent requests,
 // and time to first token with and without prefix reuse.
 //   LLMDS_DATA_DIR=../shared/data build/cpp/bench/bench_engine
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -170,6 +172,83 @@ void BM_SharedPromptBurst(benchmark::State& state) {
   state.counters["prefill_tokens_run"] = static_cast<double>(computed) / static_cast<double>(state.iterations());
 }
 
+// Decode speed with tiers below the arena on (arg 1) or off (arg 0). The arena holds 64 pages of
+// 16 tokens and every request starts from a prompt of its own, so each evicts the pages of the
+// ones before it: with tiers on, those are copied to host, and host's evictions written to disk.
+void BM_EngineDecodeTiers(benchmark::State& state) {
+  NEED_STORIES(state);
+  const bool tiers = state.range(0) == 1;
+  const auto dir = std::filesystem::temp_directory_path() / ("llmds-bench-engine-tiers-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  llmds::EngineConfig config{.page_size = 16, .max_pages = 64};
+  if (tiers) {
+    config.tiers.host_pages = 128;
+    config.tiers.disk_pages = 100000;
+    config.tiers.disk_directory = dir;
+  }
+  double tokens = 0;
+  {
+    llmds::Engine engine(S->model, S->tokenizer, config);
+    int round = 0;
+    for (auto _ : state) {
+      llmds::Request r = greedy("", 255);
+      r.prompt_tokens = {llmds::Tokenizer::kBos, static_cast<llmds::TokenId>(3 + round++ % 500)};
+      tokens += static_cast<double>(engine.generate(r).output_tokens);
+    }
+  }
+  state.counters["tokens_per_s"] = benchmark::Counter(tokens, benchmark::Counter::kIsRate);
+  std::filesystem::remove_all(dir);
+}
+
+// Time to first token of a ~400-token prompt whose pages were computed earlier and then pushed
+// out of the arena by two other requests: recomputed (arg 0), or brought back from host (arg 1)
+// or from disk (arg 2). The arena holds 32 pages of 16 tokens, the model's whole context.
+void BM_TieredTTFT(benchmark::State& state) {
+  NEED_STORIES(state);
+  const auto from = state.range(0);
+  const auto dir = std::filesystem::temp_directory_path() / ("llmds-bench-ttft-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  llmds::EngineConfig config{.page_size = 16, .max_pages = 32};
+  if (from == 1) config.tiers.host_pages = 1024;
+  if (from == 2) {
+    config.tiers.disk_pages = 4096;
+    config.tiers.disk_directory = dir;
+    config.tiers.offload_queue_blocks = 0;  // on disk, not in the write queue, when it is asked for
+  }
+  auto text_of = [&](std::string text, const std::string& more, std::size_t tokens) {
+    while (S->tokenizer->encode(text).size() < tokens) text += more;
+    return text;
+  };
+  const std::string system = text_of("Once upon a time, there was a little girl named Lily.",
+                                     " She loved to play outside in the park with her friends.", 400);
+  const std::string filler_a = text_of("Tom had a big red ball.", " He kicked it high into the sky.", 300);
+  const std::string filler_b = text_of("The cat sat on the mat.", " It was warm and the sun was bright.", 300);
+  double ttft = 0, from_host = 0, from_disk = 0, cached = 0;
+  {
+    llmds::Engine engine(S->model, S->tokenizer, config);
+    for (auto _ : state) {
+      state.PauseTiming();
+      (void)engine.generate(greedy(system, 1));    // computes (or brings back) the prompt's pages
+      (void)engine.generate(greedy(filler_a, 1));  // and these push them out of the arena
+      (void)engine.generate(greedy(filler_b, 1));
+      state.ResumeTiming();
+      llmds::Request r = greedy(system + " One day", 1);
+      r.reuse_cache = from != 0;
+      const auto resp = engine.generate(r);
+      ttft += resp.time_to_first_token_s;
+      cached += static_cast<double>(resp.cached_prompt_tokens);
+      from_host += static_cast<double>(resp.cached_from_host);
+      from_disk += static_cast<double>(resp.cached_from_disk);
+    }
+  }
+  const auto it = static_cast<double>(state.iterations());
+  state.counters["ttft_us"] = ttft / it * 1e6;
+  state.counters["cached_tokens"] = cached / it;
+  state.counters["from_host"] = from_host / it;
+  state.counters["from_disk"] = from_disk / it;
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 
 BENCHMARK(BM_ModelDecode)->Arg(64)->Arg(512)->Unit(benchmark::kMillisecond);
@@ -181,5 +260,7 @@ BENCHMARK(BM_EngineConcurrent)
     ->UseRealTime();
 BENCHMARK(BM_PrefixReuseTTFT)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_SharedPromptBurst)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_EngineDecodeTiers)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_TieredTTFT)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

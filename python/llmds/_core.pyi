@@ -514,8 +514,11 @@ class TierStats(TypedDict):
     onboarded_blocks: int
     dropped_offloads: int
     filter_rejected: int
+    failed_transfers: int
     bytes_in: int
     bytes_out: int
+    queued_writes: int
+    queue_high_water: int
 
 class PrefixMatch:
     """A run of leading block hashes found in some tier, pinned until onboard() or cancel()."""

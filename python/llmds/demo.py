@@ -34,7 +34,15 @@ from llmds.inverted_index import InvertedIndex
 from llmds.ir import IRCollection, evaluate, load_collection, load_debian_packages
 from llmds.kv_cache import KVCache
 from llmds.progress import Progress, track
-from llmds.replay import POLICIES, check_batching_target, format_results, prefix_cache_sweep, replay_azure
+from llmds.replay import (
+    POLICIES,
+    check_batching_target,
+    format_results,
+    prefix_cache_sweep,
+    replay_azure,
+    replay_prefix_cache,
+    replay_tiered_prefix_cache,
+)
 from llmds.report import Report, machine_summary
 from llmds.retrieval_pipeline import RetrievalPipeline
 from llmds.token_lru import TokenLRU
@@ -159,6 +167,40 @@ def _prefix_cache_replay(report: Report, path: Path) -> None:
         ax.set_ylabel("prefix hit rate (%)")
 
     report.plot("kv_cache_hit_rate", "Mooncake conversation trace: prefix-cache hit rate vs capacity", draw)
+
+
+def _tiered_replay(report: Report, path: Path) -> None:
+    trace = load_mooncake_trace(path)
+    host, disk = 16_000, 400_000
+    print(f"Primary tiers of several sizes, a host tier of {host:,} blocks and a disk tier of {disk:,} (write-back:")
+    print("a block the tier above evicts moves down; a hit below primary is copied back up):")
+    print("  primary (blocks)   from primary   from host   from disk   combined   one tier of the summed size")
+    rows = []
+    for primary in track((1_000, 2_000, 4_000, 6_000, 8_000, 16_000), "  replaying"):
+        r = replay_tiered_prefix_cache(trace, primary, host_blocks=host, disk_blocks=disk)
+        single = replay_prefix_cache(trace, primary + host, BLOCK_TOKENS)
+        rows.append((primary, r))
+        print(f"  {primary:>16,}   {r.tier_hit_rate('primary'):>12.2%}   {r.tier_hit_rate('host'):>9.2%}"
+              f"   {r.tier_hit_rate('disk'):>9.2%}   {r.hit_rate:>8.2%}   {single.hit_rate:>8.2%} (without disk)")
+    unlimited = replay_prefix_cache(trace, 1_000_000, BLOCK_TOKENS).hit_rate
+    reached = sum(abs(r.hit_rate - unlimited) < 5e-4 for _, r in rows)
+    print(f"An unlimited cache hits {unlimited:.2%}: with the disk tier, {reached} of the {len(rows)} configurations "
+          "above reach it within 0.05 points.")
+
+    def draw(ax) -> None:
+        xs = range(len(rows))
+        bottom = [0.0] * len(rows)
+        for tier in ("primary", "host", "disk"):
+            heights = [100 * r.tier_hit_rate(tier) for _, r in rows]
+            ax.bar(xs, heights, bottom=bottom, label=tier)
+            bottom = [b + h for b, h in zip(bottom, heights)]
+        ax.axhline(100 * unlimited, color="black", linestyle="--", linewidth=1, label="unlimited cache")
+        ax.set_xticks(list(xs), [f"{p // 1000}k" for p, _ in rows])
+        ax.set_xlabel(f"primary tier (512-token blocks); host {host // 1000}k, disk {disk // 1000}k")
+        ax.set_ylabel("prefix hit rate (%)")
+        ax.legend(fontsize=8)
+
+    report.plot("kv_tiers_hit_rate", "Mooncake conversation trace: hit rate by tier", draw)
 
 
 def _heap_and_stats(path: Path) -> None:
@@ -461,6 +503,8 @@ def run(data: Path | None = None, out: Path = Path("llmds-demo")) -> Path:
         _kv_cache_sharing()
     with report.section("Prefix-cache replay of the Mooncake conversation trace (LRU block pool, 512-token blocks)"):
         _prefix_cache_replay(report, sources["Mooncake trace"])
+    with report.section("KVBlockManager: the same trace through primary, host and disk tiers"):
+        _tiered_replay(report, sources["Mooncake trace"])
     with report.section("IndexedHeap: shortest-prompt-first queue; utils: latency statistics"):
         _heap_and_stats(sources["Azure code trace"])
     with report.section("Scheduler + AdmissionController: the Azure conversation trace on simulated time"):

@@ -44,11 +44,15 @@ def test_quick_bench_writes_every_section(quick_report):
     text = out.read_text()
     assert text.startswith("# Benchmarks\n") and "QUICK MODE" in text and "- Versions: llmds" in text
     for title in ("## HNSW against hnswlib", "## HNSW under churn", "## BM25 against bm25s", "## Count-min sketch", "## KV cache",
-                  "## Scheduler", "## Engine", "## Google Benchmark suites"):
+                  "## Tiered KV cache: hit rate by tier", "## Tiered KV cache: data paths", "## Scheduler", "## Engine",
+                  "## Google Benchmark suites"):
         assert title in text
     # The comparisons' own headings sit under the report's sections.
     assert "\n### HNSW on Fashion-MNIST" in text and "\n#### Recall@10 vs ef_search" in text
     assert "| conversation | 1,000 | 4.70% | 4.70% |" in text  # llmds matches the reference hit rate
+    # A disk tier brings the tiered cache to the unlimited cache's hit rate.
+    assert "| conversation | 6,000 + 16,000 + disk 400,000, write-back | 15.02% |" in text
+    assert "conversation: with disk: 38.19% vs unlimited 38.19%, goal within 0.1 points: met" in text
     assert "| 16 |" in text and "vs run.c" in text
 
 
@@ -62,9 +66,30 @@ def test_quick_bench_reads_the_google_benchmark_json(quick_report):
 def test_quick_bench_plots(quick_report):
     pytest.importorskip("matplotlib")
     out = quick_report[1]
-    for name in ("hnsw_recall_qps", "bm25_qps", "kv_cache_hit_rate", "scheduler_latency_p95"):
+    for name in ("hnsw_recall_qps", "bm25_qps", "kv_cache_hit_rate", "kv_tiers_hit_rate", "scheduler_latency_p95"):
         assert (out.with_suffix("") / f"{name}.png").exists()
         assert f"](benchmarks/{name}.png)" in out.read_text()
+
+
+def test_tier_ratios_come_from_one_suite_run(tmp_path):
+    from llmds.benchmarks import kv_tiers
+
+    def b(name: str, **figures: float) -> dict[str, object]:
+        return {"name": name, "run_type": "iteration", **figures}
+
+    (tmp_path / "bench_kv_tiers.json").write_text(json.dumps({"benchmarks": [
+        b("BM_Memcpy/65536", bytes_per_second=10e9), b("BM_CopyContiguous/65536", bytes_per_second=9e9),
+        b("BM_CopyToLayerSeparate/65536", bytes_per_second=5e9),
+        b("BM_DiskRawWrite/2097152/real_time", bytes_per_second=1e9),
+        b("BM_DiskStoreWrite/2097152/real_time", bytes_per_second=0.8e9),
+        b("BM_TieredReplay/0/1", us_per_request=4.5),
+    ]}))
+    rows = kv_tiers.path_ratios(tmp_path)
+    assert "| primary -> host, contiguous, 64 KiB blocks | 9.00 GB/s | memcpy 10.00 GB/s | 90% | 80% | met |" in rows
+    assert any("layer-separate" in r and "50% | 80% | MISSED" in r for r in rows)
+    assert "| host -> disk (block files), 2048 KiB blocks | 0.80 GB/s | raw direct I/O 1.00 GB/s | 80% | 70% | met |" in rows
+    assert any("conversation" in r and "MISSED by 1.50 us" in r for r in rows)
+    assert kv_tiers.path_ratios(None) == []
 
 
 def test_unknown_sections_are_refused(tmp_path):

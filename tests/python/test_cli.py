@@ -49,11 +49,12 @@ def test_demo_writes_a_report_with_plots(demo):
     assert f"report: {report.resolve()}" in result.stdout
     text = report.read_text()
     # Every section is in the report, with what it printed, and names the data it used.
-    for title in ("CountMinSketch", "TokenLRU", "KVCache", "Prefix-cache replay", "IndexedHeap", "Scheduler",
-                  "HNSW", "InvertedIndex", "RetrievalPipeline", "Engine"):
+    for title in ("CountMinSketch", "TokenLRU", "KVCache", "Prefix-cache replay", "KVBlockManager", "IndexedHeap",
+                  "Scheduler", "HNSW", "InvertedIndex", "RetrievalPipeline", "Engine"):
         assert f"## {title}" in text
+    assert "with the disk tier, 6 of the 6 configurations above reach it" in text
     assert "tokens streamed" in text and "- Machine:" in text and "- Data: Fashion-MNIST:" in text
-    for plot in ("kv_cache_hit_rate", "scheduler_latency", "hnsw_recall_qps"):
+    for plot in ("kv_cache_hit_rate", "kv_tiers_hit_rate", "scheduler_latency", "hnsw_recall_qps"):
         png = out / f"{plot}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({plot}.png)" in text

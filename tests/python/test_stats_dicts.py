@@ -156,7 +156,8 @@ def test_kv_block_manager() -> None:
     shape(s["host"], {"tier": str, "capacity_blocks": int, "cached_blocks": int, "in_use_blocks": int,
                       "lookups": int, "hit_blocks": int, "hit_tokens": int, "stored_blocks": int,
                       "evicted_blocks": int, "onboarded_blocks": int, "dropped_offloads": int,
-                      "filter_rejected": int, "failed_transfers": int, "bytes_in": int, "bytes_out": int})
+                      "filter_rejected": int, "failed_transfers": int, "bytes_in": int, "bytes_out": int,
+                      "queued_writes": int, "queue_high_water": int})
 
 
 def test_utils() -> None:

@@ -86,6 +86,7 @@ struct KVCacheTiers {
   std::filesystem::path disk_directory;  // with disk_pages: where the block files live
   OffloadPolicy offload_policy = OffloadPolicy::kWriteBack;
   std::uint32_t disk_min_uses = 0;       // the disk filter (KVBlockManagerConfig)
+  std::size_t offload_queue_blocks = 64; // disk writes waiting for the worker; 0: written at once
 
   [[nodiscard]] bool enabled() const noexcept { return host_pages > 0 || disk_pages > 0; }
   void validate() const {
@@ -621,6 +622,7 @@ class KVCache {
       m.block_size = static_cast<std::uint32_t>(c.page_size);
       m.offload_policy = c.tiers.offload_policy;
       m.disk_min_uses = c.tiers.disk_min_uses;
+      m.offload_queue_blocks = c.tiers.offload_queue_blocks;
       return m;
     }
 

@@ -12,6 +12,8 @@ next to absolute figures:
 * count-min updates and error against Apache DataSketches (``llmds.benchmarks.cmsketch``);
 * the prefix cache's hit rate against capacity on the Mooncake traces, beside the reference
   figures of a widely used serving engine's block pool (the shared data's traces/README.md);
+* the tiered KV cache's hit rate by tier on the same traces, against one tier of the summed size
+  and an unlimited cache, and its data paths against their limits (``llmds.benchmarks.kv_tiers``);
 * scheduler latency distributions on the Azure traces (FCFS, maximal batching, llmds);
 * engine tokens per second, one sequence and 16 at once;
 * the Google Benchmark suites' JSON, when ``cmake --build build/cpp --target run_benchmarks`` has

@@ -158,6 +158,64 @@ def _kv_cache(report: Report, data: Path, quick: bool) -> None:
         report.plot("kv_cache_hit_rate", "Mooncake traces: hit rate vs capacity", draw)
 
 
+def _tiers(report: Report, data: Path, gbench: Path | None, quick: bool) -> None:
+    from llmds.benchmarks import kv_tiers
+    from llmds.traces import load_mooncake_trace
+
+    curves: dict[str, list[kv_tiers.Row]] = {}
+    with report.section("Tiered KV cache: hit rate by tier (Mooncake traces)", fenced=False):
+        print("The replay protocol of the section above, through a KVBlockManager (metadata only; "
+              "llmds.replay.replay_tiered_prefix_cache): a prompt block hits if any tier holds it. Tier sizes in "
+              "512-token blocks; the single-tier rows are the LRU replay above.\n")
+        print("| trace | configuration | primary | host | disk | combined | disk blocks written | us/request |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for relative in MOONCAKE_TRACES:
+            kind = "conversation" if "conversation" in relative else "synthetic"
+            try:
+                trace = load_mooncake_trace(locate(relative, data))
+            except FileNotFoundError as e:
+                print(f"| {kind} | not run: {e} | | | | | | |")
+                continue
+            rows = kv_tiers.hit_rates(trace)
+            for r in rows:
+                cells = " | ".join(f"{100 * r.tiers[t]:.2f}%" if t in r.tiers else "-" for t in ("primary", "host", "disk"))
+                print(f"| {kind} | {r.label} | {cells} | {100 * r.combined:.2f}% | {r.disk_writes:,} | {r.us_per_request:.2f} |")
+            for line in kv_tiers.goals(rows):
+                print(f"\n- {kind}: {line}")
+            print()
+            if kind == "conversation":
+                primaries = (1_000, 4_000, 16_000) if quick else (1_000, 2_000, 4_000, 6_000, 8_000, 16_000, 32_000)
+                curves[kind] = kv_tiers.by_primary(trace, primaries)
+
+    def draw(ax: Any) -> None:
+        for kind, rows in curves.items():
+            xs = [int(r.label.replace(",", "")) for r in rows]
+            bottom = [0.0] * len(rows)
+            for tier in ("primary", "host", "disk"):
+                heights = [100 * r.tiers.get(tier, 0.0) for r in rows]
+                ax.bar(range(len(xs)), heights, bottom=bottom, label=f"{tier}")
+                bottom = [b + h for b, h in zip(bottom, heights)]
+            ax.set_xticks(range(len(xs)), [f"{x // 1000}k" for x in xs])
+        ax.set_xlabel("primary tier (512-token blocks); host 16k, disk 400k")
+        ax.set_ylabel("prefix hit rate (%)")
+        ax.legend(fontsize=8)
+
+    if curves:
+        report.plot("kv_tiers_hit_rate", "Conversation trace: hit rate by tier against primary capacity", draw)
+
+    with report.section("Tiered KV cache: data paths against their limits (C++)", fenced=False):
+        rows = kv_tiers.path_ratios(gbench)
+        if not rows:
+            print(f"No bench_kv_tiers / bench_engine JSON in {gbench}: run `cmake --build build/cpp --target "
+                  "run_bench_kv_tiers run_bench_engine` first.")
+            return
+        print("Each ratio is of two benchmarks of one suite run (bench_kv_tiers, bench_engine).\n")
+        print("| path | llmds | limit | ratio | goal | |")
+        print("|---|---:|---:|---:|---:|---|")
+        for row in rows:
+            print(row)
+
+
 def _scheduler(report: Report, data: Path, quick: bool) -> None:
     from llmds.replay import compare_policies, format_results, load_azure_trace
 
@@ -276,7 +334,7 @@ def _gbench(report: Report, folder: Path | None) -> None:
             print()
 
 
-SECTIONS = ("hnsw", "churn", "bm25", "cmsketch", "kv", "scheduler", "engine", "gbench")
+SECTIONS = ("hnsw", "churn", "bm25", "cmsketch", "kv", "tiers", "scheduler", "engine", "gbench")
 """The report's sections, in order; ``run(sections=...)`` and ``--sections`` choose among them."""
 
 
@@ -310,6 +368,7 @@ def run(out: Path = Path("docs/benchmarks.md"), images: Path | None = None, data
         "bm25": lambda: _bm25(report, data, quick),
         "cmsketch": lambda: _cmsketch(report, quick),
         "kv": lambda: _kv_cache(report, data, quick),
+        "tiers": lambda: _tiers(report, data, gbench, quick),
         "scheduler": lambda: _scheduler(report, data, quick),
         "engine": lambda: _engine(report, data, quick),
         "gbench": lambda: _gbench(report, gbench),
