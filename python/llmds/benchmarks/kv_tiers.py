@@ -92,7 +92,10 @@ def _suite(folder: Path | None, name: str) -> dict[str, dict[str, Any]]:
     if path is None or not path.exists():
         return {}
     runs = json.loads(path.read_text()).get("benchmarks", [])
-    return {b["name"]: b for b in runs if b.get("run_type") != "aggregate"}
+    # With --benchmark_repetitions, the median of the repetitions stands for the benchmark.
+    out = {b["name"]: b for b in runs if b.get("run_type") != "aggregate"}
+    out.update({b["run_name"]: b for b in runs if b.get("aggregate_name") == "median" and "run_name" in b})
+    return out
 
 
 def path_ratios(folder: Path | None) -> list[str]:
@@ -124,7 +127,8 @@ def path_ratios(folder: Path | None) -> list[str]:
     if off and on:
         ratio = on["tokens_per_s"] / off["tokens_per_s"]
         rows.append(f"| engine decode with tiers on | {on['tokens_per_s']:,.0f} tokens/s | tiers off "
-                    f"{off['tokens_per_s']:,.0f} tokens/s | {ratio:.0%} | 97% | {'met' if ratio >= 0.97 else 'MISSED'} |")
+                    f"{off['tokens_per_s']:,.0f} tokens/s | {ratio:.1%} | 97% | "
+                    f"{'met' if ratio >= 0.97 else f'MISSED by {100 * (0.97 - ratio):.1f} points'} |")
     ttft = {k: engine.get(f"BM_TieredTTFT/{k}/real_time") for k in (0, 1, 2)}
     if all(ttft.values()):
         recompute = ttft[0]["ttft_us"]

@@ -167,21 +167,22 @@ def _tiers(report: Report, data: Path, gbench: Path | None, quick: bool) -> None
         print("The replay protocol of the section above, through a KVBlockManager (metadata only; "
               "llmds.replay.replay_tiered_prefix_cache): a prompt block hits if any tier holds it. Tier sizes in "
               "512-token blocks; the single-tier rows are the LRU replay above.\n")
-        print("| trace | configuration | primary | host | disk | combined | disk blocks written | us/request |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|")
         for relative in MOONCAKE_TRACES:
             kind = "conversation" if "conversation" in relative else "synthetic"
+            print("| trace | configuration | primary | host | disk | combined | disk blocks written | us/request |")
+            print("|---|---|---:|---:|---:|---:|---:|---:|")
             try:
                 trace = load_mooncake_trace(locate(relative, data))
             except FileNotFoundError as e:
-                print(f"| {kind} | not run: {e} | | | | | | |")
+                print(f"| {kind} | not run: {e} | | | | | | |\n")
                 continue
             rows = kv_tiers.hit_rates(trace)
             for r in rows:
                 cells = " | ".join(f"{100 * r.tiers[t]:.2f}%" if t in r.tiers else "-" for t in ("primary", "host", "disk"))
                 print(f"| {kind} | {r.label} | {cells} | {100 * r.combined:.2f}% | {r.disk_writes:,} | {r.us_per_request:.2f} |")
+            print()
             for line in kv_tiers.goals(rows):
-                print(f"\n- {kind}: {line}")
+                print(f"- {kind}: {line}")
             print()
             if kind == "conversation":
                 primaries = (1_000, 4_000, 16_000) if quick else (1_000, 2_000, 4_000, 6_000, 8_000, 16_000, 32_000)
