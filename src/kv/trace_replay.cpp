@@ -6,6 +6,7 @@
 #include <charconv>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -15,6 +16,9 @@
 
 #include "llmds/core/errors.hpp"
 #include "llmds/kv/block_pool.hpp"
+#include "llmds/kv/tiered/block_layout.hpp"
+#include "llmds/kv/tiered/disk_store.hpp"
+#include "llmds/kv/tiered/memory_store.hpp"
 
 namespace llmds {
 
@@ -253,6 +257,15 @@ PrefixCacheReplayResult replay_prefix_cache(std::span<const MooncakeRequest> req
 
 void TieredReplayConfig::validate() const {
   PrefixCacheReplayConfig{primary_blocks, block_size}.validate();
+  if (move_bytes && block_bytes == 0) {
+    throw std::invalid_argument("TieredReplayConfig: move_bytes needs block_bytes");
+  }
+  if (move_bytes && disk_blocks > 0 && disk_directory.empty()) {
+    throw std::invalid_argument("TieredReplayConfig: move_bytes with a disk tier needs disk_directory");
+  }
+  if (block_bytes > std::numeric_limits<std::uint32_t>::max()) {
+    throw std::invalid_argument(fmt::format("TieredReplayConfig.block_bytes must be below 2^32, got {}", block_bytes));
+  }
   if (block_size > std::numeric_limits<std::uint32_t>::max()) {
     throw std::invalid_argument(fmt::format("TieredReplayConfig.block_size must be below 2^32, got {}", block_size));
   }
@@ -273,7 +286,37 @@ TieredReplayResult replay_tiered_prefix_cache(std::span<const MooncakeRequest> r
   mc.offload_policy = config.offload_policy;
   mc.disk_min_uses = config.disk_min_uses;
   mc.event_log_batches = 0;  // nobody listens: no events are built
-  KVBlockManager<std::int64_t> manager(mc);
+  mc.offload_queue_blocks = config.offload_queue_blocks;
+  // With move_bytes, a block is one row of block_bytes in every tier: its shape does not matter
+  // to the copies, only its size.
+  const BlockGeometry geometry{1, 1, 1, static_cast<std::uint32_t>(std::max<std::size_t>(config.block_bytes, 1)),
+                               ScalarType::kOther};
+  std::unique_ptr<MemoryStore<ContiguousLayout>> primary_store, host_store;
+  std::unique_ptr<DiskStore> disk_store;
+  TierStores stores;
+  if (config.move_bytes) {
+    primary_store = std::make_unique<MemoryStore<ContiguousLayout>>(ContiguousLayout(geometry, config.primary_blocks, 4096));
+    stores.primary = primary_store.get();
+    if (config.host_blocks > 0) {
+      host_store = std::make_unique<MemoryStore<ContiguousLayout>>(ContiguousLayout(geometry, config.host_blocks, 4096));
+      stores.host = host_store.get();
+    }
+    if (config.disk_blocks > 0) {
+      DiskStoreConfig dc;
+      dc.directory = config.disk_directory;
+      dc.geometry = geometry;
+      dc.hash_bytes = sizeof(std::int64_t);
+      disk_store = std::make_unique<DiskStore>(dc);
+      if (!disk_store->recovered().empty()) {
+        throw std::invalid_argument(fmt::format(
+            "TieredReplayConfig.disk_directory {} holds {} blocks already; a replay starts from a cold cache: give it "
+            "an empty directory",
+            config.disk_directory.string(), disk_store->recovered().size()));
+      }
+      stores.disk = disk_store.get();
+    }
+  }
+  KVBlockManager<std::int64_t> manager(mc, stores);
 
   TieredReplayResult result;
   result.requests = requests.size();
@@ -298,8 +341,11 @@ TieredReplayResult replay_tiered_prefix_cache(std::span<const MooncakeRequest> r
     result.lookup_blocks += full;
     result.hit_blocks += hits;
   }
+  manager.flush();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.tiers = manager.stats();
+  if (disk_store) result.disk = disk_store->stats();
+  manager.clear();  // the replay's block files are scratch
   return result;
 }
 

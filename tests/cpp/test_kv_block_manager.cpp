@@ -88,6 +88,7 @@ TEST(KVBlockManager, EvictedBlocksGoToHostAndComeBackOnAHit) {
   const auto stats = m.stats();
   EXPECT_EQ(stats[1].hit_blocks, 3u);
   EXPECT_EQ(stats[1].onboarded_blocks, 3u);
+  EXPECT_FALSE(stats[1].copy_in_us.has_value());  // metadata only: nothing is copied or timed
   EXPECT_EQ(stats[0].evicted_blocks, 7u);
   m.release(Ids(blocks.rbegin(), blocks.rend()));
 }
@@ -894,6 +895,10 @@ TEST(KVBlockManager, AsynchronousDiskWritesKeepEveryBlockIntact) {
   EXPECT_GT(s[2].stored_blocks, 0u);
   EXPECT_GT(s[2].hit_blocks, 0u);
   EXPECT_LE(s[2].queue_high_water, 4u);
+  // Copy times, per direction: host took copies from primary, disk from the worker's writes.
+  ASSERT_TRUE(s[1].copy_in_us.has_value());
+  ASSERT_TRUE(s[2].copy_in_us.has_value());
+  EXPECT_LE(s[2].copy_in_us->p50, s[2].copy_in_us->p99);
   const std::lock_guard lock(router_mu);
   for (const Tier t : m.tiers()) EXPECT_EQ(router.held[t], contents(m, t)) << llmds::tier_name(t);
   // Every block the disk tier lists has its file.

@@ -1,8 +1,12 @@
 #include "llmds/kv/trace_replay.hpp"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
+#include <filesystem>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -11,6 +15,9 @@
 #include <gtest/gtest.h>
 
 #include "llmds/core/errors.hpp"
+#include "llmds/kv/tiered/disk_store.hpp"
+#include "llmds/kv/tiered/memory_store.hpp"
+
 #include "test_data.hpp"
 
 namespace {
@@ -229,6 +236,54 @@ TEST(TieredReplay, WithOneTierItIsTheSingleTierReplay) {
     const auto doubled = replay_prefix_cache(requests, PrefixCacheReplayConfig{2 * capacity, 4});
     EXPECT_NEAR(both.hit_rate(), doubled.hit_rate(), 0.01) << capacity;
   }
+}
+
+TEST(TieredReplay, MovingRealBytesHitsAsTheMetadataReplayDoes) {
+  std::vector<MooncakeRequest> requests;
+  for (int i = 0; i < 400; ++i) {
+    const std::int64_t conv = i % 7, n = 1 + i % 5;
+    std::vector<std::int64_t> ids;
+    for (std::int64_t b = 0; b < n; ++b) ids.push_back(conv * 100 + b);
+    requests.push_back(request(n * 4 + 1, 3, ids));
+  }
+  auto config = tiers(8, 6, 40);
+  config.block_size = 4;
+  const auto metadata = llmds::replay_tiered_prefix_cache(requests, config);
+  const auto dir = std::filesystem::temp_directory_path() / ("llmds-replay-bytes-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  config.move_bytes = true;
+  config.block_bytes = 8192;
+  config.disk_directory = dir;
+  config.offload_queue_blocks = 0;  // disk writes in step with the replay: the same hits
+  const auto real = llmds::replay_tiered_prefix_cache(requests, config);
+  EXPECT_EQ(real.hit_blocks, metadata.hit_blocks);
+  ASSERT_TRUE(real.disk.has_value());
+  EXPECT_GT(real.disk->reads, 0u);
+  EXPECT_EQ(real.disk->writes, real.tiers[2].stored_blocks);
+  EXPECT_EQ(real.tiers[1].bytes_in, real.tiers[1].stored_blocks * 8192);
+  // The replay's block files are gone.
+  EXPECT_TRUE(std::filesystem::is_empty(dir / "blocks") ||
+              std::ranges::all_of(std::filesystem::directory_iterator(dir / "blocks"),
+                                  [](const auto& sub) { return std::filesystem::is_empty(sub.path()); }));
+  config.offload_queue_blocks = 64;
+  const auto queued = llmds::replay_tiered_prefix_cache(requests, config);  // asynchronous: may drop
+  EXPECT_LE(queued.hit_blocks, metadata.hit_blocks);
+  EXPECT_GT(queued.hit_blocks, real.tiers[0].hit_blocks);
+  {  // a block left by something else: the replay refuses to start warm
+    llmds::DiskStoreConfig dc;
+    dc.directory = dir;
+    dc.geometry = llmds::BlockGeometry{1, 1, 1, 8192, llmds::ScalarType::kOther};
+    dc.hash_bytes = 8;
+    llmds::DiskStore store(dc);
+    llmds::MemoryStore<llmds::ContiguousLayout> one(llmds::ContiguousLayout(dc.geometry, 1));
+    llmds::StoredBlock b;
+    b.hash.assign(8, std::byte{7});
+    ASSERT_TRUE(store.write(b, one, 0));
+  }
+  EXPECT_THROW((void)llmds::replay_tiered_prefix_cache(requests, config), std::invalid_argument);
+  config.block_bytes = 0;
+  EXPECT_THROW((void)llmds::replay_tiered_prefix_cache(requests, config), std::invalid_argument);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(TieredReplay, RejectsWhatTheSingleTierReplayRejects) {

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -84,7 +85,14 @@ struct TieredReplayConfig {
   std::size_t block_size = 512;  // tokens per block
   OffloadPolicy offload_policy = OffloadPolicy::kWriteBack;
   std::uint32_t disk_min_uses = 0;  // the disk filter (KVBlockManagerConfig)
-  std::size_t block_bytes = 0;      // counted in the tiers' bytes moved; no bytes move
+  std::size_t block_bytes = 0;      // bytes of a block: counted in the tiers' bytes moved
+  // Real blocks of block_bytes in every tier (memory arenas, block files in disk_directory), so
+  // that the time includes the copies and the disk I/O (the flush of the disk queue at the end
+  // too). The memory is allocated: primary + host blocks x block_bytes; the disk tier writes a
+  // file per block it takes.
+  bool move_bytes = false;
+  std::filesystem::path disk_directory;
+  std::size_t offload_queue_blocks = 64;  // disk writes waiting for the worker; 0: written at once
 
   void validate() const;
 };
@@ -94,7 +102,8 @@ struct TieredReplayResult {
   std::uint64_t lookup_blocks = 0;    // full prompt blocks looked up
   std::uint64_t hit_blocks = 0;       // of those, found in some tier
   std::vector<TierStats> tiers;       // per tier, fastest first: hits, stores, evictions, bytes
-  double seconds = 0.0;               // wall time of the replay loop alone
+  double seconds = 0.0;               // wall time of the replay loop alone (and the disk flush)
+  std::optional<DiskStoreStats> disk; // with move_bytes and a disk tier
 
   [[nodiscard]] double hit_rate() const noexcept {
     return lookup_blocks == 0 ? 0.0 : double(hit_blocks) / double(lookup_blocks);

@@ -62,6 +62,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -82,6 +83,7 @@
 #include <fmt/format.h>
 
 #include "llmds/core/errors.hpp"
+#include "llmds/core/statistics.hpp"
 #include "llmds/core/types.hpp"
 #include "llmds/kv/block_pool.hpp"
 #include "llmds/kv/eviction_policy.hpp"
@@ -141,6 +143,30 @@ struct KVBlockManagerConfig {
   }
 };
 
+namespace detail {
+
+// The last 1024 copy times of one direction of a tier, for percentiles.
+class LatencyWindow {
+ public:
+  void add(double us) noexcept {
+    samples_[next_] = us;
+    next_ = (next_ + 1) % kWindow;
+    count_ = std::min(count_ + 1, kWindow);
+  }
+  [[nodiscard]] std::optional<Percentiles> percentiles() const {
+    if (count_ == 0) return std::nullopt;
+    return compute_percentiles(std::span<const double>(samples_.data(), count_));
+  }
+
+ private:
+  static constexpr std::size_t kWindow = 1024;
+  std::array<double, kWindow> samples_{};
+  std::size_t next_ = 0;
+  std::size_t count_ = 0;
+};
+
+}  // namespace detail
+
 /// The bytes behind the tiers (kv/tiered/memory_store.hpp, disk_store.hpp), lent to the manager
 /// (the caller keeps them alive). Either none (the manager keeps metadata only, as a replay
 /// does) or one for every tier, all of one geometry.
@@ -170,6 +196,10 @@ struct TierStats {
   std::uint64_t bytes_out = 0;        // block_bytes x blocks copied out of it
   std::size_t queued_writes = 0;      // writes waiting for the background worker (disk)
   std::size_t queue_high_water = 0;   // the most that ever waited
+  // Microseconds per block copied into / out of the tier (with stores), over the last 1024
+  // copies each way; none before the first.
+  std::optional<Percentiles> copy_in_us;
+  std::optional<Percentiles> copy_out_us;
 
   template <class Visit>
   void for_each_field(Visit&& visit) const {
@@ -190,6 +220,8 @@ struct TierStats {
     visit("bytes_out", bytes_out);
     visit("queued_writes", queued_writes);
     visit("queue_high_water", queue_high_water);
+    visit("copy_in_us", copy_in_us);
+    visit("copy_out_us", copy_out_us);
   }
 };
 
@@ -636,6 +668,8 @@ class KVBlockManager {
         s.queued_writes = writes_->size() + writing_;
         s.queue_high_water = writes_->high_water();
       }
+      s.copy_in_us = t->copy_in.percentiles();
+      s.copy_out_us = t->copy_out.percentiles();
       out.push_back(s);
     }
     return out;
@@ -664,6 +698,7 @@ class KVBlockManager {
     MemoryBlockStore* memory;     // the tier's bytes: in memory,
     DiskStore* disk;              // or on disk (both null: metadata only)
     TierStats stats;
+    detail::LatencyWindow copy_in, copy_out;
     // Reused by allocate_in and store_in on this tier, which recurse only into the tier below.
     std::vector<Key> evicted;
     std::vector<BlockId> slot;
@@ -817,21 +852,18 @@ class KVBlockManager {
       writing_ = batch.size();
       lock.unlock();
       std::vector<char> ok(batch.size());
+      std::vector<double> took(batch.size());
       for (std::size_t i = 0; i < batch.size(); ++i) {
         const QueuedWrite& w = *batch[i];
-        StoredBlock info;
-        const auto bytes = key_bytes(w.key);
-        info.hash.assign(bytes.begin(), bytes.end());
-        if (w.meta.parent) {
-          const auto parent = key_bytes(*w.meta.parent);
-          info.parent.emplace(parent.begin(), parent.end());
-        }
-        info.tokens = w.meta.tokens;
-        info.priority = w.meta.priority;
-        ok[i] = store.write(info, w.bytes.data()) ? 1 : 0;
+        const auto start = std::chrono::steady_clock::now();
+        ok[i] = store.write(stored_block_of(w.key, w.meta), w.bytes.data()) ? 1 : 0;
+        took[i] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
       }
       lock.lock();
-      for (std::size_t i = 0; i < batch.size(); ++i) commit_disk_write(t, *batch[i], ok[i] != 0);
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        if (ok[i] != 0) tiers_[t]->copy_in.add(took[i]);
+        commit_disk_write(t, *batch[i], ok[i] != 0);
+      }
       writing_ = 0;
       idle_.notify_all();
       lock.unlock();
@@ -878,33 +910,49 @@ class KVBlockManager {
     emit(BlockStored<Key>{{w.key}, w.meta.parent, w.meta.tokens, config_.block_size, disk.tier});
   }
 
-  // Copies a block between two tiers' stores; true without stores (metadata only). False if a
-  // disk write or read failed.
+  // Copies a block between two tiers' stores, and times it; true without stores (metadata
+  // only). False if a disk write or read failed.
   bool transfer(std::size_t from, BlockId from_slot, std::size_t to, BlockId to_slot, const Key& key,
                 const BlockMeta& meta) {
     TierState& src = *tiers_[from];
     TierState& dst = *tiers_[to];
+    if (src.memory == nullptr && src.disk == nullptr) return true;  // metadata only
+    const auto start = std::chrono::steady_clock::now();
+    const bool moved = copy_between(src, from_slot, dst, to_slot, key, meta);
+    if (moved) {
+      const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+      dst.copy_in.add(us);
+      src.copy_out.add(us);
+    }
+    return moved;
+  }
+
+  bool copy_between(TierState& src, BlockId from_slot, TierState& dst, BlockId to_slot, const Key& key,
+                    const BlockMeta& meta) {
     const auto fs = static_cast<std::size_t>(from_slot), ts = static_cast<std::size_t>(to_slot);
     if (src.memory != nullptr && dst.memory != nullptr) {
       copy_blocks(*src.memory, fs, *dst.memory, ts, staging_);
       return true;
     }
-    if (src.memory != nullptr && dst.disk != nullptr) {
-      StoredBlock info;
-      const auto bytes = key_bytes(key);
-      info.hash.assign(bytes.begin(), bytes.end());
-      if (meta.parent) {
-        const auto parent = key_bytes(*meta.parent);
-        info.parent.emplace(parent.begin(), parent.end());
-      }
-      info.tokens = meta.tokens;
-      info.priority = meta.priority;
-      return dst.disk->write(info, *src.memory, fs);
-    }
+    if (src.memory != nullptr && dst.disk != nullptr) return dst.disk->write(stored_block_of(key, meta), *src.memory, fs);
     if (src.disk != nullptr && dst.memory != nullptr) {
       return src.disk->read(key_bytes(key), *dst.memory, ts) == DiskReadResult::kOk;
     }
     return true;  // metadata only
+  }
+
+  // What a block file records of a block besides its bytes.
+  static StoredBlock stored_block_of(const Key& key, const BlockMeta& meta) {
+    StoredBlock info;
+    const auto bytes = key_bytes(key);
+    info.hash.assign(bytes.begin(), bytes.end());
+    if (meta.parent) {
+      const auto parent = key_bytes(*meta.parent);
+      info.parent.emplace(parent.begin(), parent.end());
+    }
+    info.tokens = meta.tokens;
+    info.priority = meta.priority;
+    return info;
   }
 
   // A lower tier's copy that could not be read: out of the tier (its file is already gone).
