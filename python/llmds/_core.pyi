@@ -519,6 +519,8 @@ class TierStats(TypedDict):
     bytes_out: int
     queued_writes: int
     queue_high_water: int
+    copy_in_us: dict[str, float] | None
+    copy_out_us: dict[str, float] | None
 
 class PrefixMatch:
     """A run of leading block hashes found in some tier, pinned until onboard() or cancel()."""
@@ -741,6 +743,9 @@ class TieredReplayResult:
     @property
     def microseconds_per_request(self) -> float:
         """Wall time of the replay loop per request, in microseconds."""
+    @property
+    def disk(self) -> dict[str, Any] | None:
+        """With move_bytes and a disk tier: the disk store's figures, else None."""
 
 def replay_tiered_prefix_cache(
     trace: MooncakeTrace,
@@ -751,8 +756,11 @@ def replay_tiered_prefix_cache(
     offload_policy: str = "write-back",
     disk_min_uses: int = 0,
     block_bytes: int = 0,
+    move_bytes: bool = False,
+    disk_directory: str | os.PathLike[str] | None = None,
 ) -> TieredReplayResult:
-    """Replay a trace through a KVBlockManager of primary, host and disk tiers."""
+    """Replay a trace through a KVBlockManager of primary, host and disk tiers; with move_bytes, real
+    blocks of block_bytes move between them."""
 
 class Timer:
     """Wall-clock timer on the monotonic clock, as a context manager."""

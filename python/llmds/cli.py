@@ -5,7 +5,8 @@
     python -m llmds replay mooncake TRACE --capacity-blocks N [N ...]
                                               a Mooncake trace through the prefix cache
     python -m llmds replay mooncake TRACE --tiers primary=6000 host=16000 disk=200000
-                                              the same through a tiered cache (llmds.kv_block_manager)
+                                              the same through a tiered cache (llmds.kv_block_manager);
+                                              --block-bytes B --disk-dir DIR moves real blocks
     python -m llmds replay azure TRACE [--loads X ...] [--max-wait-ms MS ...]
                                               an Azure LLM trace through admission and batching
     python -m llmds generate --prompt "Once upon a time"
@@ -75,6 +76,8 @@ def _print_tiered_replay(path: Path, args: argparse.Namespace) -> None:
         offload_policy=args.policy,
         disk_min_uses=args.disk_min_uses,
         block_bytes=args.block_bytes,
+        move_bytes=args.disk_dir is not None or args.move_bytes,
+        disk_directory=args.disk_dir,
     )
     print(f"  tiers {' + '.join(f'{n} {b:,}' for n, b in tiers.items())} blocks, {args.policy}"
           + (f", disk filter: {args.disk_min_uses} uses" if args.disk_min_uses > 1 else ""))
@@ -87,7 +90,12 @@ def _print_tiered_replay(path: Path, args: argparse.Namespace) -> None:
             f"   {t['filter_rejected']:>8,}   {t['bytes_in']:>15,}   {t['bytes_out']:>15,}"
         )
     print(f"  combined   {r.hit_rate:>9.2%}   {r.hit_blocks:>10,} of {r.lookup_blocks:,} blocks looked up;"
-          f" {r.microseconds_per_request:.2f} us/request (metadata only)")
+          f" {r.microseconds_per_request:.2f} us/request"
+          + (" (moving real blocks)" if args.move_bytes or args.disk_dir is not None else " (metadata only)"))
+    if r.disk is not None:
+        d = r.disk
+        print(f"  disk files: {d['writes']:,} written, {d['reads']:,} read, {d['write_failures']:,} failed writes, "
+              f"direct I/O {'on' if d['direct_io'] else 'off'}")
     total = sum(tiers.values())
     single = replay_module.replay_prefix_cache(trace, min(total, 2**31 - 1), args.block_size)
     print(f"  one LRU tier of {total:,} blocks: {single.hit_rate:.2%}")
@@ -233,6 +241,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                             help="with --tiers: a block goes to disk only once used N times (default 0: always)")
     p_mooncake.add_argument("--block-bytes", type=int, default=0, metavar="B",
                             help="with --tiers: bytes per block, for the bytes-moved counts (default 0)")
+    p_mooncake.add_argument("--move-bytes", action="store_true",
+                            help="with --tiers and --block-bytes: real blocks in every tier, so the time includes "
+                                 "the copies (and, with --disk-dir, the disk I/O)")
+    p_mooncake.add_argument("--disk-dir", type=Path, metavar="DIR",
+                            help="with --tiers ... disk=N: an empty folder for the disk tier's block files "
+                                 "(implies --move-bytes)")
     p_mooncake.set_defaults(run=replay)
     p_azure = replay_sub.add_parser(
         "azure",

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -98,8 +99,16 @@ void bind_traces(py::module_& m) {
       .def_readonly("requests", &llmds::TieredReplayResult::requests)
       .def_readonly("lookup_blocks", &llmds::TieredReplayResult::lookup_blocks, "full prompt blocks looked up")
       .def_readonly("hit_blocks", &llmds::TieredReplayResult::hit_blocks, "of those, found in some tier")
-      .def_readonly("seconds", &llmds::TieredReplayResult::seconds, "wall time of the replay loop alone")
+      .def_readonly("seconds", &llmds::TieredReplayResult::seconds,
+                    "wall time of the replay loop alone (with move_bytes, and the disk queue's flush)")
       .def_property_readonly("hit_rate", &llmds::TieredReplayResult::hit_rate, "hits in any tier / lookups")
+      .def_property_readonly("disk",
+                             [](const llmds::TieredReplayResult& r) -> py::object {
+                               if (!r.disk) return py::none();
+                               return llmds::python::stats_dict(*r.disk);
+                             },
+                             "With move_bytes and a disk tier: the disk store's figures (writes, reads, "
+                             "failures, direct_io), else None.")
       .def("tier_hit_rate",
            [](const llmds::TieredReplayResult& r, std::string_view tier) {
              for (const auto& t : r.tiers) {
@@ -130,7 +139,8 @@ void bind_traces(py::module_& m) {
   m.def("replay_tiered_prefix_cache",
         [](const MooncakeTrace& trace, std::int64_t primary_blocks, std::int64_t host_blocks,
            std::int64_t disk_blocks, std::int64_t block_size, std::string_view offload_policy,
-           std::int64_t disk_min_uses, std::int64_t block_bytes) {
+           std::int64_t disk_min_uses, std::int64_t block_bytes, bool move_bytes,
+           std::optional<std::filesystem::path> disk_directory) {
           llmds::TieredReplayConfig c;
           c.primary_blocks = positive(primary_blocks, "primary_blocks");
           c.host_blocks = llmds::python::non_negative(host_blocks, "host_blocks");
@@ -148,12 +158,16 @@ void bind_traces(py::module_& m) {
           if (uses > UINT32_MAX) throw std::invalid_argument("disk_min_uses must be below 2^32");
           c.disk_min_uses = static_cast<std::uint32_t>(uses);
           c.block_bytes = llmds::python::non_negative(block_bytes, "block_bytes");
+          c.move_bytes = move_bytes;
+          if (disk_directory) c.disk_directory = *disk_directory;
           py::gil_scoped_release release;
           return llmds::replay_tiered_prefix_cache(trace.requests, c);
         },
         py::arg("trace"), py::arg("primary_blocks"), py::arg("host_blocks") = 0, py::arg("disk_blocks") = 0,
         py::arg("block_size") = 512, py::arg("offload_policy") = "write-back", py::arg("disk_min_uses") = 0,
-        py::arg("block_bytes") = 0,
+        py::arg("block_bytes") = 0, py::arg("move_bytes") = false, py::arg("disk_directory") = py::none(),
         "Replay a trace through a KVBlockManager of primary, host and disk tiers (0: none) under the "
-        "protocol of replay_prefix_cache: a prompt block hits if any tier holds it.");
+        "protocol of replay_prefix_cache: a prompt block hits if any tier holds it. With move_bytes, every tier "
+        "holds real blocks of block_bytes (memory arenas, block files in disk_directory, which must hold no "
+        "blocks), and the time includes the copies and the disk I/O.");
 }

@@ -100,6 +100,20 @@ def test_tiered_replay_prints_each_tier_and_the_single_tier_reference(shared_dat
         assert any(line.strip().startswith(tier) for line in out.splitlines())
 
 
+def test_tiered_replay_moves_real_blocks_through_a_disk_folder(tmp_path):
+    lines = [f'{{"timestamp": {i}, "input_length": {512 * (1 + i % 4) + 1}, "output_length": 2, '
+             f'"hash_ids": {list(range((i % 5) * 10, (i % 5) * 10 + 1 + i % 4))}}}' for i in range(60)]
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n".join(lines) + "\n")
+    result = run("replay", "mooncake", str(trace), "--tiers", "primary=6", "host=4", "disk=50",
+                 "--block-bytes", "4096", "--disk-dir", str(tmp_path / "kv"))
+    assert result.returncode == 0, result.stderr
+    assert "(moving real blocks)" in result.stdout and "disk files:" in result.stdout
+    again = run("replay", "mooncake", str(trace), "--tiers", "primary=6", "disk=50", "--block-bytes", "4096",
+                "--move-bytes")
+    assert again.returncode == 2 and "disk_directory" in again.stderr
+
+
 def test_tiered_replay_rejects_bad_tier_specs(tmp_path):
     trace = tmp_path / "t.jsonl"
     trace.write_text('{"timestamp": 0, "input_length": 10, "output_length": 1, "hash_ids": [1]}\n')

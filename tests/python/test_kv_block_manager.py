@@ -209,3 +209,18 @@ def test_the_real_conversation_trace_reaches_the_unlimited_hit_rate_with_a_disk_
     filtered = replay_tiered_prefix_cache(trace, 6000, host_blocks=16000, disk_blocks=400000, disk_min_uses=2)
     assert filtered.tiers["disk"]["stored_blocks"] < r.tiers["disk"]["stored_blocks"]
     assert filtered.hit_rate <= r.hit_rate
+
+
+def test_the_tiered_replay_can_move_real_blocks(tmp_path: Path) -> None:
+    trace = parse_mooncake_trace(TRACE)
+    metadata = replay_tiered_prefix_cache(trace, 6, host_blocks=4, disk_blocks=40)
+    assert metadata.disk is None
+    real = replay_tiered_prefix_cache(trace, 6, host_blocks=4, disk_blocks=40, block_bytes=4096, move_bytes=True,
+                                      disk_directory=tmp_path / "kv")
+    assert real.disk is not None and real.disk["writes"] == real.tiers["disk"]["stored_blocks"]
+    assert real.tiers["host"]["bytes_in"] == 4096 * real.tiers["host"]["stored_blocks"]
+    assert real.hit_blocks <= metadata.hit_blocks  # a full write queue may drop, never invent
+    with pytest.raises(ValueError, match="block_bytes"):
+        replay_tiered_prefix_cache(trace, 6, move_bytes=True)
+    with pytest.raises(ValueError, match="disk_directory"):
+        replay_tiered_prefix_cache(trace, 6, disk_blocks=10, block_bytes=4096, move_bytes=True)

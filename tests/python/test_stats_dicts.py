@@ -157,7 +157,8 @@ def test_kv_block_manager() -> None:
                       "lookups": int, "hit_blocks": int, "hit_tokens": int, "stored_blocks": int,
                       "evicted_blocks": int, "onboarded_blocks": int, "dropped_offloads": int,
                       "filter_rejected": int, "failed_transfers": int, "bytes_in": int, "bytes_out": int,
-                      "queued_writes": int, "queue_high_water": int})
+                      "queued_writes": int, "queue_high_water": int, "copy_in_us": None, "copy_out_us": None})
+    assert s["host"]["copy_in_us"] is None  # metadata only: no copies to time
 
 
 def test_utils() -> None:
