@@ -174,9 +174,9 @@ run_fuzzers() {
   # model is 1,056,540 bytes).
   local -A max_len=([fuzz_hnsw]=65536 [fuzz_inverted_index]=65536 [fuzz_count_min_sketch]=16384
     [fuzz_varint]=64 [fuzz_posting_list]=4096 [fuzz_llama_model]=1100000 [fuzz_tokenizer]=16384
-    [fuzz_mooncake_trace]=16384 [fuzz_azure_trace]=8192)
+    [fuzz_mooncake_trace]=16384 [fuzz_azure_trace]=8192 [fuzz_block_file_header]=4160)
   local targets=(fuzz_hnsw fuzz_inverted_index fuzz_count_min_sketch fuzz_varint fuzz_posting_list
-    fuzz_llama_model fuzz_tokenizer fuzz_mooncake_trace fuzz_azure_trace)
+    fuzz_llama_model fuzz_tokenizer fuzz_mooncake_trace fuzz_azure_trace fuzz_block_file_header)
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=0
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   fuzz_command() {  # the command that runs target $1

@@ -31,6 +31,7 @@
 #include "llmds/ann/hnsw.hpp"
 #include "llmds/detail/binary_io.hpp"
 #include "llmds/detail/varint.hpp"
+#include "llmds/kv/tiered/disk_store.hpp"
 #include "llmds/sketch/count_min_sketch.hpp"
 #include "llmds/text/analyzer.hpp"
 #include "llmds/text/inverted_index.hpp"
@@ -292,7 +293,34 @@ std::string tiny_tokenizer(const std::vector<std::string>& pieces) {
   return out;
 }
 
+// Header pages of real block files: with and without a parent, with a block's tokens.
+void block_file_header_seeds() {
+  llmds::DiskStoreConfig config;
+  config.directory = "unused";
+  config.geometry = llmds::BlockGeometry{16, 2, 2, 64, llmds::ScalarType::kFloat16};
+  config.hash_bytes = 32;
+  std::string page(llmds::DiskStore::kHeaderBytes, '\0');
+  auto page_of = [&](const llmds::StoredBlock& b, std::uint64_t checksum) {
+    if (!llmds::DiskStore::encode_header(b, checksum, config, reinterpret_cast<std::byte*>(page.data()))) {
+      throw std::runtime_error("a seed header does not fit its page");
+    }
+    return page;
+  };
+  llmds::StoredBlock first;
+  first.hash.assign(32, std::byte{0x11});
+  first.created_ns = 1764900000000000000ULL;
+  write_file_seed("fuzz_block_file_header", "first_block_no_tokens", page_of(first, 42));
+  llmds::StoredBlock child = first;
+  child.hash.assign(32, std::byte{0x22});
+  child.parent = first.hash;
+  child.priority = 80;
+  for (int t = 0; t < 16; ++t) child.tokens.push_back(1000 + t);
+  write_file_seed("fuzz_block_file_header", "child_with_tokens", page_of(child, 7));
+  write_file_seed("fuzz_block_file_header", "child_with_tokens_checksum_as_is", page_of(child, 7), 0);
+}
+
 void seeds_made_in_code() {
+  block_file_header_seeds();
   write_seed("fuzz_llama_model", "tiny_shared", tiny_model(8, 16, 1, 2, 1, 12, 4));
   write_seed("fuzz_llama_model", "tiny_unshared_2_layers", tiny_model(8, 12, 2, 4, 2, -10, 3));
 

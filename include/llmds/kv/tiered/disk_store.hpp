@@ -231,10 +231,88 @@ class DiskStore {
     return stats_;
   }
 
+  /// Writes the header page of block `b` (payload checksum `checksum`) for a store of `config`
+  /// into out (kHeaderBytes). False if it does not fit in one page (too many tokens).
+  static bool encode_header(const StoredBlock& b, std::uint64_t checksum, const DiskStoreConfig& config,
+                            std::byte* out) {
+    const BlockGeometry& g = config.geometry;
+    detail::BinaryWriter w(kMagic, kVersion);
+    w.put(std::uint8_t{0});
+    w.put(static_cast<std::uint8_t>(g.scalar));
+    w.put(g.tokens);
+    w.put(g.layers);
+    w.put(g.parts);
+    w.put(g.row_bytes);
+    w.put(static_cast<std::uint64_t>(g.block_bytes()));
+    w.put(checksum);
+    w.put_bytes(as_chars(b.hash));
+    w.put(static_cast<std::uint8_t>(b.parent ? 1 : 0));
+    if (b.parent) w.put_bytes(as_chars(*b.parent));
+    w.put(static_cast<std::uint8_t>(b.priority));
+    w.put(b.created_ns);
+    w.put(static_cast<std::uint64_t>(b.tokens.size()));
+    for (const TokenId t : b.tokens) w.put(t);
+    // Padding brings the header to kHeaderBytes: what is written so far, the padding's length
+    // field and bytes, and the checksum.
+    if (w.size() + 8 + 8 > kHeaderBytes) return false;
+    w.put_bytes(std::string(kHeaderBytes - w.size() - 16, '\0'));
+    const std::string header = std::move(w).finish();
+    LLMDS_ASSERT(header.size() == kHeaderBytes, "DiskStore: the header is not one page");
+    std::memcpy(out, header.data(), std::min(header.size(), kHeaderBytes));
+    return true;
+  }
+
+  struct Header {
+    StoredBlock block;
+    std::uint64_t payload_checksum = 0;
+  };
+
+  /// The header in `page`, if it is one whole intact header page of a block of `config`'s
+  /// geometry and hash width; nullopt for anything else, whatever the bytes.
+  [[nodiscard]] static std::optional<Header> decode_header(std::span<const std::byte> page,
+                                                           const DiskStoreConfig& config) {
+    if (page.size() != kHeaderBytes) return std::nullopt;
+    try {
+      detail::BinaryReader r(std::string_view(reinterpret_cast<const char*>(page.data()), page.size()), kMagic,
+                             kVersion, "KV block file");
+      const BlockGeometry& g = config.geometry;
+      if (r.get<std::uint8_t>() != 0 || r.get<std::uint8_t>() != static_cast<std::uint8_t>(g.scalar) ||
+          r.get<std::uint32_t>() != g.tokens || r.get<std::uint32_t>() != g.layers ||
+          r.get<std::uint32_t>() != g.parts || r.get<std::uint32_t>() != g.row_bytes ||
+          r.get<std::uint64_t>() != g.block_bytes()) {
+        return std::nullopt;
+      }
+      const auto checksum = r.get<std::uint64_t>();
+      StoredBlock b;
+      const auto to_bytes = [](std::string_view s) {
+        const auto* p = reinterpret_cast<const std::byte*>(s.data());
+        return std::vector<std::byte>(p, p + s.size());
+      };
+      b.hash = to_bytes(r.get_bytes());
+      if (b.hash.size() != config.hash_bytes) return std::nullopt;
+      if (r.get_flag()) b.parent = to_bytes(r.get_bytes());
+      b.priority = r.get<std::uint8_t>();
+      if (b.priority > kMaxRetentionPriority) return std::nullopt;
+      b.created_ns = r.get<std::uint64_t>();
+      const std::uint64_t n = r.get_count(4);
+      b.tokens.reserve(n);
+      for (std::uint64_t i = 0; i < n; ++i) b.tokens.push_back(r.get<TokenId>());
+      (void)r.get_bytes();  // padding
+      r.expect_end();
+      return Header{std::move(b), checksum};
+    } catch (const std::invalid_argument&) {
+      return std::nullopt;
+    }
+  }
+
   /// Where the block file of a hash lives (whether or not it exists).
   [[nodiscard]] std::filesystem::path path_of_hash(std::span<const std::byte> hash) const { return path_of(hex(hash)); }
 
  private:
+  static std::string_view as_chars(const std::vector<std::byte>& v) {
+    return {reinterpret_cast<const char*>(v.data()), v.size()};
+  }
+
   // Writes the block already in this thread's staging buffer (after the header page).
   bool write_staged(const StoredBlock& info) {
     const std::size_t payload = config_.geometry.block_bytes();
@@ -247,7 +325,7 @@ class DiskStore {
           std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
               .count());
     }
-    if (!encode_header(stamped, checksum, data)) {
+    if (!encode_header(stamped, checksum, config_, data)) {
       count_write_failure(EINVAL);
       return false;
     }
@@ -292,7 +370,7 @@ class DiskStore {
     ::close(fd);
     if (err != 0) return fail_read(err, path);
     std::optional<Header> header;
-    if (got == file_bytes()) header = decode_header(std::span<const std::byte>(buf.data(), kHeaderBytes));
+    if (got == file_bytes()) header = decode_header(std::span<const std::byte>(buf.data(), kHeaderBytes), config_);
     if (!header || !std::ranges::equal(header->block.hash, hash) ||
         header->payload_checksum != payload_checksum(buf.data() + kHeaderBytes)) {
       return fail_read(0, path);
@@ -383,78 +461,6 @@ class DiskStore {
     return ok;
   }
 
-  // Header: see the essay. False if it does not fit in kHeaderBytes.
-  bool encode_header(const StoredBlock& b, std::uint64_t checksum, std::byte* out) const {
-    const BlockGeometry& g = config_.geometry;
-    detail::BinaryWriter w(kMagic, kVersion);
-    w.put(std::uint8_t{0});
-    w.put(static_cast<std::uint8_t>(g.scalar));
-    w.put(g.tokens);
-    w.put(g.layers);
-    w.put(g.parts);
-    w.put(g.row_bytes);
-    w.put(static_cast<std::uint64_t>(g.block_bytes()));
-    w.put(checksum);
-    w.put_bytes(as_chars(b.hash));
-    w.put(static_cast<std::uint8_t>(b.parent ? 1 : 0));
-    if (b.parent) w.put_bytes(as_chars(*b.parent));
-    w.put(static_cast<std::uint8_t>(b.priority));
-    w.put(b.created_ns);
-    w.put(static_cast<std::uint64_t>(b.tokens.size()));
-    for (const TokenId t : b.tokens) w.put(t);
-    // Padding brings the header to kHeaderBytes: what is written so far, the padding's length
-    // field and bytes, and the checksum.
-    if (w.size() + 8 + 8 > kHeaderBytes) return false;
-    w.put_bytes(std::string(kHeaderBytes - w.size() - 16, '\0'));
-    const std::string header = std::move(w).finish();
-    LLMDS_ASSERT(header.size() == kHeaderBytes, "DiskStore: the header is not one page");
-    std::memcpy(out, header.data(), std::min(header.size(), kHeaderBytes));
-    return true;
-  }
-  static std::string_view as_chars(const std::vector<std::byte>& v) {
-    return {reinterpret_cast<const char*>(v.data()), v.size()};
-  }
-
-  struct Header {
-    StoredBlock block;
-    std::uint64_t payload_checksum = 0;
-  };
-
-  // The header, if it is intact and of this store's geometry.
-  [[nodiscard]] std::optional<Header> decode_header(std::span<const std::byte> page) const {
-    try {
-      detail::BinaryReader r(std::string_view(reinterpret_cast<const char*>(page.data()), page.size()), kMagic,
-                             kVersion, "KV block file");
-      const BlockGeometry& g = config_.geometry;
-      if (r.get<std::uint8_t>() != 0 || r.get<std::uint8_t>() != static_cast<std::uint8_t>(g.scalar) ||
-          r.get<std::uint32_t>() != g.tokens || r.get<std::uint32_t>() != g.layers ||
-          r.get<std::uint32_t>() != g.parts || r.get<std::uint32_t>() != g.row_bytes ||
-          r.get<std::uint64_t>() != g.block_bytes()) {
-        return std::nullopt;
-      }
-      const auto checksum = r.get<std::uint64_t>();
-      StoredBlock b;
-      const auto to_bytes = [](std::string_view s) {
-        const auto* p = reinterpret_cast<const std::byte*>(s.data());
-        return std::vector<std::byte>(p, p + s.size());
-      };
-      b.hash = to_bytes(r.get_bytes());
-      if (b.hash.size() != config_.hash_bytes) return std::nullopt;
-      if (r.get_flag()) b.parent = to_bytes(r.get_bytes());
-      b.priority = r.get<std::uint8_t>();
-      if (b.priority > kMaxRetentionPriority) return std::nullopt;
-      b.created_ns = r.get<std::uint64_t>();
-      const std::uint64_t n = r.get_count(4);
-      b.tokens.reserve(n);
-      for (std::uint64_t i = 0; i < n; ++i) b.tokens.push_back(r.get<TokenId>());
-      (void)r.get_bytes();  // padding
-      r.expect_end();
-      return Header{std::move(b), checksum};
-    } catch (const std::invalid_argument&) {
-      return std::nullopt;
-    }
-  }
-
   // Every block file: kept if its size and header are right and its name is its hash.
   void scan() {
     namespace fs = std::filesystem;
@@ -468,7 +474,7 @@ class DiskStore {
           const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
           std::size_t got = 0;
           if (fd >= 0 && read_all(fd, page.data(), kHeaderBytes, got) == 0 && got == kHeaderBytes) {
-            header = decode_header(std::span<const std::byte>(page.data(), kHeaderBytes));
+            header = decode_header(std::span<const std::byte>(page.data(), kHeaderBytes), config_);
           }
           if (fd >= 0) ::close(fd);
         }
