@@ -87,6 +87,7 @@
 #include "llmds/core/types.hpp"
 #include "llmds/kv/block_pool.hpp"
 #include "llmds/kv/eviction_policy.hpp"
+#include "llmds/kv/tiered/kv_block_manager_config.hpp"
 #include "llmds/kv/tiered/disk_store.hpp"
 #include "llmds/kv/tiered/kv_events.hpp"
 #include "llmds/kv/tiered/memory_store.hpp"
@@ -95,135 +96,6 @@
 #include "llmds/sketch/count_min_sketch.hpp"
 
 namespace llmds {
-
-enum class OffloadPolicy : std::uint8_t { kWriteBack, kWriteThrough };
-
-[[nodiscard]] constexpr std::string_view offload_policy_name(OffloadPolicy p) noexcept {
-  return p == OffloadPolicy::kWriteBack ? "write-back" : "write-through";
-}
-
-struct KVBlockManagerConfig {
-  std::size_t primary_blocks = 0;   // slots of the primary tier (the KV arena)
-  std::size_t host_blocks = 0;      // 0: no host tier
-  std::size_t disk_blocks = 0;      // 0: no disk tier
-  std::uint32_t block_size = 16;    // tokens per block
-  std::size_t block_bytes = 0;      // bytes of one block's keys and values, for the byte counters
-  OffloadPolicy offload_policy = OffloadPolicy::kWriteBack;
-  RetentionPriority offload_min_priority = 0;  // lower-priority blocks are dropped, not offloaded
-  std::uint32_t disk_min_uses = 0;             // 0 or 1: every offloaded block may go to disk
-  std::uint32_t filter_width = 1u << 20;       // counters per row of the use-count sketch
-  std::size_t event_log_batches = 10'000;      // batches kept for replay; 0: no events at all
-  // Disk writes wait in a bounded queue for a background worker, so that no caller ever waits
-  // for the disk on a down-transfer; 0 writes on the calling thread instead (deterministic).
-  std::size_t offload_queue_blocks = 64;
-  std::size_t offload_batch_blocks = 8;  // blocks a worker takes from the queue at a time
-
-  void validate() const {
-    constexpr auto kMaxBlocks = static_cast<std::size_t>(std::numeric_limits<BlockId>::max());
-    auto check_blocks = [&](std::size_t n, std::string_view name, bool may_be_zero) {
-      if ((n == 0 && !may_be_zero) || n > kMaxBlocks) {
-        throw std::invalid_argument(fmt::format("KVBlockManagerConfig.{} must be in [{}, 2^31 - 1], got {}",
-                                                name, may_be_zero ? 0 : 1, n));
-      }
-    };
-    check_blocks(primary_blocks, "primary_blocks", false);
-    check_blocks(host_blocks, "host_blocks", true);
-    check_blocks(disk_blocks, "disk_blocks", true);
-    if (block_size == 0) throw std::invalid_argument("KVBlockManagerConfig.block_size must be at least 1");
-    if (offload_min_priority > kMaxRetentionPriority) {
-      throw std::invalid_argument(fmt::format("KVBlockManagerConfig.offload_min_priority must be in [0, {}], got {}",
-                                              kMaxRetentionPriority, unsigned{offload_min_priority}));
-    }
-    if (disk_min_uses > 1 && filter_width == 0) {
-      throw std::invalid_argument("KVBlockManagerConfig.filter_width must be at least 1 when disk_min_uses > 1");
-    }
-    if (offload_batch_blocks == 0) {
-      throw std::invalid_argument("KVBlockManagerConfig.offload_batch_blocks must be at least 1");
-    }
-  }
-};
-
-namespace detail {
-
-// The last 1024 copy times of one direction of a tier, for percentiles.
-class LatencyWindow {
- public:
-  void add(double us) noexcept {
-    samples_[next_] = us;
-    next_ = (next_ + 1) % kWindow;
-    count_ = std::min(count_ + 1, kWindow);
-  }
-  [[nodiscard]] std::optional<Percentiles> percentiles() const {
-    if (count_ == 0) return std::nullopt;
-    return compute_percentiles(std::span<const double>(samples_.data(), count_));
-  }
-
- private:
-  static constexpr std::size_t kWindow = 1024;
-  std::array<double, kWindow> samples_{};
-  std::size_t next_ = 0;
-  std::size_t count_ = 0;
-};
-
-}  // namespace detail
-
-/// The bytes behind the tiers (kv/tiered/memory_store.hpp, disk_store.hpp), lent to the manager
-/// (the caller keeps them alive). Either none (the manager keeps metadata only, as a replay
-/// does) or one for every tier, all of one geometry.
-struct TierStores {
-  MemoryBlockStore* primary = nullptr;
-  MemoryBlockStore* host = nullptr;
-  DiskStore* disk = nullptr;
-};
-
-/// One tier's figures. Counters run over the manager's life.
-struct TierStats {
-  Tier tier = Tier::kPrimary;
-  std::size_t capacity_blocks = 0;
-  std::size_t cached_blocks = 0;      // registered, evictable
-  std::size_t in_use_blocks = 0;      // held by requests or pinned by matches
-  std::uint64_t lookups = 0;          // hashes looked up in this tier (the tiers above missed)
-  std::uint64_t hit_blocks = 0;       // of those, found here
-  std::uint64_t hit_tokens = 0;       // hit_blocks x block_size
-  std::uint64_t stored_blocks = 0;    // blocks that entered the tier (registered or offloaded)
-  std::uint64_t evicted_blocks = 0;   // blocks evicted to make room
-  std::uint64_t onboarded_blocks = 0; // blocks copied from this tier up into primary
-  std::uint64_t dropped_offloads = 0; // offloads to this tier not done: no room, priority floor
-  std::uint64_t filter_rejected = 0;  // offloads refused by the disk use-count filter
-  std::uint64_t failed_transfers = 0; // copies into or out of the tier that failed (disk full,
-                                      // I/O error, a corrupt file): the block was not moved
-  std::uint64_t bytes_in = 0;         // block_bytes x blocks copied into the tier
-  std::uint64_t bytes_out = 0;        // block_bytes x blocks copied out of it
-  std::size_t queued_writes = 0;      // writes waiting for the background worker (disk)
-  std::size_t queue_high_water = 0;   // the most that ever waited
-  // Microseconds per block copied into / out of the tier (with stores), over the last 1024
-  // copies each way; none before the first.
-  std::optional<Percentiles> copy_in_us;
-  std::optional<Percentiles> copy_out_us;
-
-  template <class Visit>
-  void for_each_field(Visit&& visit) const {
-    visit("tier", tier_name(tier));
-    visit("capacity_blocks", capacity_blocks);
-    visit("cached_blocks", cached_blocks);
-    visit("in_use_blocks", in_use_blocks);
-    visit("lookups", lookups);
-    visit("hit_blocks", hit_blocks);
-    visit("hit_tokens", hit_tokens);
-    visit("stored_blocks", stored_blocks);
-    visit("evicted_blocks", evicted_blocks);
-    visit("onboarded_blocks", onboarded_blocks);
-    visit("dropped_offloads", dropped_offloads);
-    visit("filter_rejected", filter_rejected);
-    visit("failed_transfers", failed_transfers);
-    visit("bytes_in", bytes_in);
-    visit("bytes_out", bytes_out);
-    visit("queued_writes", queued_writes);
-    visit("queue_high_water", queue_high_water);
-    visit("copy_in_us", copy_in_us);
-    visit("copy_out_us", copy_out_us);
-  }
-};
 
 template <class Key, class Hash = std::hash<Key>, class Policy = RetentionEviction>
   requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
@@ -820,126 +692,20 @@ class KVBlockManager {
 
   // store_in for an asynchronous disk tier: the block is copied into the queue; the worker
   // writes it and enters it in the tier (commit_disk_write).
-  void queue_disk_write(std::size_t t, const Key& key, const BlockMeta& meta, std::size_t source, BlockId source_slot) {
-    TierState& disk = *tiers_[t];
-    if (queued_writes_.contains(key)) return;  // already on its way
-    auto job = std::make_shared<QueuedWrite>();
-    job->key = key;
-    job->meta = meta;
-    job->epoch = clear_epoch_;
-    job->bytes.resize(block_bytes_);
-    tiers_[source]->memory->read_block(static_cast<std::size_t>(source_slot), job->bytes.data());
-    auto pushed = writes_->push(job, meta.priority);
-    if (pushed.dropped) {
-      ++disk.stats.dropped_offloads;
-      if (pushed.dropped->get() != job.get()) queued_writes_.erase(pushed.dropped->get()->key);
-    }
-    if (pushed.queued) {
-      queued_writes_.emplace(key, std::move(job));
-      work_.notify_one();
-    }
-  }
+  void queue_disk_write(std::size_t t, const Key& key, const BlockMeta& meta, std::size_t source, BlockId source_slot);
 
   // The disk worker: takes batches from the queue, writes them without the lock, enters them.
-  void write_to_disk() {
-    const std::size_t t = index_of(Tier::kDisk);
-    DiskStore& store = *tiers_[t]->disk;
-    std::unique_lock lock(mu_);
-    while (true) {
-      work_.wait(lock, [&] { return stopping_ || !writes_->empty(); });
-      if (stopping_) break;
-      auto batch = writes_->pop_batch(config_.offload_batch_blocks);
-      writing_ = batch.size();
-      lock.unlock();
-      std::vector<char> ok(batch.size());
-      std::vector<double> took(batch.size());
-      for (std::size_t i = 0; i < batch.size(); ++i) {
-        const QueuedWrite& w = *batch[i];
-        const auto start = std::chrono::steady_clock::now();
-        ok[i] = store.write(stored_block_of(w.key, w.meta), w.bytes.data()) ? 1 : 0;
-        took[i] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
-      }
-      lock.lock();
-      for (std::size_t i = 0; i < batch.size(); ++i) {
-        if (ok[i] != 0) tiers_[t]->copy_in.add(took[i]);
-        commit_disk_write(t, *batch[i], ok[i] != 0);
-      }
-      writing_ = 0;
-      idle_.notify_all();
-      lock.unlock();
-      events_.publish();
-      lock.lock();
-    }
-  }
+  void write_to_disk();
 
-  void commit_disk_write(std::size_t t, const QueuedWrite& w, bool written) {
-    TierState& disk = *tiers_[t];
-    if (const auto it = queued_writes_.find(w.key); it != queued_writes_.end() && it->second.get() == &w) {
-      queued_writes_.erase(it);
-    }
-    if (w.epoch != clear_epoch_) {  // cleared while it was being written
-      if (written) disk.disk->remove(key_bytes(w.key));
-      return;
-    }
-    if (!written) {
-      ++disk.stats.failed_transfers;
-      return;
-    }
-    if (const auto slot = disk.pool.find(w.key)) {  // written again over an older copy
-      if (disk.pool.is_cached(*slot)) {
-        const BlockId one[] = {*slot};
-        disk.pool.touch(one);
-        disk.pool.release(one);
-      }
-      return;
-    }
-    std::vector<BlockId>& slot = disk.slot;
-    slot.clear();
-    if (!allocate_in(t, 1, slot)) {  // every disk block pinned
-      disk.disk->remove(key_bytes(w.key));
-      ++disk.stats.dropped_offloads;
-      return;
-    }
-    disk.pool.register_block(slot[0], w.key);
-    disk.pool.set_retention_priority(slot[0], w.meta.priority);
-    disk.meta[static_cast<std::size_t>(slot[0])] = w.meta;
-    disk.pool.release(slot);
-    ++disk.stats.stored_blocks;
-    disk.stats.bytes_in += block_bytes_;
-    tiers_[t - 1]->stats.bytes_out += block_bytes_;
-    emit(BlockStored<Key>{{w.key}, w.meta.parent, w.meta.tokens, config_.block_size, disk.tier});
-  }
+  void commit_disk_write(std::size_t t, const QueuedWrite& w, bool written);
 
   // Copies a block between two tiers' stores, and times it; true without stores (metadata
   // only). False if a disk write or read failed.
   bool transfer(std::size_t from, BlockId from_slot, std::size_t to, BlockId to_slot, const Key& key,
-                const BlockMeta& meta) {
-    TierState& src = *tiers_[from];
-    TierState& dst = *tiers_[to];
-    if (src.memory == nullptr && src.disk == nullptr) return true;  // metadata only
-    const auto start = std::chrono::steady_clock::now();
-    const bool moved = copy_between(src, from_slot, dst, to_slot, key, meta);
-    if (moved) {
-      const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
-      dst.copy_in.add(us);
-      src.copy_out.add(us);
-    }
-    return moved;
-  }
+                const BlockMeta& meta);
 
   bool copy_between(TierState& src, BlockId from_slot, TierState& dst, BlockId to_slot, const Key& key,
-                    const BlockMeta& meta) {
-    const auto fs = static_cast<std::size_t>(from_slot), ts = static_cast<std::size_t>(to_slot);
-    if (src.memory != nullptr && dst.memory != nullptr) {
-      copy_blocks(*src.memory, fs, *dst.memory, ts, staging_);
-      return true;
-    }
-    if (src.memory != nullptr && dst.disk != nullptr) return dst.disk->write(stored_block_of(key, meta), *src.memory, fs);
-    if (src.disk != nullptr && dst.memory != nullptr) {
-      return src.disk->read(key_bytes(key), *dst.memory, ts) == DiskReadResult::kOk;
-    }
-    return true;  // metadata only
-  }
+                    const BlockMeta& meta);
 
   // What a block file records of a block besides its bytes.
   static StoredBlock stored_block_of(const Key& key, const BlockMeta& meta) {
@@ -968,74 +734,11 @@ class KVBlockManager {
 
   static std::span<const std::byte> key_bytes(const Key& key) noexcept { return std::as_bytes(std::span(&key, 1)); }
 
-  void check_stores(const TierStores& stores) {
-    const bool any = stores.primary != nullptr || stores.host != nullptr || stores.disk != nullptr;
-    if (!any) return;
-    for (const auto& t : tiers_) {
-      if (t->memory == nullptr && t->disk == nullptr) {
-        throw std::invalid_argument(fmt::format(
-            "KVBlockManager: the {} tier has no store; give every tier one, or none", tier_name(t->tier)));
-      }
-      const BlockGeometry& g = t->memory != nullptr ? t->memory->geometry() : t->disk->geometry();
-      const BlockGeometry& primary = stores.primary->geometry();
-      if (!(g == primary)) {
-        throw std::invalid_argument(fmt::format("KVBlockManager: the {} store's block geometry differs from primary's",
-                                                tier_name(t->tier)));
-      }
-      if (t->memory != nullptr && t->memory->num_slots() < t->pool.num_blocks()) {
-        throw std::invalid_argument(fmt::format("KVBlockManager: the {} store has {} slots for {} blocks",
-                                                tier_name(t->tier), t->memory->num_slots(), t->pool.num_blocks()));
-      }
-    }
-    if (stores.host != nullptr && index_or_none(Tier::kHost) < 0) {
-      throw std::invalid_argument("KVBlockManager: a host store but no host tier (host_blocks is 0)");
-    }
-    if (stores.disk != nullptr) {
-      if (index_or_none(Tier::kDisk) < 0) {
-        throw std::invalid_argument("KVBlockManager: a disk store but no disk tier (disk_blocks is 0)");
-      }
-      if (stores.disk->config().hash_bytes != sizeof(Key)) {
-        throw std::invalid_argument(fmt::format("KVBlockManager: the disk store keeps {}-byte hashes, the keys have {}",
-                                                stores.disk->config().hash_bytes, sizeof(Key)));
-      }
-    }
-  }
+  void check_stores(const TierStores& stores);
 
   // The disk store's blocks found at open become the disk tier's contents, oldest first (the
   // oldest left out, and deleted, when they do not fit).
-  void adopt_recovered_blocks(DiskStore& disk) {
-    const auto& found = disk.recovered();
-    emit(AllBlocksCleared{});
-    TierState& tier = *tiers_[index_of(Tier::kDisk)];
-    const std::size_t skip = found.size() > tier.pool.num_blocks() ? found.size() - tier.pool.num_blocks() : 0;
-    for (std::size_t i = 0; i < found.size(); ++i) {
-      const StoredBlock& b = found[i];
-      if (i < skip) {
-        disk.remove(b.hash);
-        continue;
-      }
-      Key key;
-      std::memcpy(&key, b.hash.data(), sizeof(Key));
-      if (tier.pool.find(key)) continue;
-      BlockMeta meta;
-      if (b.parent) {
-        Key parent;
-        std::memcpy(&parent, b.parent->data(), sizeof(Key));
-        meta.parent = parent;
-      }
-      meta.tokens = b.tokens;
-      meta.priority = b.priority;
-      std::vector<BlockId>& slot = tier.slot;
-      slot.clear();
-      [[maybe_unused]] const bool room = tier.pool.try_allocate_into(1, slot);
-      LLMDS_ASSERT(room, "KVBlockManager: no free disk slot for a recovered block");
-      tier.pool.register_block(slot[0], key);
-      tier.pool.set_retention_priority(slot[0], meta.priority);
-      tier.pool.release(slot);
-      if (events_on()) emit(BlockStored<Key>{{key}, meta.parent, meta.tokens, config_.block_size, tier.tier});
-      tier.meta[static_cast<std::size_t>(slot[0])] = std::move(meta);
-    }
-  }
+  void adopt_recovered_blocks(DiskStore& disk);
 
   void remove_cached_from(TierState& tier, const Key& key) {
     if (tier.pool.remove_cached(key)) emit(BlockRemoved<Key>{{key}, tier.tier});
@@ -1085,3 +788,7 @@ class KVBlockManager {
 };
 
 }  // namespace llmds
+
+// The members above that move bytes between stores, adopt a restarted disk store's blocks and
+// run the disk worker.
+#include "llmds/kv/tiered/kv_block_manager_storage.hpp"

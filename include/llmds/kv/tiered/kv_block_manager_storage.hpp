@@ -1,0 +1,228 @@
+// The KV block manager's storage work (kv/tiered/kv_block_manager.hpp, which includes this at its
+// end): moving bytes between tiers' stores, checking the stores against the configuration,
+// adopting the disk blocks of a restarted store, and the disk worker behind the write queue.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <stdexcept>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "llmds/kv/tiered/kv_block_manager.hpp"
+
+namespace llmds {
+
+// store_in for an asynchronous disk tier: the block is copied into the queue; the worker
+// writes it and enters it in the tier (commit_disk_write).
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+void KVBlockManager<Key, Hash, Policy>::queue_disk_write(std::size_t t, const Key& key, const BlockMeta& meta,
+                                                         std::size_t source, BlockId source_slot) {
+  TierState& disk = *tiers_[t];
+  if (queued_writes_.contains(key)) return;  // already on its way
+  auto job = std::make_shared<QueuedWrite>();
+  job->key = key;
+  job->meta = meta;
+  job->epoch = clear_epoch_;
+  job->bytes.resize(block_bytes_);
+  tiers_[source]->memory->read_block(static_cast<std::size_t>(source_slot), job->bytes.data());
+  auto pushed = writes_->push(job, meta.priority);
+  if (pushed.dropped) {
+    ++disk.stats.dropped_offloads;
+    if (pushed.dropped->get() != job.get()) queued_writes_.erase(pushed.dropped->get()->key);
+  }
+  if (pushed.queued) {
+    queued_writes_.emplace(key, std::move(job));
+    work_.notify_one();
+  }
+}
+
+// The disk worker: takes batches from the queue, writes them without the lock, enters them.
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+void KVBlockManager<Key, Hash, Policy>::write_to_disk() {
+  const std::size_t t = index_of(Tier::kDisk);
+  DiskStore& store = *tiers_[t]->disk;
+  std::unique_lock lock(mu_);
+  while (true) {
+    work_.wait(lock, [&] { return stopping_ || !writes_->empty(); });
+    if (stopping_) break;
+    auto batch = writes_->pop_batch(config_.offload_batch_blocks);
+    writing_ = batch.size();
+    lock.unlock();
+    std::vector<char> ok(batch.size());
+    std::vector<double> took(batch.size());
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const QueuedWrite& w = *batch[i];
+      const auto start = std::chrono::steady_clock::now();
+      ok[i] = store.write(stored_block_of(w.key, w.meta), w.bytes.data()) ? 1 : 0;
+      took[i] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+    }
+    lock.lock();
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (ok[i] != 0) tiers_[t]->copy_in.add(took[i]);
+      commit_disk_write(t, *batch[i], ok[i] != 0);
+    }
+    writing_ = 0;
+    idle_.notify_all();
+    lock.unlock();
+    events_.publish();
+    lock.lock();
+  }
+}
+
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+void KVBlockManager<Key, Hash, Policy>::commit_disk_write(std::size_t t, const QueuedWrite& w, bool written) {
+  TierState& disk = *tiers_[t];
+  if (const auto it = queued_writes_.find(w.key); it != queued_writes_.end() && it->second.get() == &w) {
+    queued_writes_.erase(it);
+  }
+  if (w.epoch != clear_epoch_) {  // cleared while it was being written
+    if (written) disk.disk->remove(key_bytes(w.key));
+    return;
+  }
+  if (!written) {
+    ++disk.stats.failed_transfers;
+    return;
+  }
+  if (const auto slot = disk.pool.find(w.key)) {  // written again over an older copy
+    if (disk.pool.is_cached(*slot)) {
+      const BlockId one[] = {*slot};
+      disk.pool.touch(one);
+      disk.pool.release(one);
+    }
+    return;
+  }
+  std::vector<BlockId>& slot = disk.slot;
+  slot.clear();
+  if (!allocate_in(t, 1, slot)) {  // every disk block pinned
+    disk.disk->remove(key_bytes(w.key));
+    ++disk.stats.dropped_offloads;
+    return;
+  }
+  disk.pool.register_block(slot[0], w.key);
+  disk.pool.set_retention_priority(slot[0], w.meta.priority);
+  disk.meta[static_cast<std::size_t>(slot[0])] = w.meta;
+  disk.pool.release(slot);
+  ++disk.stats.stored_blocks;
+  disk.stats.bytes_in += block_bytes_;
+  tiers_[t - 1]->stats.bytes_out += block_bytes_;
+  emit(BlockStored<Key>{{w.key}, w.meta.parent, w.meta.tokens, config_.block_size, disk.tier});
+}
+
+// Copies a block between two tiers' stores, and times it; true without stores (metadata
+// only). False if a disk write or read failed.
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+bool KVBlockManager<Key, Hash, Policy>::transfer(std::size_t from, BlockId from_slot, std::size_t to,
+                                                 BlockId to_slot, const Key& key, const BlockMeta& meta) {
+  TierState& src = *tiers_[from];
+  TierState& dst = *tiers_[to];
+  if (src.memory == nullptr && src.disk == nullptr) return true;  // metadata only
+  const auto start = std::chrono::steady_clock::now();
+  const bool moved = copy_between(src, from_slot, dst, to_slot, key, meta);
+  if (moved) {
+    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+    dst.copy_in.add(us);
+    src.copy_out.add(us);
+  }
+  return moved;
+}
+
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+bool KVBlockManager<Key, Hash, Policy>::copy_between(TierState& src, BlockId from_slot, TierState& dst,
+                                                     BlockId to_slot, const Key& key, const BlockMeta& meta) {
+  const auto fs = static_cast<std::size_t>(from_slot), ts = static_cast<std::size_t>(to_slot);
+  if (src.memory != nullptr && dst.memory != nullptr) {
+    copy_blocks(*src.memory, fs, *dst.memory, ts, staging_);
+    return true;
+  }
+  if (src.memory != nullptr && dst.disk != nullptr) return dst.disk->write(stored_block_of(key, meta), *src.memory, fs);
+  if (src.disk != nullptr && dst.memory != nullptr) {
+    return src.disk->read(key_bytes(key), *dst.memory, ts) == DiskReadResult::kOk;
+  }
+  return true;  // metadata only
+}
+
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+void KVBlockManager<Key, Hash, Policy>::check_stores(const TierStores& stores) {
+  const bool any = stores.primary != nullptr || stores.host != nullptr || stores.disk != nullptr;
+  if (!any) return;
+  for (const auto& t : tiers_) {
+    if (t->memory == nullptr && t->disk == nullptr) {
+      throw std::invalid_argument(fmt::format(
+          "KVBlockManager: the {} tier has no store; give every tier one, or none", tier_name(t->tier)));
+    }
+    const BlockGeometry& g = t->memory != nullptr ? t->memory->geometry() : t->disk->geometry();
+    const BlockGeometry& primary = stores.primary->geometry();
+    if (!(g == primary)) {
+      throw std::invalid_argument(fmt::format("KVBlockManager: the {} store's block geometry differs from primary's",
+                                              tier_name(t->tier)));
+    }
+    if (t->memory != nullptr && t->memory->num_slots() < t->pool.num_blocks()) {
+      throw std::invalid_argument(fmt::format("KVBlockManager: the {} store has {} slots for {} blocks",
+                                              tier_name(t->tier), t->memory->num_slots(), t->pool.num_blocks()));
+    }
+  }
+  if (stores.host != nullptr && index_or_none(Tier::kHost) < 0) {
+    throw std::invalid_argument("KVBlockManager: a host store but no host tier (host_blocks is 0)");
+  }
+  if (stores.disk != nullptr) {
+    if (index_or_none(Tier::kDisk) < 0) {
+      throw std::invalid_argument("KVBlockManager: a disk store but no disk tier (disk_blocks is 0)");
+    }
+    if (stores.disk->config().hash_bytes != sizeof(Key)) {
+      throw std::invalid_argument(fmt::format("KVBlockManager: the disk store keeps {}-byte hashes, the keys have {}",
+                                              stores.disk->config().hash_bytes, sizeof(Key)));
+    }
+  }
+}
+
+// The disk store's blocks found at open become the disk tier's contents, oldest first (the
+// oldest left out, and deleted, when they do not fit).
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+void KVBlockManager<Key, Hash, Policy>::adopt_recovered_blocks(DiskStore& disk) {
+  const auto& found = disk.recovered();
+  emit(AllBlocksCleared{});
+  TierState& tier = *tiers_[index_of(Tier::kDisk)];
+  const std::size_t skip = found.size() > tier.pool.num_blocks() ? found.size() - tier.pool.num_blocks() : 0;
+  for (std::size_t i = 0; i < found.size(); ++i) {
+    const StoredBlock& b = found[i];
+    if (i < skip) {
+      disk.remove(b.hash);
+      continue;
+    }
+    Key key;
+    std::memcpy(&key, b.hash.data(), sizeof(Key));
+    if (tier.pool.find(key)) continue;
+    BlockMeta meta;
+    if (b.parent) {
+      Key parent;
+      std::memcpy(&parent, b.parent->data(), sizeof(Key));
+      meta.parent = parent;
+    }
+    meta.tokens = b.tokens;
+    meta.priority = b.priority;
+    std::vector<BlockId>& slot = tier.slot;
+    slot.clear();
+    [[maybe_unused]] const bool room = tier.pool.try_allocate_into(1, slot);
+    LLMDS_ASSERT(room, "KVBlockManager: no free disk slot for a recovered block");
+    tier.pool.register_block(slot[0], key);
+    tier.pool.set_retention_priority(slot[0], meta.priority);
+    tier.pool.release(slot);
+    if (events_on()) emit(BlockStored<Key>{{key}, meta.parent, meta.tokens, config_.block_size, tier.tier});
+    tier.meta[static_cast<std::size_t>(slot[0])] = std::move(meta);
+  }
+}
+
+}  // namespace llmds
