@@ -197,6 +197,18 @@ TEST_F(DiskStoreTest, AFullOrFailingDiskFailsTheWriteAndLeavesNoFile) {
   EXPECT_EQ(disk.stats().io_errors, 3u);
 }
 
+TEST_F(DiskStoreTest, WithoutSyncWritesNoFlushIsIssued) {
+  auto c = config();
+  c.sync_writes = false;
+  DiskStore disk(c);
+  disk.inject_fault(DiskOp::kSync, EIO, 1);  // would fail a flush: none is made
+  fill(host_, 0, 9);
+  ASSERT_TRUE(disk.write(block(40), host_, 0));
+  EXPECT_EQ(disk.read(hash(40), host_, 1), DiskReadResult::kOk);
+  EXPECT_EQ(read(host_, 1), read(host_, 0));
+  EXPECT_EQ(disk.stats().write_failures, 0u);
+}
+
 TEST_F(DiskStoreTest, RemoveDeletesTheFile) {
   DiskStore disk(config());
   ASSERT_TRUE(disk.write(block(30), host_, 0));

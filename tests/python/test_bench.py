@@ -81,7 +81,7 @@ def test_tier_ratios_come_from_one_suite_run(tmp_path):
         b("BM_Memcpy/65536", bytes_per_second=10e9), b("BM_CopyContiguous/65536", bytes_per_second=9e9),
         b("BM_CopyToLayerSeparate/65536", bytes_per_second=5e9),
         b("BM_DiskRawWrite/2097152/real_time", bytes_per_second=1e9),
-        b("BM_DiskStoreWrite/2097152/real_time", bytes_per_second=0.8e9),
+        b("BM_DiskStoreWrite/2097152/1/real_time", bytes_per_second=0.8e9),
         b("BM_TieredReplay/0/1", us_per_request=4.5),
     ]}))
     rows = kv_tiers.path_ratios(tmp_path)

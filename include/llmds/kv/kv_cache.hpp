@@ -87,6 +87,7 @@ struct KVCacheTiers {
   OffloadPolicy offload_policy = OffloadPolicy::kWriteBack;
   std::uint32_t disk_min_uses = 0;       // the disk filter (KVBlockManagerConfig)
   std::size_t offload_queue_blocks = 64; // disk writes waiting for the worker; 0: written at once
+  bool disk_sync_writes = true;          // fdatasync each block file (DiskStoreConfig::sync_writes)
 
   [[nodiscard]] bool enabled() const noexcept { return host_pages > 0 || disk_pages > 0; }
   void validate() const {
@@ -612,6 +613,7 @@ class KVCache {
       d.directory = c.tiers.disk_directory;
       d.geometry = g;
       d.hash_bytes = sizeof(BlockHash);
+      d.sync_writes = c.tiers.disk_sync_writes;
       return d;
     }
     static KVBlockManagerConfig manager_config(const KVCacheConfig& c) {

@@ -21,8 +21,8 @@
 //   bytes hash | flag has parent | [bytes parent hash] | u8 retention priority |
 //   u64 created (ns since the epoch) | u64 n | n x i32 token ids | bytes padding | u64 checksum
 //
-// A block is written to tmp/, flushed (fdatasync) and renamed into place, so a block file is
-// either complete or absent. The header's tokens and parent let a restarted manager announce
+// A block is written to tmp/, flushed (fdatasync; sync_writes) and renamed into place, so a
+// block file is either complete or absent (without the flush, complete or discarded at open). The header's tokens and parent let a restarted manager announce
 // what it found with full BlockStored events.
 //
 // Reading checks everything before any byte reaches the caller: the header checksum, magic,
@@ -78,6 +78,11 @@ struct DiskStoreConfig {
   std::size_t hash_bytes = 32;  // bytes of a block hash (32 for SHA-256 chained hashes)
   bool direct_io = true;        // use O_DIRECT where the file system supports it
   bool wipe_on_mismatch = false;  // a directory of another geometry: wipe it (true) or refuse (false)
+  // fdatasync each block file before it is renamed into place, so that a block that survives a
+  // crash is there in full. Off, a crash can leave files whose bytes never reached the disk;
+  // they fail their checksums and are discarded at open (nothing wrong is ever read back), and
+  // a write costs no flush.
+  bool sync_writes = true;
 
   void validate() const {
     geometry.validate();
@@ -339,8 +344,10 @@ class DiskStore {
     }
     if (const int err = injected(DiskOp::kWrite); err != 0) return fail_write(err, tmp, fd);
     if (const int err = write_all(fd, data, file_bytes()); err != 0) return fail_write(err, tmp, fd);
-    if (const int err = injected(DiskOp::kSync); err != 0) return fail_write(err, tmp, fd);
-    if (::fdatasync(fd) != 0) return fail_write(errno, tmp, fd);
+    if (config_.sync_writes) {
+      if (const int err = injected(DiskOp::kSync); err != 0) return fail_write(err, tmp, fd);
+      if (::fdatasync(fd) != 0) return fail_write(errno, tmp, fd);
+    }
     ::close(fd);
     const auto final_path = path_of(name);
     std::error_code ec;
