@@ -169,7 +169,7 @@ event_log_batches: event batches kept for events_since; 0 builds no events at al
            "registered (the caller's then stays unregistered). ValueError / IndexError, changing nothing, "
            "for mismatched lengths, blocks not in use or out of range, a priority outside [0, 100].")
       .def("match", [](IntKVBlockManager& x, const std::vector<std::int64_t>& hashes) { return x.match(hashes); },
-           py::arg("hashes"),
+           py::arg("hashes"), py::keep_alive<0, 1>(),  // the manager outlives its matches
            "The longest run of leading hashes some tier holds, pinned until onboard() or cancel().")
       .def("onboard", [](IntKVBlockManager& x, IntMatch& match) { return x.onboard(match); }, py::arg("match"),
            "The match's blocks in primary, in order, one reference each (release them with the request). "

@@ -224,6 +224,20 @@ TEST(KVBlockManager, BadCallsThrowAndChangeNothing) {
   m.release(held);
 }
 
+TEST(KVBlockManager, AMatchIsRefusedByEveryOtherManagerEvenAtTheSameAddress) {
+  Manager::Match match;
+  {
+    Manager first(config(2, 0));
+    serve(first, {1});
+    match = first.match(Keys{1});
+  }
+  for (int i = 0; i < 20; ++i) {  // later managers, some perhaps where the first one was
+    Manager other(config(2, 0));
+    EXPECT_THROW(other.cancel(match), std::invalid_argument);
+    EXPECT_THROW((void)other.onboard(match), std::invalid_argument);
+  }
+}
+
 TEST(KVBlockManager, ClearEmptiesEveryTierOnlyWhenNothingIsHeld) {
   Manager m(config(2, 2, 2));
   serve(m, {1, 2});

@@ -169,6 +169,19 @@ def test_bad_calls_raise_and_change_nothing() -> None:
     gc.collect()
 
 
+def test_a_match_keeps_its_manager_and_no_other_takes_it() -> None:
+    m = KVBlockManager(primary_blocks=2)
+    serve(m, [1])
+    match = m.match([1])
+    del m
+    gc.collect()
+    for _ in range(20):  # none of these can sit where the first manager was: it is still alive
+        other = KVBlockManager(primary_blocks=2)
+        with pytest.raises(ValueError, match="not from this manager"):
+            other.cancel(match)
+    assert match.open
+
+
 # ---- the tiered replay ------------------------------------------------------------------
 
 TRACE = "\n".join(

@@ -62,6 +62,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -112,7 +113,7 @@ class KVBlockManager {
     Match() = default;
     Match(Match&& other) noexcept { *this = std::move(other); }
     Match& operator=(Match&& other) noexcept {
-      owner_ = other.owner_;
+      owner_ = other.owner_;  // the manager's instance number: unique for the process's life
       id_ = std::exchange(other.id_, 0);
       hashes_ = std::move(other.hashes_);
       tiers_ = std::move(other.tiers_);
@@ -139,7 +140,7 @@ class KVBlockManager {
 
    private:
     friend KVBlockManager;
-    const KVBlockManager* owner_ = nullptr;
+    std::uint64_t owner_ = 0;
     std::uint64_t id_ = 0;  // 0: empty or used
     std::vector<Key> hashes_;
     std::vector<Tier> tiers_;
@@ -338,7 +339,7 @@ class KVBlockManager {
       tier.stats.hit_tokens += config_.block_size;
       record_use(m.hashes_[i]);
     }
-    m.owner_ = this;
+    m.owner_ = instance_;
     m.id_ = next_match_id_++;
     return m;
   }
@@ -595,7 +596,7 @@ class KVBlockManager {
   }
 
   void check_open(const Match& m, const char* op) const {
-    if (m.id_ == 0 || m.owner_ != this) {
+    if (m.id_ == 0 || m.owner_ != instance_) {
       throw std::invalid_argument(fmt::format(
           "KVBlockManager::{}: the match was already used, or is not from this manager", op));
     }
@@ -767,6 +768,13 @@ class KVBlockManager {
     }
   }
 
+  // Which manager a match came from, by a number no other manager of this process has (an
+  // address could be reused by a manager made after this one is gone).
+  static std::uint64_t next_instance() noexcept {
+    static std::atomic<std::uint64_t> count{0};
+    return ++count;
+  }
+  const std::uint64_t instance_ = next_instance();
   KVBlockManagerConfig config_;
   std::size_t block_bytes_ = 0;  // what one block transfer moves, for the byte counters
   std::vector<std::byte> staging_;  // for copies between stores the CPU cannot both address
