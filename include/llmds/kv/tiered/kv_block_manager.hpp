@@ -378,60 +378,44 @@ class KVBlockManager {
         }
         const BlockId target = fresh[next_fresh++];
         const Key& key = match.hashes_[i];
-        const BlockId mine[] = {target};
-        if (const auto& queued = match.queued_[i]) {  // from the disk queue's copy
-          TierState& from = *tiers_[index_of_queue_tier()];
-          if (const auto existing = primary.pool.find(key)) {
-            const BlockId one[] = {*existing};
-            primary.pool.touch(one);
-            primary.pool.release(mine);
-            out.push_back(*existing);
-            continue;
-          }
-          if (primary.memory != nullptr) primary.memory->write_block(static_cast<std::size_t>(target), queued->bytes.data());
-          primary.pool.register_block(target, key);
-          primary.meta[static_cast<std::size_t>(target)] = queued->meta;
-          primary.pool.set_retention_priority(target, queued->meta.priority);
-          ++primary.stats.stored_blocks;
-          primary.stats.bytes_in += block_bytes_;
-          ++from.stats.onboarded_blocks;
-          from.stats.bytes_out += block_bytes_;
-          stored.push_back(i);
-          stored_blocks.push_back(target);
-          out.push_back(target);
-          continue;
-        }
-        const std::size_t from_index = index_of(match.tiers_[i]);
+        const auto& queued = match.queued_[i];  // set: from the disk queue's copy
+        const std::size_t from_index = queued ? index_of_queue_tier() : index_of(match.tiers_[i]);
         TierState& from = *tiers_[from_index];
         const BlockId source = match.slots_[i];
-        const BlockId pin[] = {source};
+        const BlockId mine[] = {target};
         if (const auto existing = primary.pool.find(key)) {
           // Another match onboarded it meanwhile: share that block, give ours back.
           const BlockId one[] = {*existing};
           primary.pool.touch(one);
           primary.pool.release(mine);
           out.push_back(*existing);
-        } else if (!transfer(from_index, source, 0, target, key, from.meta[static_cast<std::size_t>(source)])) {
-          // The lower copy is gone or failed its checks: the run ends here, and the caller
-          // computes the rest.
-          ++from.stats.failed_transfers;
-          primary.pool.release(mine);
-          from.pool.release(pin);
-          drop_lower_copy(from_index, key);
-          break;
         } else {
-          primary.pool.register_block(target, key);
-          BlockMeta& meta = primary.meta[static_cast<std::size_t>(target)];
-          meta = from.meta[static_cast<std::size_t>(source)];
-          primary.pool.set_retention_priority(target, meta.priority);
-          ++primary.stats.stored_blocks;
-          primary.stats.bytes_in += block_bytes_;
+          const BlockMeta& meta = queued ? queued->meta : from.meta[static_cast<std::size_t>(source)];
+          bool copied = true;
+          if (!queued) {
+            copied = transfer(from_index, source, 0, target, key, meta);
+          } else if (primary.memory != nullptr) {
+            primary.memory->write_block(static_cast<std::size_t>(target), queued->bytes.data());
+          }
+          if (!copied) {
+            // The lower copy is gone or failed its checks: the run ends here, and the caller
+            // computes the rest.
+            ++from.stats.failed_transfers;
+            primary.pool.release(mine);
+            const BlockId pin[] = {source};
+            from.pool.release(pin);
+            drop_lower_copy(from_index, key);
+            break;
+          }
+          register_copy(primary, target, key, meta);
+          count_move(from, primary);
           ++from.stats.onboarded_blocks;
-          from.stats.bytes_out += block_bytes_;
           stored.push_back(i);
           stored_blocks.push_back(target);
           out.push_back(target);
         }
+        if (queued) continue;  // nothing pinned, nothing to drop
+        const BlockId pin[] = {source};
         from.pool.release(pin);
         if (exclusive(from)) remove_cached_from(from, key);
       }
@@ -644,11 +628,7 @@ class KVBlockManager {
       return;
     }
     if (const auto slot = tier.pool.find(key)) {
-      if (tier.pool.is_cached(*slot)) {
-        const BlockId one[] = {*slot};
-        tier.pool.touch(one);
-        tier.pool.release(one);
-      }
+      refresh(tier, *slot);
       return;
     }
     if (tier.tier == Tier::kDisk && uses_ && uses(key) < config_.disk_min_uses) {
@@ -670,14 +650,40 @@ class KVBlockManager {
       tier.pool.release(slot);  // unregistered: back to free
       return;
     }
-    tier.pool.register_block(slot[0], key);
-    tier.pool.set_retention_priority(slot[0], meta.priority);
-    tier.meta[static_cast<std::size_t>(slot[0])] = meta;
-    tier.pool.release(slot);
-    ++tier.stats.stored_blocks;
-    tier.stats.bytes_in += block_bytes_;
-    tiers_[source]->stats.bytes_out += block_bytes_;
+    enter_cached(tier, slot[0], key, meta);
+    count_move(*tiers_[source], tier);
+  }
+
+  // Enters a block just copied into `slot` of `tier`, whose reference the caller holds:
+  // registered under its hash with its retention priority and what its file records.
+  void register_copy(TierState& tier, BlockId slot, const Key& key, BlockMeta meta) {
+    tier.pool.register_block(slot, key);
+    tier.pool.set_retention_priority(slot, meta.priority);
+    tier.meta[static_cast<std::size_t>(slot)] = std::move(meta);
+  }
+
+  // register_copy for a block nobody uses yet (an offload, a recovered file): announced, and
+  // left cached.
+  void enter_cached(TierState& tier, BlockId slot, const Key& key, BlockMeta meta) {
     if (events_on()) emit(BlockStored<Key>{{key}, meta.parent, meta.tokens, config_.block_size, tier.tier});
+    register_copy(tier, slot, key, std::move(meta));
+    const BlockId one[] = {slot};
+    tier.pool.release(one);
+  }
+
+  // The counters of one block copied from one tier into another.
+  void count_move(TierState& from, TierState& to) const noexcept {
+    ++to.stats.stored_blocks;
+    to.stats.bytes_in += block_bytes_;
+    from.stats.bytes_out += block_bytes_;
+  }
+
+  // A block a tier already holds, offered again: its most recent, if nobody is using it.
+  static void refresh(TierState& tier, BlockId slot) {
+    if (!tier.pool.is_cached(slot)) return;
+    const BlockId one[] = {slot};
+    tier.pool.touch(one);
+    tier.pool.release(one);
   }
 
   // A block on its way to disk: a copy of its bytes (logical order) and what its file records.

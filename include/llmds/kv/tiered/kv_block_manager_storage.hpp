@@ -93,11 +93,7 @@ void KVBlockManager<Key, Hash, Policy>::commit_disk_write(std::size_t t, const Q
     return;
   }
   if (const auto slot = disk.pool.find(w.key)) {  // written again over an older copy
-    if (disk.pool.is_cached(*slot)) {
-      const BlockId one[] = {*slot};
-      disk.pool.touch(one);
-      disk.pool.release(one);
-    }
+    refresh(disk, *slot);
     return;
   }
   std::vector<BlockId>& slot = disk.slot;
@@ -107,14 +103,8 @@ void KVBlockManager<Key, Hash, Policy>::commit_disk_write(std::size_t t, const Q
     ++disk.stats.dropped_offloads;
     return;
   }
-  disk.pool.register_block(slot[0], w.key);
-  disk.pool.set_retention_priority(slot[0], w.meta.priority);
-  disk.meta[static_cast<std::size_t>(slot[0])] = w.meta;
-  disk.pool.release(slot);
-  ++disk.stats.stored_blocks;
-  disk.stats.bytes_in += block_bytes_;
-  tiers_[t - 1]->stats.bytes_out += block_bytes_;
-  emit(BlockStored<Key>{{w.key}, w.meta.parent, w.meta.tokens, config_.block_size, disk.tier});
+  enter_cached(disk, slot[0], w.key, w.meta);
+  count_move(*tiers_[t - 1], disk);
 }
 
 // Copies a block between two tiers' stores, and times it; true without stores (metadata
@@ -217,11 +207,7 @@ void KVBlockManager<Key, Hash, Policy>::adopt_recovered_blocks(DiskStore& disk) 
     slot.clear();
     [[maybe_unused]] const bool room = tier.pool.try_allocate_into(1, slot);
     LLMDS_ASSERT(room, "KVBlockManager: no free disk slot for a recovered block");
-    tier.pool.register_block(slot[0], key);
-    tier.pool.set_retention_priority(slot[0], meta.priority);
-    tier.pool.release(slot);
-    if (events_on()) emit(BlockStored<Key>{{key}, meta.parent, meta.tokens, config_.block_size, tier.tier});
-    tier.meta[static_cast<std::size_t>(slot[0])] = std::move(meta);
+    enter_cached(tier, slot[0], key, std::move(meta));
   }
 }
 
