@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -166,7 +167,9 @@ void BM_DiskRawRead(benchmark::State& state) {
 }
 
 // The disk tier: a block file each (header page, payload, fdatasync unless range(1) is 0,
-// rename), from a host store.
+// rename), from a host store. range(2) 0: an empty tier filling up (every write a new file);
+// 1: a full tier, which removes a block for each it writes (64 blocks back), so that writes
+// overwrite the spare files of removed blocks.
 void BM_DiskStoreWrite(benchmark::State& state) {
   const auto bytes = static_cast<std::size_t>(state.range(0));
   const fs::path dir = bench_dir("store");
@@ -178,16 +181,23 @@ void BM_DiskStoreWrite(benchmark::State& state) {
   llmds::DiskStore disk(c);
   MemoryStore<ContiguousLayout> host(ContiguousLayout(geometry_of(bytes), 8, 4096));
   std::memset(host.host_base(), 4, ContiguousLayout(geometry_of(bytes), 8, 4096).storage_bytes());
+  const bool full = state.range(2) != 0;
+  constexpr std::uint64_t kResident = 64;
   std::uint64_t key = 0;
   for (auto _ : state) {
     llmds::StoredBlock info;
     info.hash.resize(8);
     std::memcpy(info.hash.data(), &key, 8);
     if (!disk.write(info, host, key % 8)) state.SkipWithError("write failed");
+    if (full && key >= kResident) {
+      const std::uint64_t old = key - kResident;
+      disk.remove(std::as_bytes(std::span(&old, 1)));
+    }
     ++key;
   }
   set_bandwidth(state, bytes);
   state.counters["direct_io"] = disk.stats().direct_io ? 1 : 0;
+  state.counters["reused_files"] = static_cast<double>(disk.stats().reused_files);
   fs::remove_all(dir);
 }
 
@@ -251,10 +261,14 @@ BENCHMARK(BM_CopyToLayerSeparate)->RangeMultiplier(4)->Range(64 << 10, 4 << 20);
 BENCHMARK(BM_DiskRawWrite)->Arg(64 << 10)->Arg(2 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_DiskRawRead)->Arg(64 << 10)->Arg(2 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_DiskStoreWrite)
-    ->Args({64 << 10, 1})
-    ->Args({2 << 20, 1})
-    ->Args({64 << 10, 0})
-    ->Args({2 << 20, 0})
+    ->Args({64 << 10, 1, 0})
+    ->Args({2 << 20, 1, 0})
+    ->Args({64 << 10, 0, 0})
+    ->Args({2 << 20, 0, 0})
+    ->Args({64 << 10, 1, 1})
+    ->Args({2 << 20, 1, 1})
+    ->Args({64 << 10, 0, 1})
+    ->Args({2 << 20, 0, 1})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 BENCHMARK(BM_DiskStoreRead)->Arg(64 << 10)->Arg(2 << 20)->Unit(benchmark::kMicrosecond)->UseRealTime();

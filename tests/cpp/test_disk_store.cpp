@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -210,12 +211,90 @@ TEST_F(DiskStoreTest, WithoutSyncWritesNoFlushIsIssued) {
 }
 
 TEST_F(DiskStoreTest, RemoveDeletesTheFile) {
-  DiskStore disk(config());
+  auto c = config();
+  c.spare_files = 0;
+  DiskStore disk(c);
   ASSERT_TRUE(disk.write(block(30), host_, 0));
   disk.remove(hash(30));
   disk.remove(hash(31));  // absent: nothing to do
   EXPECT_FALSE(fs::exists(disk.path_of_hash(hash(30))));
   EXPECT_EQ(disk.stats().removed, 1u);
+}
+
+std::size_t files_in(const fs::path& dir) {
+  return static_cast<std::size_t>(std::distance(fs::directory_iterator(dir), fs::directory_iterator{}));
+}
+
+TEST_F(DiskStoreTest, ARemovedBlocksFileIsOverwrittenByTheNextWrite) {
+  {
+    DiskStore disk(config());
+    fill(host_, 0, 1);
+    fill(host_, 1, 2);
+    ASSERT_TRUE(disk.write(block(30), host_, 0));
+    disk.remove(hash(30));
+    EXPECT_FALSE(fs::exists(disk.path_of_hash(hash(30))));
+    EXPECT_EQ(files_in(dir_ / "spare"), 1u);
+    EXPECT_EQ(disk.read(hash(30), host_, 2), DiskReadResult::kMissing);
+    ASSERT_TRUE(disk.write(block(31), host_, 1));  // into the spare
+    EXPECT_EQ(files_in(dir_ / "spare"), 0u);
+    ASSERT_TRUE(disk.write(block(32), host_, 0));  // no spare left: a new file
+    const auto s = disk.stats();
+    EXPECT_EQ(s.writes, 3u);
+    EXPECT_EQ(s.reused_files, 1u);
+    EXPECT_EQ(s.removed, 1u);
+    EXPECT_EQ(disk.read(hash(31), host_, 2), DiskReadResult::kOk);
+    EXPECT_EQ(read(host_, 2), read(host_, 1));
+    disk.remove(hash(32));  // left as a spare across the restart
+  }
+  DiskStore again(config());
+  ASSERT_EQ(again.recovered().size(), 1u);
+  EXPECT_EQ(again.recovered()[0].hash, hash(31));
+  EXPECT_EQ(again.recovered()[0].tokens, (std::vector<llmds::TokenId>{1, 2, 3, 31}));
+  EXPECT_EQ(files_in(dir_ / "spare"), 0u);  // spares are emptied at open
+  EXPECT_EQ(again.stats().discarded_at_open, 0u);
+  EXPECT_EQ(again.read(hash(31), host_, 3), DiskReadResult::kOk);
+  EXPECT_EQ(read(host_, 3), read(host_, 1));
+}
+
+TEST_F(DiskStoreTest, SparesAreKeptUpToTheirLimitAndTheRestDeleted) {
+  auto c = config();
+  c.spare_files = 2;
+  DiskStore disk(c);
+  for (std::uint64_t h = 1; h <= 5; ++h) ASSERT_TRUE(disk.write(block(h), host_, 0));
+  for (std::uint64_t h = 1; h <= 5; ++h) disk.remove(hash(h));
+  EXPECT_EQ(files_in(dir_ / "spare"), 2u);
+  EXPECT_EQ(disk.stats().removed, 5u);
+  for (std::uint64_t h = 1; h <= 5; ++h) EXPECT_FALSE(fs::exists(disk.path_of_hash(hash(h))));
+
+  c.spare_files = 0;
+  fs::remove_all(dir_ / "x");
+  c.directory = dir_ / "x";
+  DiskStore none(c);
+  ASSERT_TRUE(none.write(block(9), host_, 0));
+  none.remove(hash(9));
+  EXPECT_EQ(files_in(c.directory / "spare"), 0u);
+  EXPECT_EQ(none.stats().removed, 1u);
+}
+
+TEST_F(DiskStoreTest, AFailedOverwriteOfASpareLosesOnlyTheSpare) {
+  DiskStore disk(config());
+  fill(host_, 0, 5);
+  ASSERT_TRUE(disk.write(block(1), host_, 0));
+  ASSERT_TRUE(disk.write(block(2), host_, 0));
+  disk.remove(hash(2));
+  for (const DiskOp op : {DiskOp::kWrite, DiskOp::kSync, DiskOp::kRename}) {
+    ASSERT_TRUE(disk.write(block(3), host_, 0));
+    disk.remove(hash(3));
+    ASSERT_EQ(files_in(dir_ / "spare"), 1u);
+    disk.inject_fault(op, op == DiskOp::kWrite ? ENOSPC : EIO, 1);
+    EXPECT_FALSE(disk.write(block(4), host_, 1));
+    EXPECT_FALSE(fs::exists(disk.path_of_hash(hash(4))));
+    EXPECT_EQ(files_in(dir_ / "spare"), 0u);  // deleted: it may hold half a block
+    EXPECT_TRUE(fs::is_empty(dir_ / "tmp"));
+  }
+  EXPECT_EQ(disk.stats().write_failures, 3u);
+  EXPECT_EQ(disk.read(hash(1), host_, 2), DiskReadResult::kOk);  // the other blocks are intact
+  EXPECT_EQ(read(host_, 2), read(host_, 0));
 }
 
 TEST_F(DiskStoreTest, BadConfigsAreRefused) {

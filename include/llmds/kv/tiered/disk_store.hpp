@@ -6,6 +6,7 @@
 //   <dir>/FORMAT                the geometry and hash width every block file here must have
 //   <dir>/tmp/                  files being written; whatever is left here at open is a torn
 //                               write of a crashed process, and is deleted
+//   <dir>/spare/                files of removed blocks, kept for reuse (spare_files); emptied at open
 //   <dir>/blocks/<ab>/<hex>.kvb one file per block, named by its hash in hex (ab: its first byte)
 //
 // Everything is created readable by the owner only (directories 0700, files 0600): KV blocks
@@ -22,8 +23,17 @@
 //   u64 created (ns since the epoch) | u64 n | n x i32 token ids | bytes padding | u64 checksum
 //
 // A block is written to tmp/, flushed (fdatasync; sync_writes) and renamed into place, so a
-// block file is either complete or absent (without the flush, complete or discarded at open). The header's tokens and parent let a restarted manager announce
-// what it found with full BlockStored events.
+// block file is either complete or absent (without the flush, complete or discarded at open).
+// The header's tokens and parent let a restarted manager announce what it found with full
+// BlockStored events.
+//
+// A removed block's file is not deleted but renamed into spare/, and the next write overwrites
+// a spare in place instead of creating a file. A full disk tier removes one block for each it
+// writes, and creating and deleting a file per block costs the file system more than writing
+// the block does (on ext4, allocating an inode scans past every recently freed one); every
+// file here has the same size, so a spare fits any block. A spare is never read: a crash
+// while one is being overwritten leaves it in spare/ (emptied at open), and once renamed into
+// place it is a complete block file like any other.
 //
 // Reading checks everything before any byte reaches the caller: the header checksum, magic,
 // version, geometry, that the hash in the header is the one asked for, and the payload
@@ -83,6 +93,8 @@ struct DiskStoreConfig {
   // they fail their checksums and are discarded at open (nothing wrong is ever read back), and
   // a write costs no flush.
   bool sync_writes = true;
+  // Removed block files kept in spare/ for later writes to overwrite; 0: delete them at once.
+  std::size_t spare_files = 256;
 
   void validate() const {
     geometry.validate();
@@ -110,7 +122,8 @@ struct DiskStoreStats {
   std::uint64_t reads = 0;            // blocks read back intact
   std::uint64_t bytes_written = 0;    // file bytes, header and padding included
   std::uint64_t bytes_read = 0;
-  std::uint64_t removed = 0;          // files deleted on request (evictions)
+  std::uint64_t removed = 0;          // blocks removed on request (evictions)
+  std::uint64_t reused_files = 0;     // writes that overwrote a spare file instead of creating one
   std::uint64_t write_failures = 0;   // writes that failed (every cause)
   std::uint64_t no_space = 0;         // of those, ENOSPC / EDQUOT / EFBIG
   std::uint64_t io_errors = 0;        // EIO on a write or read
@@ -126,6 +139,7 @@ struct DiskStoreStats {
     visit("bytes_written", bytes_written);
     visit("bytes_read", bytes_read);
     visit("removed", removed);
+    visit("reused_files", reused_files);
     visit("write_failures", write_failures);
     visit("no_space", no_space);
     visit("io_errors", io_errors);
@@ -165,11 +179,13 @@ class DiskStore {
     try {
       check_format();
       make_dir(dir / "tmp");
+      make_dir(dir / "spare");
       make_dir(dir / "blocks");
       for (const auto& entry : fs::directory_iterator(dir / "tmp")) {
         fs::remove(entry.path(), ec);
         ++stats_.discarded_at_open;
       }
+      for (const auto& entry : fs::directory_iterator(dir / "spare")) fs::remove(entry.path(), ec);
       stats_.direct_io = config_.direct_io && probe_direct_io();
       scan();
     } catch (...) {
@@ -217,12 +233,24 @@ class DiskStore {
     return r;
   }
 
-  /// Deletes the block file of `hash`, if any.
+  /// Removes the block of `hash`, if stored: its file becomes a spare, or is deleted when
+  /// spare_files are kept already.
   void remove(std::span<const std::byte> hash) {
-    if (::unlink(path_of(hex(hash)).c_str()) == 0) {
+    const auto path = path_of(hex(hash));
+    std::optional<std::uint64_t> spare;
+    {
       const std::lock_guard lock(mu_);
-      ++stats_.removed;
+      if (spares_.size() + spares_pending_ < config_.spare_files) {
+        spare = next_spare_++;
+        ++spares_pending_;
+      }
     }
+    const bool kept = spare && ::rename(path.c_str(), spare_path(*spare).c_str()) == 0;
+    const bool removed = kept || ::unlink(path.c_str()) == 0;
+    const std::lock_guard lock(mu_);
+    if (spare) --spares_pending_;
+    if (kept) spares_.push_back(*spare);
+    if (removed) ++stats_.removed;
   }
 
   /// The next `times` operations of kind `op` fail with `error` (an errno value), for tests.
@@ -335,12 +363,23 @@ class DiskStore {
       return false;
     }
     const std::string name = hex(info.hash);
-    const auto tmp = config_.directory / "tmp" / fmt::format("{}.{}.tmp", name, temp_counter_++);
-    const int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (stats_.direct_io ? O_DIRECT : 0);
-    const int fd = ::open(tmp.c_str(), flags, 0600);
-    if (fd < 0) return fail_write(errno, tmp, -1);
-    if (const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(file_bytes())); err != 0 && err != EOPNOTSUPP) {
-      return fail_write(err, tmp, fd);
+    const int direct = stats_.direct_io ? O_DIRECT : 0;
+    std::filesystem::path tmp;
+    int fd = -1;
+    bool reused = false;
+    if (const auto spare = take_spare()) {  // overwritten in place, all of it
+      tmp = spare_path(*spare);
+      fd = ::open(tmp.c_str(), O_WRONLY | O_CLOEXEC | direct);
+      reused = fd >= 0;
+      if (!reused) ::unlink(tmp.c_str());
+    }
+    if (!reused) {
+      tmp = config_.directory / "tmp" / fmt::format("{}.{}.tmp", name, temp_counter_++);
+      fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | direct, 0600);
+      if (fd < 0) return fail_write(errno, tmp, -1);
+      if (const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(file_bytes())); err != 0 && err != EOPNOTSUPP) {
+        return fail_write(err, tmp, fd);
+      }
     }
     if (const int err = injected(DiskOp::kWrite); err != 0) return fail_write(err, tmp, fd);
     if (const int err = write_all(fd, data, file_bytes()); err != 0) return fail_write(err, tmp, fd);
@@ -357,6 +396,7 @@ class DiskStore {
     if (::rename(tmp.c_str(), final_path.c_str()) != 0) return fail_write(errno, tmp, -1);
     const std::lock_guard lock(mu_);
     ++stats_.writes;
+    if (reused) ++stats_.reused_files;
     stats_.bytes_written += file_bytes();
     return true;
   }
@@ -415,6 +455,17 @@ class DiskStore {
     }
     return out;
   }
+  [[nodiscard]] std::filesystem::path spare_path(std::uint64_t n) const {
+    return config_.directory / "spare" / fmt::format("{}.kvb", n);
+  }
+  std::optional<std::uint64_t> take_spare() {
+    const std::lock_guard lock(mu_);
+    if (spares_.empty()) return std::nullopt;
+    const std::uint64_t n = spares_.back();
+    spares_.pop_back();
+    return n;
+  }
+
   [[nodiscard]] std::filesystem::path path_of(const std::string& name) const {
     return config_.directory / "blocks" / name.substr(0, 2) / (name + ".kvb");
   }
@@ -451,6 +502,7 @@ class DiskStore {
       }
       fs::remove_all(config_.directory / "blocks", ec);
       fs::remove_all(config_.directory / "tmp", ec);
+      fs::remove_all(config_.directory / "spare", ec);
     }
     detail::write_file(format, expected);
     ::chmod(format.c_str(), 0600);
@@ -566,8 +618,11 @@ class DiskStore {
 
   DiskStoreConfig config_;
   int lock_fd_ = -1;
-  mutable std::mutex mu_;  // stats_ and faults_
+  mutable std::mutex mu_;  // stats_, faults_ and the spares
   DiskStoreStats stats_;
+  std::vector<std::uint64_t> spares_;  // spare/<n>.kvb, most recent last
+  std::size_t spares_pending_ = 0;     // being renamed into spare/ now
+  std::uint64_t next_spare_ = 0;
   std::array<std::pair<int, std::size_t>, 4> faults_{};
   std::vector<StoredBlock> recovered_;
   std::atomic<std::uint64_t> temp_counter_{0};
