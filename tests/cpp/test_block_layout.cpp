@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <random>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -118,8 +119,11 @@ class OpaqueStore final : public llmds::MemoryBlockStore {
   std::size_t num_slots() const noexcept override { return slots_; }
   llmds::LayoutKind layout_kind() const noexcept override { return llmds::LayoutKind::kCustom; }
   std::byte* host_base() const noexcept override { return nullptr; }
-  void for_each_piece(std::size_t, const std::function<void(std::size_t, std::size_t, std::size_t)>&) const override {
+  void list_pieces(std::size_t, std::vector<llmds::BlockPiece>&) const override {
     ADD_FAILURE() << "pieces of an opaque store were asked for";
+  }
+  void copy_from(const llmds::MemoryBlockStore&, std::size_t, std::size_t) override {
+    ADD_FAILURE() << "a direct copy into an opaque store was asked for";
   }
   void read_block(std::size_t slot, std::byte* out) const override {
     std::memcpy(out, data_.data() + slot * g_.block_bytes(), g_.block_bytes());
@@ -153,6 +157,25 @@ TEST(MemoryStore, CopiesBetweenStoresOfAnyLayoutAndThroughStaging) {
     s->read_block(s == &host ? 3 : s == &device ? 1 : 0, out.data());
     EXPECT_EQ(out, logical_block(g, 9));
   }
+  // Every pairing of layouts, both ways: many pieces into one, one into many, same type into
+  // same type, and a custom layout of 5-byte pieces (which straddle the others' rows).
+  llmds::MemoryStore<ReversedPiecesLayout> custom(ReversedPiecesLayout(g, 3));
+  llmds::MemoryStore<LayerSeparateLayout> host2(LayerSeparateLayout(g, 2));
+  host.write_block(0, logical_block(g, 4).data());
+  llmds::copy_blocks(host, 0, custom, 2, staging);
+  llmds::copy_blocks(custom, 2, host2, 1, staging);
+  llmds::copy_blocks(host2, 1, other, 1, staging);
+  llmds::copy_blocks(other, 1, custom, 0, staging);
+  llmds::copy_blocks(custom, 0, host, 1, staging);
+  llmds::copy_blocks(host, 1, host2, 0, staging);
+  const std::pair<const llmds::MemoryBlockStore*, std::size_t> copies[] = {
+      {&custom, 2}, {&host2, 1}, {&other, 1}, {&custom, 0}, {&host, 1}, {&host2, 0}};
+  for (const auto& [store, slot] : copies) {
+    store->read_block(slot, out.data());
+    EXPECT_EQ(out, logical_block(g, 4));
+  }
+  host.read_block(3, out.data());
+  EXPECT_EQ(out, logical_block(g, 9));  // nothing else written
   EXPECT_THROW(llmds::MemoryStore<ContiguousLayout>(ContiguousLayout(g, 1), nullptr), std::invalid_argument);
 }
 

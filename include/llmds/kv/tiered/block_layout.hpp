@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <limits>
 #include <stdexcept>
 #include <string_view>
@@ -157,18 +158,19 @@ class LayerSeparateLayout {
 static_assert(BlockLayout<ContiguousLayout>);
 static_assert(BlockLayout<LayerSeparateLayout>);
 
+/// One contiguous run of a block in some storage: `bytes` at logical offset `logical` of the
+/// block, found at offset `storage` of the storage.
+struct BlockPiece {
+  std::size_t logical, storage, bytes;
+};
+
 namespace detail {
 
-// Copies a block from one storage to another, given each side's pieces (for_each_piece-style
-// functions taking a visitor), in one pass over the destination's pieces in logical order.
-template <class SrcPieces, class DstPieces>
-void copy_pieces(const std::byte* from, SrcPieces&& src_pieces, std::byte* to, DstPieces&& dst_pieces) {
-  struct Piece {
-    std::size_t logical, storage, bytes;
-  };
-  thread_local std::vector<Piece> pieces;  // reused: a transfer allocates nothing in steady state
-  pieces.clear();
-  src_pieces([&](std::size_t l, std::size_t s, std::size_t n) { pieces.push_back({l, s, n}); });
+// Copies a block whose source pieces are listed (in logical order) into a storage whose pieces
+// a for_each_piece-style function gives, in one pass over the destination's pieces.
+template <class DstPieces>
+void copy_from_pieces(const std::byte* from, std::span<const BlockPiece> pieces, std::byte* to,
+                      DstPieces&& dst_pieces) {
   std::size_t i = 0;
   dst_pieces([&](std::size_t logical, std::size_t storage, std::size_t bytes) {
     while (bytes > 0) {
@@ -181,6 +183,15 @@ void copy_pieces(const std::byte* from, SrcPieces&& src_pieces, std::byte* to, D
       bytes -= n;
     }
   });
+}
+
+// The same, given each side's pieces as a for_each_piece-style function taking a visitor.
+template <class SrcPieces, class DstPieces>
+void copy_pieces(const std::byte* from, SrcPieces&& src_pieces, std::byte* to, DstPieces&& dst_pieces) {
+  thread_local std::vector<BlockPiece> pieces;  // reused: a transfer allocates nothing in steady state
+  pieces.clear();
+  src_pieces([&](std::size_t l, std::size_t s, std::size_t n) { pieces.push_back({l, s, n}); });
+  copy_from_pieces(from, pieces, to, dst_pieces);
 }
 
 }  // namespace detail

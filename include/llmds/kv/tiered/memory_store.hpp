@@ -18,7 +18,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <memory>
 #include <new>
 #include <stdexcept>
@@ -38,8 +37,11 @@ class MemoryBlockStore {
   [[nodiscard]] virtual LayoutKind layout_kind() const noexcept = 0;
   /// The storage's first byte if the CPU can address it, else nullptr (device memory).
   [[nodiscard]] virtual std::byte* host_base() const noexcept = 0;
-  /// For host-addressable stores: visit(logical, storage offset, bytes) for each piece of the slot.
-  virtual void for_each_piece(std::size_t slot, const std::function<void(std::size_t, std::size_t, std::size_t)>& visit) const = 0;
+  /// For host-addressable stores: the slot's pieces, in logical order, appended to `out`.
+  virtual void list_pieces(std::size_t slot, std::vector<BlockPiece>& out) const = 0;
+  /// For host-addressable stores: copies block src_slot of `src` (host-addressable, of the same
+  /// geometry) into the slot. Called by copy_blocks, which checks both.
+  virtual void copy_from(const MemoryBlockStore& src, std::size_t src_slot, std::size_t slot) = 0;
   /// The slot's block, in logical order, into out (block_bytes).
   virtual void read_block(std::size_t slot, std::byte* out) const = 0;
   /// The slot's block from `in` (logical order, block_bytes).
@@ -87,9 +89,22 @@ class MemoryStore final : public MemoryBlockStore {
   [[nodiscard]] std::size_t num_slots() const noexcept override { return layout_.num_slots(); }
   [[nodiscard]] LayoutKind layout_kind() const noexcept override { return layout_.kind(); }
   [[nodiscard]] std::byte* host_base() const noexcept override { return base_; }
-  void for_each_piece(std::size_t slot,
-                      const std::function<void(std::size_t, std::size_t, std::size_t)>& visit) const override {
-    layout_.for_each_piece(slot, visit);
+  void list_pieces(std::size_t slot, std::vector<BlockPiece>& out) const override {
+    layout_.for_each_piece(slot, [&](std::size_t l, std::size_t s, std::size_t n) { out.push_back({l, s, n}); });
+  }
+  // One virtual call per block, whatever the layouts: from a store of this same type, the typed
+  // copy_block (one memcpy between contiguous layouts); from any other, its pieces listed once
+  // and this layout's walked inline.
+  void copy_from(const MemoryBlockStore& src, std::size_t src_slot, std::size_t slot) override {
+    if (const auto* same = dynamic_cast<const MemoryStore*>(&src)) {
+      copy_block(same->layout_, same->base_, src_slot, layout_, base_, slot);
+      return;
+    }
+    thread_local std::vector<BlockPiece> pieces;  // reused: a copy allocates nothing in steady state
+    pieces.clear();
+    src.list_pieces(src_slot, pieces);
+    detail::copy_from_pieces(src.host_base(), pieces, base_,
+                             [&](auto&& visit) { layout_.for_each_piece(slot, visit); });
   }
   void read_block(std::size_t slot, std::byte* out) const override { gather_block(layout_, base_, slot, out); }
   void write_block(std::size_t slot, const std::byte* in) override { scatter_block(layout_, base_, slot, in); }
@@ -100,29 +115,17 @@ class MemoryStore final : public MemoryBlockStore {
   std::byte* base_ = nullptr;
 };
 
-/// Copies a block between two memory stores of one geometry: piece by piece when the CPU can
-/// address both (one memcpy for two contiguous layouts), else through `staging` (block_bytes).
+/// Copies a block between two memory stores of one geometry: directly when the CPU can address
+/// both (MemoryBlockStore::copy_from), else through `staging` (block_bytes).
 inline void copy_blocks(const MemoryBlockStore& src, std::size_t src_slot, MemoryBlockStore& dst, std::size_t dst_slot,
                         std::vector<std::byte>& staging) {
-  std::byte* const from = src.host_base();
-  std::byte* const to = dst.host_base();
-  if (from == nullptr || to == nullptr) {
+  if (src.host_base() == nullptr || dst.host_base() == nullptr) {
     staging.resize(src.geometry().block_bytes());
     src.read_block(src_slot, staging.data());
     dst.write_block(dst_slot, staging.data());
     return;
   }
-  if (src.layout_kind() == LayoutKind::kContiguous && dst.layout_kind() == LayoutKind::kContiguous) {
-    std::size_t s = 0, d = 0;
-    src.for_each_piece(src_slot, [&](std::size_t, std::size_t at, std::size_t) { s = at; });
-    dst.for_each_piece(dst_slot, [&](std::size_t, std::size_t at, std::size_t) { d = at; });
-    std::memcpy(to + d, from + s, src.geometry().block_bytes());
-    return;
-  }
-  using Visit = std::function<void(std::size_t, std::size_t, std::size_t)>;
-  detail::copy_pieces(
-      from, [&](const auto& visit) { src.for_each_piece(src_slot, Visit(visit)); }, to,
-      [&](const auto& visit) { dst.for_each_piece(dst_slot, Visit(visit)); });
+  dst.copy_from(src, src_slot, dst_slot);
 }
 
 }  // namespace llmds
