@@ -63,32 +63,16 @@ void BM_Memcpy(benchmark::State& state) {
   set_bandwidth(state, bytes);
 }
 
-// copy_blocks from a contiguous primary store to a contiguous host store (one memcpy per block).
-void BM_CopyContiguous(benchmark::State& state) {
-  const auto bytes = static_cast<std::size_t>(state.range(0));
-  const std::size_t slots = slots_for(bytes);
-  MemoryStore<ContiguousLayout> primary(ContiguousLayout(geometry_of(bytes), slots));
-  MemoryStore<ContiguousLayout> host(ContiguousLayout(geometry_of(bytes), slots, 4096));
-  std::memset(primary.host_base(), 1, ContiguousLayout(geometry_of(bytes), slots).storage_bytes());
-  std::memset(host.host_base(), 2, ContiguousLayout(geometry_of(bytes), slots, 4096).storage_bytes());
-  std::vector<std::byte> staging;
-  std::size_t i = 0;
-  for (auto _ : state) {
-    llmds::copy_blocks(primary, (i * 7 + 3) % slots, host, i % slots, staging);
-    benchmark::ClobberMemory();
-    ++i;
-  }
-  set_bandwidth(state, bytes);
-}
-
-// copy_blocks from a contiguous store into a layer-separate one: 16 x 8 x 2 pieces per block.
-void BM_CopyToLayerSeparate(benchmark::State& state) {
+// copy_blocks from a contiguous primary store into a host store of layout Dst: one memcpy per
+// block into a contiguous one, 16 x 8 x 2 pieces per block into a layer-separate one.
+template <class Dst>
+void copy_into(benchmark::State& state) {
   const auto bytes = static_cast<std::size_t>(state.range(0));
   const std::size_t slots = slots_for(bytes);
   const ContiguousLayout from(geometry_of(bytes), slots);
-  const LayerSeparateLayout to(geometry_of(bytes), slots);
+  const Dst to(geometry_of(bytes), slots, 4096);
   MemoryStore<ContiguousLayout> primary(from);
-  MemoryStore<LayerSeparateLayout> host(to);
+  MemoryStore<Dst> host(to);
   std::memset(primary.host_base(), 1, from.storage_bytes());
   std::memset(host.host_base(), 2, to.storage_bytes());
   std::vector<std::byte> staging;
@@ -100,6 +84,8 @@ void BM_CopyToLayerSeparate(benchmark::State& state) {
   }
   set_bandwidth(state, bytes);
 }
+void BM_CopyContiguous(benchmark::State& state) { copy_into<ContiguousLayout>(state); }
+void BM_CopyToLayerSeparate(benchmark::State& state) { copy_into<LayerSeparateLayout>(state); }
 
 fs::path bench_dir(const std::string& name) {
   const char* root = std::getenv("LLMDS_BENCH_DIR");
@@ -166,21 +152,36 @@ void BM_DiskRawRead(benchmark::State& state) {
   fs::remove_all(dir);
 }
 
+// A disk store of 8-byte hashes in a fresh directory (deleted afterwards), and a host store of 8
+// blocks of the same geometry to write from and read into.
+struct DiskBench {
+  DiskBench(const std::string& name, std::size_t bytes, bool sync_writes)
+      : dir(bench_dir(name)), disk(config(dir, bytes, sync_writes)), host(ContiguousLayout(geometry_of(bytes), 8, 4096)) {
+    std::memset(host.host_base(), 4, ContiguousLayout(geometry_of(bytes), 8, 4096).storage_bytes());
+  }
+  ~DiskBench() { fs::remove_all(dir); }
+  static llmds::DiskStoreConfig config(const fs::path& dir, std::size_t bytes, bool sync_writes) {
+    llmds::DiskStoreConfig c;
+    c.directory = dir;
+    c.geometry = geometry_of(bytes);
+    c.hash_bytes = 8;
+    c.sync_writes = sync_writes;
+    return c;
+  }
+  fs::path dir;
+  llmds::DiskStore disk;
+  MemoryStore<ContiguousLayout> host;
+};
+
 // The disk tier: a block file each (header page, payload, fdatasync unless range(1) is 0,
 // rename), from a host store. range(2) 0: an empty tier filling up (every write a new file);
 // 1: a full tier, which removes a block for each it writes (64 blocks back), so that writes
 // overwrite the spare files of removed blocks.
 void BM_DiskStoreWrite(benchmark::State& state) {
   const auto bytes = static_cast<std::size_t>(state.range(0));
-  const fs::path dir = bench_dir("store");
-  llmds::DiskStoreConfig c;
-  c.directory = dir;
-  c.geometry = geometry_of(bytes);
-  c.hash_bytes = 8;
-  c.sync_writes = state.range(1) != 0;
-  llmds::DiskStore disk(c);
-  MemoryStore<ContiguousLayout> host(ContiguousLayout(geometry_of(bytes), 8, 4096));
-  std::memset(host.host_base(), 4, ContiguousLayout(geometry_of(bytes), 8, 4096).storage_bytes());
+  DiskBench b("store", bytes, state.range(1) != 0);
+  llmds::DiskStore& disk = b.disk;
+  MemoryStore<ContiguousLayout>& host = b.host;
   const bool full = state.range(2) != 0;
   constexpr std::uint64_t kResident = 64;
   std::uint64_t key = 0;
@@ -198,20 +199,14 @@ void BM_DiskStoreWrite(benchmark::State& state) {
   set_bandwidth(state, bytes);
   state.counters["direct_io"] = disk.stats().direct_io ? 1 : 0;
   state.counters["reused_files"] = static_cast<double>(disk.stats().reused_files);
-  fs::remove_all(dir);
 }
 
 void BM_DiskStoreRead(benchmark::State& state) {
   const auto bytes = static_cast<std::size_t>(state.range(0));
   const std::size_t files = std::max<std::size_t>(16, (std::size_t{128} << 20) / bytes);
-  const fs::path dir = bench_dir("storeread");
-  llmds::DiskStoreConfig c;
-  c.directory = dir;
-  c.geometry = geometry_of(bytes);
-  c.hash_bytes = 8;
-  llmds::DiskStore disk(c);
-  MemoryStore<ContiguousLayout> host(ContiguousLayout(geometry_of(bytes), 8, 4096));
-  std::memset(host.host_base(), 4, ContiguousLayout(geometry_of(bytes), 8, 4096).storage_bytes());
+  DiskBench b("storeread", bytes, true);
+  llmds::DiskStore& disk = b.disk;
+  MemoryStore<ContiguousLayout>& host = b.host;
   for (std::uint64_t key = 0; key < files; ++key) {
     llmds::StoredBlock info;
     info.hash.resize(8);
@@ -226,7 +221,6 @@ void BM_DiskStoreRead(benchmark::State& state) {
     }
   }
   set_bandwidth(state, bytes);
-  fs::remove_all(dir);
 }
 
 // The tiered replay's metadata cost: primary 6,000 + host 16,000 + disk 400,000 blocks.

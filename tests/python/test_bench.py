@@ -81,13 +81,17 @@ def test_tier_ratios_come_from_one_suite_run(tmp_path):
         b("BM_Memcpy/65536", bytes_per_second=10e9), b("BM_CopyContiguous/65536", bytes_per_second=9e9),
         b("BM_CopyToLayerSeparate/65536", bytes_per_second=5e9),
         b("BM_DiskRawWrite/2097152/real_time", bytes_per_second=1e9),
-        b("BM_DiskStoreWrite/2097152/1/real_time", bytes_per_second=0.8e9),
+        b("BM_DiskStoreWrite/2097152/1/1/real_time", bytes_per_second=0.8e9),
+        b("BM_DiskStoreWrite/2097152/1/0/real_time", bytes_per_second=0.5e9),
         b("BM_TieredReplay/0/1", us_per_request=4.5),
     ]}))
     rows = kv_tiers.path_ratios(tmp_path)
     assert "| primary -> host, contiguous, 64 KiB blocks | 9.00 GB/s | memcpy 10.00 GB/s | 90% | 80% | met |" in rows
     assert any("layer-separate" in r and "50% | 80% | MISSED" in r for r in rows)
-    assert "| host -> disk (block files), 2048 KiB blocks | 0.80 GB/s | raw direct I/O 1.00 GB/s | 80% | 70% | met |" in rows
+    assert ("| host -> disk (block files), full tier, 2048 KiB blocks | 0.80 GB/s | raw direct I/O 1.00 GB/s | 80% | 70% "
+            "| met |") in rows
+    assert ("| host -> disk (block files), empty tier filling up, 2048 KiB blocks | 0.50 GB/s | raw direct I/O 1.00 GB/s "
+            "| 50% | 70% | MISSED |") in rows
     assert any("conversation" in r and "MISSED by 1.50 us" in r for r in rows)
     assert kv_tiers.path_ratios(None) == []
 

@@ -116,9 +116,14 @@ def path_ratios(folder: Path | None) -> list[str]:
                 rows.append(f"| {what}, {size >> 10} KiB blocks | {bw(b):.2f} GB/s | memcpy {bw(base):.2f} GB/s | "
                             f"{ratio:.0%} | 80% | {'met' if ratio >= 0.8 else 'MISSED'} |")
     for size in (64 << 10, 2 << 20):
-        for store, raw, what in (("BM_DiskStoreWrite/{size}/1", "BM_DiskRawWrite/{size}", "host -> disk (block files)"),
-                                 ("BM_DiskStoreWrite/{size}/0", "BM_DiskRawWrite/{size}",
-                                  "host -> disk (block files, sync_writes off)"),
+        for store, raw, what in (("BM_DiskStoreWrite/{size}/1/1", "BM_DiskRawWrite/{size}",
+                                  "host -> disk (block files), full tier"),
+                                 ("BM_DiskStoreWrite/{size}/0/1", "BM_DiskRawWrite/{size}",
+                                  "host -> disk (block files, sync_writes off), full tier"),
+                                 ("BM_DiskStoreWrite/{size}/1/0", "BM_DiskRawWrite/{size}",
+                                  "host -> disk (block files), empty tier filling up"),
+                                 ("BM_DiskStoreWrite/{size}/0/0", "BM_DiskRawWrite/{size}",
+                                  "host -> disk (block files, sync_writes off), empty tier filling up"),
                                  ("BM_DiskStoreRead/{size}", "BM_DiskRawRead/{size}", "disk -> host (block files)")):
             b = tiers.get(store.format(size=size) + "/real_time")
             r = tiers.get(raw.format(size=size) + "/real_time")
