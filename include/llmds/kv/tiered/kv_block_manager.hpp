@@ -21,7 +21,9 @@
 //              matched blocks are pinned (they cannot be evicted) until the match is onboarded
 //              or cancelled
 //   onboard    the run in primary: primary hits as they are, lower-tier hits copied up into
-//              new primary blocks; the caller holds a reference to each
+//              new primary blocks; the caller holds a reference to each. onboard_async does
+//              the copies on a worker thread instead, and finish() waits for them; a block
+//              being copied up already is not copied twice
 //   release    drop the request's references, tail first; registered blocks stay cached
 //
 // Offloading. A block leaves a tier when that tier evicts it to make room; it is then stored in
@@ -51,7 +53,8 @@
 // transfer_queue.hpp): the block is copied into the queue, and the worker writes it and then
 // enters it in the disk tier. While it waits, the block can still be matched (as a disk hit,
 // onboarded from the queue's copy without reading the disk). When the queue is full the lowest-priority
-// write is dropped and counted; nobody waits. flush() waits for the queue to empty. Event
+// write is dropped and counted; nobody waits. Onboardings started by onboard_async are copied by
+// a second worker, outside the lock, one block at a time. flush() waits for the queue to empty. Event
 // subscribers are called after the mutex is released, on the thread that made the change (the
 // worker's, for blocks it stored).
 //
@@ -67,6 +70,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -102,6 +106,7 @@ template <class Key, class Hash = std::hash<Key>, class Policy = RetentionEvicti
   requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
 class KVBlockManager {
   struct QueuedWrite;  // a block waiting for the disk worker (below)
+  struct UpTransfer;   // a lower-tier block being copied into primary in the background
 
  public:
   using EventLog = KVEventLog<Key>;
@@ -148,6 +153,40 @@ class KVBlockManager {
     std::vector<std::shared_ptr<const QueuedWrite>> queued_;  // for slot -1
   };
 
+  /// The result of onboard_async(): a match whose lower-tier blocks are being copied into
+  /// primary by the manager's onboarding worker. Pass it to finish() for the run. Move-only;
+  /// one use.
+  class Onboarding {
+   public:
+    Onboarding() = default;
+    Onboarding(Onboarding&& other) noexcept { *this = std::move(other); }
+    Onboarding& operator=(Onboarding&& other) noexcept {
+      owner_ = other.owner_;
+      id_ = std::exchange(other.id_, 0);
+      blocks_ = std::move(other.blocks_);
+      copies_ = std::move(other.copies_);
+      return *this;
+    }
+    Onboarding(const Onboarding&) = delete;
+    Onboarding& operator=(const Onboarding&) = delete;
+
+    /// Matched blocks (the run finish() returns may be shorter, if a copy fails).
+    [[nodiscard]] std::size_t size() const noexcept { return blocks_.size(); }
+    /// True once every copy is done: finish() will not wait.
+    [[nodiscard]] bool ready() const noexcept {
+      return std::ranges::all_of(copies_, [](const auto& c) { return !c || c->done.load(std::memory_order_acquire); });
+    }
+    /// False once finished.
+    [[nodiscard]] bool open() const noexcept { return id_ != 0; }
+
+   private:
+    friend KVBlockManager;
+    std::uint64_t owner_ = 0;
+    std::uint64_t id_ = 0;
+    std::vector<BlockId> blocks_;  // per matched block: its primary block, or -1 while copied
+    std::vector<std::shared_ptr<UpTransfer>> copies_;  // per matched block: its copy, or null
+  };
+
   /// A manager of the configured tiers, with their bytes in `stores` (none: metadata only).
   /// With a disk store, the blocks it found at open are the disk tier's first contents (the
   /// oldest dropped if there are more than disk_blocks), announced after an AllBlocksCleared
@@ -175,15 +214,17 @@ class KVBlockManager {
   KVBlockManager(const KVBlockManager&) = delete;
   KVBlockManager& operator=(const KVBlockManager&) = delete;
 
-  /// Stops the disk worker after the batch it is writing; writes still queued are dropped.
+  /// Stops the workers after what they are doing now: disk writes still queued are dropped, and
+  /// onboardings not finished are abandoned (finish() must not be called after this).
   ~KVBlockManager() {
-    if (!worker_.joinable()) return;
     {
       const std::lock_guard lock(mu_);
       stopping_ = true;
     }
     work_.notify_all();
-    worker_.join();
+    up_work_.notify_all();
+    if (worker_.joinable()) worker_.join();
+    if (onboarder_.joinable()) onboarder_.join();
   }
 
   /// Waits until every queued disk write is done (written or failed). A no-op without them.
@@ -431,6 +472,100 @@ class KVBlockManager {
       close(match);
     }
     events_.publish();
+    return out;
+  }
+
+  /// onboard() in the background: returns at once, with the match's primary blocks and new
+  /// primary blocks for its lower-tier ones, which the manager's onboarding worker (started on
+  /// first use) fills, outside the lock. A block that another onboarding is copying up already
+  /// is not copied twice: both wait for the one copy. Until finish(), the new blocks are held
+  /// but not registered, and the lower copies stay pinned. The match is used up. Throws as
+  /// onboard() does, changing nothing (the match stays pinned: cancel it).
+  [[nodiscard]] Onboarding onboard_async(Match& match) {
+    Onboarding o;
+    {
+      const std::lock_guard lock(mu_);
+      check_open(match, "onboard_async");
+      TierState& primary = *tiers_[0];
+      std::size_t need = 0;
+      for (std::size_t i = 0; i < match.size(); ++i) {
+        if (match.tiers_[i] != Tier::kPrimary && !in_flight_.contains(match.hashes_[i]) &&
+            !primary.pool.find(match.hashes_[i])) {
+          ++need;
+        }
+      }
+      std::vector<BlockId> fresh;
+      if (!allocate_in(0, need, fresh)) {
+        throw OutOfPages(fmt::format("KVBlockManager::onboard_async: {} blocks to copy up, {} available in primary",
+                                     need, primary.pool.available()));
+      }
+      if (need > 0 && !onboarder_.joinable()) onboarder_ = std::thread([this] { copy_up(); });
+      o.blocks_.assign(match.size(), -1);
+      o.copies_.resize(match.size());
+      std::size_t next_fresh = 0;
+      for (std::size_t i = 0; i < match.size(); ++i) {
+        const Key& key = match.hashes_[i];
+        if (match.tiers_[i] == Tier::kPrimary) {
+          o.blocks_[i] = match.slots_[i];  // the match's pin is the caller's reference
+          continue;
+        }
+        const auto& queued = match.queued_[i];
+        const std::size_t from = queued ? index_of_queue_tier() : index_of(match.tiers_[i]);
+        if (const auto existing = primary.pool.find(key)) {  // onboarded meanwhile: share it
+          const BlockId one[] = {*existing};
+          primary.pool.touch(one);
+          o.blocks_[i] = *existing;
+          if (!queued) unpin_lower(from, match.slots_[i], true);
+        } else if (const auto it = in_flight_.find(key); it != in_flight_.end()) {
+          ++it->second->holders;  // the copy under way holds its own pin
+          o.copies_[i] = it->second;
+          if (!queued) unpin_lower(from, match.slots_[i], false);
+        } else {
+          auto copy = std::make_shared<UpTransfer>();
+          copy->key = key;
+          copy->from = from;
+          copy->source = match.slots_[i];
+          copy->queued = queued;
+          copy->target = fresh[next_fresh++];
+          in_flight_.emplace(key, copy);
+          up_queue_.push_back(copy);
+          o.copies_[i] = std::move(copy);
+        }
+      }
+      o.owner_ = instance_;
+      o.id_ = next_match_id_++;
+      close(match);
+    }
+    up_work_.notify_one();
+    events_.publish();
+    return o;
+  }
+
+  /// Waits for an onboarding's copies and returns its run in primary, as onboard() does: each
+  /// block with one reference for the caller, the run ending before the first block whose
+  /// lower copy could not be read. Throws std::invalid_argument for an onboarding already
+  /// finished or not from this manager.
+  std::vector<BlockId> finish(Onboarding& o) {
+    std::vector<BlockId> out;
+    std::unique_lock lock(mu_);
+    if (o.id_ == 0 || o.owner_ != instance_) {
+      throw std::invalid_argument("KVBlockManager::finish: the onboarding was already finished, or is not from this manager");
+    }
+    up_done_.wait(lock, [&] { return o.ready(); });
+    TierState& primary = *tiers_[0];
+    bool failed = false;
+    for (std::size_t i = 0; i < o.size(); ++i) {
+      const auto& copy = o.copies_[i];
+      const BlockId block = copy ? copy->result : o.blocks_[i];
+      failed = failed || block < 0;
+      if (!failed) {
+        out.push_back(block);
+      } else if (block >= 0) {  // after a failed copy: give back what this onboarding holds
+        const BlockId one[] = {block};
+        primary.pool.release(one);
+      }
+    }
+    o.id_ = 0;
     return out;
   }
 
@@ -694,6 +829,38 @@ class KVBlockManager {
     std::uint64_t epoch = 0;  // clear() discards writes of earlier epochs
   };
 
+  // A lower-tier block on its way into primary (onboard_async), shared by every onboarding
+  // that needs it. The fields above `done` are set before the worker sees it; holders, ok and
+  // result change under the lock; done is set last, under the lock, and read without it.
+  struct UpTransfer {
+    Key key;
+    std::size_t from = 0;      // the tier it is copied from
+    BlockId source = -1;       // its slot there, pinned until the copy is done (-1: queued)
+    std::shared_ptr<const QueuedWrite> queued;  // or the disk queue's copy of it
+    BlockId target = -1;       // the primary block it is copied into, held by the copy
+    std::size_t holders = 1;   // onboardings waiting for it, each to get one reference
+    BlockId result = -1;       // once done: the primary block holding it; -1 if the copy failed
+    std::atomic<bool> done{false};
+  };
+
+  // The onboarding worker: copies lower-tier blocks into primary, one at a time, outside the lock.
+  void copy_up();
+
+  // Enters a finished copy: the block registered in primary (or the block registered there
+  // meanwhile shared instead), a reference for each holder, the lower copy unpinned.
+  void complete_copy_up(UpTransfer& copy, bool copied, double us);
+
+  // Drops a match's pin on a lower-tier block it will not copy (`used`: the block did reach
+  // primary, so an exclusive host lets its copy go).
+  void unpin_lower(std::size_t from, BlockId slot, bool used) {
+    TierState& tier = *tiers_[from];
+    const BlockId one[] = {slot};
+    tier.pool.release(one);
+    if (used && exclusive(tier)) {
+      if (const Key* key = tier.pool.key_of(slot)) remove_cached_from(tier, Key(*key));
+    }
+  }
+
   // A queued write is the disk tier's block already (in its queue): hits on it count there.
   [[nodiscard]] std::size_t index_of_queue_tier() const { return index_of(Tier::kDisk); }
 
@@ -712,7 +879,7 @@ class KVBlockManager {
                 const BlockMeta& meta);
 
   bool copy_between(TierState& src, BlockId from_slot, TierState& dst, BlockId to_slot, const Key& key,
-                    const BlockMeta& meta);
+                    const BlockMeta& meta, std::vector<std::byte>& staging);
 
   // What a block file records of a block besides its bytes.
   static StoredBlock stored_block_of(const Key& key, const BlockMeta& meta) {
@@ -795,6 +962,12 @@ class KVBlockManager {
   std::condition_variable work_;  // the worker waits for writes
   std::condition_variable idle_;  // flush() waits for the worker
   std::thread worker_;
+  // Onboardings in the background: copies under way by key, those waiting for the worker.
+  std::unordered_map<Key, std::shared_ptr<UpTransfer>, Hash> in_flight_;
+  std::deque<std::shared_ptr<UpTransfer>> up_queue_;
+  std::condition_variable up_work_;  // the onboarding worker waits for copies
+  std::condition_variable up_done_;  // finish() waits for them to be done
+  std::thread onboarder_;
   std::array<int, kNumTiers> tier_index_{-1, -1, -1, -1};
   std::unique_ptr<CountMinSketch> uses_;  // with disk_min_uses > 1
   std::uint64_t next_match_id_ = 1;

@@ -117,7 +117,7 @@ bool KVBlockManager<Key, Hash, Policy>::transfer(std::size_t from, BlockId from_
   TierState& dst = *tiers_[to];
   if (src.memory == nullptr && src.disk == nullptr) return true;  // metadata only
   const auto start = std::chrono::steady_clock::now();
-  const bool moved = copy_between(src, from_slot, dst, to_slot, key, meta);
+  const bool moved = copy_between(src, from_slot, dst, to_slot, key, meta, staging_);
   if (moved) {
     const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
     dst.copy_in.add(us);
@@ -129,10 +129,11 @@ bool KVBlockManager<Key, Hash, Policy>::transfer(std::size_t from, BlockId from_
 template <class Key, class Hash, class Policy>
   requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
 bool KVBlockManager<Key, Hash, Policy>::copy_between(TierState& src, BlockId from_slot, TierState& dst,
-                                                     BlockId to_slot, const Key& key, const BlockMeta& meta) {
+                                                     BlockId to_slot, const Key& key, const BlockMeta& meta,
+                                                     std::vector<std::byte>& staging) {
   const auto fs = static_cast<std::size_t>(from_slot), ts = static_cast<std::size_t>(to_slot);
   if (src.memory != nullptr && dst.memory != nullptr) {
-    copy_blocks(*src.memory, fs, *dst.memory, ts, staging_);
+    copy_blocks(*src.memory, fs, *dst.memory, ts, staging);
     return true;
   }
   if (src.memory != nullptr && dst.disk != nullptr) return dst.disk->write(stored_block_of(key, meta), *src.memory, fs);
@@ -140,6 +141,85 @@ bool KVBlockManager<Key, Hash, Policy>::copy_between(TierState& src, BlockId fro
     return src.disk->read(key_bytes(key), *dst.memory, ts) == DiskReadResult::kOk;
   }
   return true;  // metadata only
+}
+
+// The onboarding worker. A copy's source is pinned and its target held, so neither changes
+// while the lock is not held; only the disk store and the memory stores are touched outside it.
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+void KVBlockManager<Key, Hash, Policy>::copy_up() {
+  std::vector<std::byte> staging;  // this thread's, for stores the CPU cannot address
+  std::unique_lock lock(mu_);
+  while (true) {
+    up_work_.wait(lock, [&] { return stopping_ || !up_queue_.empty(); });
+    if (stopping_) break;
+    const std::shared_ptr<UpTransfer> copy = std::move(up_queue_.front());
+    up_queue_.pop_front();
+    TierState& from = *tiers_[copy->from];
+    TierState& primary = *tiers_[0];
+    const BlockMeta meta = copy->queued ? copy->queued->meta : from.meta[static_cast<std::size_t>(copy->source)];
+    lock.unlock();
+    const auto start = std::chrono::steady_clock::now();
+    bool copied = true;
+    if (copy->queued) {
+      if (primary.memory != nullptr) {
+        primary.memory->write_block(static_cast<std::size_t>(copy->target), copy->queued->bytes.data());
+      }
+    } else if (from.memory != nullptr || from.disk != nullptr) {
+      copied = copy_between(from, copy->source, primary, copy->target, copy->key, meta, staging);
+    }
+    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+    lock.lock();
+    complete_copy_up(*copy, copied, us);
+    up_done_.notify_all();
+    lock.unlock();
+    events_.publish();
+    lock.lock();
+  }
+}
+
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+void KVBlockManager<Key, Hash, Policy>::complete_copy_up(UpTransfer& copy, bool copied, double us) {
+  TierState& primary = *tiers_[0];
+  TierState& from = *tiers_[copy.from];
+  in_flight_.erase(copy.key);
+  const BlockId target[] = {copy.target};
+  if (!copied) {
+    ++from.stats.failed_transfers;
+    primary.pool.release(target);
+    if (!copy.queued) {
+      const BlockId pin[] = {copy.source};
+      from.pool.release(pin);
+      drop_lower_copy(copy.from, copy.key);
+    }
+    copy.done.store(true, std::memory_order_release);
+    return;
+  }
+  const bool stored_meanwhile = primary.pool.find(copy.key).has_value();
+  if (stored_meanwhile) {  // registered in primary by another path during the copy: share that
+    copy.result = *primary.pool.find(copy.key);
+    primary.pool.release(target);
+  } else {
+    copy.result = copy.target;
+    const BlockMeta& meta = copy.queued ? copy.queued->meta : from.meta[static_cast<std::size_t>(copy.source)];
+    register_copy(primary, copy.target, copy.key, meta);
+    count_move(from, primary);
+    ++from.stats.onboarded_blocks;
+    if (primary.memory != nullptr) {
+      primary.copy_in.add(us);
+      from.copy_out.add(us);
+    }
+    if (events_on()) {
+      emit(BlockStored<Key>{{copy.key}, meta.parent, meta.tokens, config_.block_size, primary.tier});
+    }
+  }
+  // One reference per holder: the copy's own (the target's, or a new one on the shared block)
+  // goes to the first.
+  const BlockId result[] = {copy.result};
+  for (std::size_t h = stored_meanwhile ? 0 : 1; h < copy.holders; ++h) primary.pool.touch(result);
+  if (!copy.queued) unpin_lower(copy.from, copy.source, true);
+  copy.done.store(true, std::memory_order_release);
 }
 
 template <class Key, class Hash, class Policy>
