@@ -89,6 +89,10 @@ struct Engine::Active {
   Clock::time_point submitted;
   Clock::time_point first_token;
   bool done = false;
+  // With tiers below the arena: the prompt's pages on their way up from host or disk, started
+  // when the request is first scheduled; it attaches once they are in.
+  KVStore::PrefixFetch fetch;
+  bool fetch_started = false;
 
   explicit Active(const SamplingParams& params) : sampler(params) {}
   [[nodiscard]] SeqId seq() const { return id; }
@@ -285,6 +289,7 @@ void Engine::fail_all(const std::string& error) noexcept {
 void Engine::finish(Active& a, FinishReason reason, std::string error) {
   if (a.done) return;
   a.done = true;
+  cache_.drop_prefetch(a.fetch);  // a request that ends while its pages are on their way up
   const auto now = Clock::now();
   Response& r = a.response;
   r.reason = reason;
@@ -377,6 +382,7 @@ void Engine::record_top_logits(Active& a, std::span<const float> logits) {
 void Engine::preempt(Active& a) {
   cache_.detach(a.seq());
   a.attached = false;
+  a.fetch_started = false;  // its pages may have gone down meanwhile: look again when it resumes
   a.computed = 0;
   a.sampled_last = false;
   // Recompute the whole context (prompt and output so far); the last token's logits give the
@@ -444,40 +450,70 @@ void Engine::step() {
     batch.push_back(&a);
     counts.push_back(a.pending());
   }
-  for (const PrefillChunk& chunk : prefill) {
-    Active& a = *active_.at(chunk.id);
+  // A prompt whose cached pages are being copied up from host or disk waits for them, unless
+  // the step would otherwise have nothing to run.
+  std::vector<std::pair<Active*, std::size_t>> fetching;
+  const auto attach_and_add = [&](Active& a, std::size_t tokens) {
     if (!a.attached) {
       try {
         attach(a);
       } catch (const std::exception& e) {
         finish(a, FinishReason::error, fmt::format("attaching the request's KV sequence failed: {}", e.what()));
-        continue;
+        return;
       }
     }
-    const std::size_t n = std::min(static_cast<std::size_t>(chunk.tokens), a.pending());
-    if (n == 0) continue;
+    const std::size_t n = std::min(tokens, a.pending());
+    if (n == 0) return;
     batch.push_back(&a);
     counts.push_back(n);
+  };
+  for (const PrefillChunk& chunk : prefill) {
+    Active& a = *active_.at(chunk.id);
+    if (!a.attached && start_fetch(a) && !a.fetch.ready()) {
+      fetching.emplace_back(&a, static_cast<std::size_t>(chunk.tokens));
+      continue;
+    }
+    attach_and_add(a, static_cast<std::size_t>(chunk.tokens));
+  }
+  for (const auto& [a, tokens] : fetching) {
+    if (batch.empty() || a->fetch.ready()) attach_and_add(*a, tokens);
   }
   if (!batch.empty() && make_room(batch, counts)) run_batch(batch, counts);
   // Tell the scheduler how much prefill is really left: a cache hit makes it less than it
-  // counted, a sample makes it none (the request decodes from now on).
+  // counted, a sample makes it none (the request decodes from now on), and a prompt still
+  // waiting for its pages to come up has run nothing.
   for (auto& [sid, a] : active_) {
-    if (!a->done && a->attached && scheduler_.state(sid) == RequestState::in_flight) {
-      scheduler_.set_prompt_remaining(sid, a->pending() <= 1 && a->sampled_last ? 0 : static_cast<std::int64_t>(a->pending()));
+    if (!a->done && scheduler_.state(sid) == RequestState::in_flight) {
+      scheduler_.set_prompt_remaining(sid, a->attached && a->pending() <= 1 && a->sampled_last
+                                               ? 0
+                                               : static_cast<std::int64_t>(a->pending()));
     }
   }
   std::erase_if(active_, [](const auto& kv) { return kv.second->done; });
 }
 
+// The context's tokens whose pages a new attach looks up: all but the last, which must run (its
+// logits give the next token).
+static std::span<const TokenId> prefix_lookup(const std::vector<TokenId>& context) {
+  return std::span(context).first(context.size() - 1);
+}
+
+bool Engine::start_fetch(Active& a) {
+  if (!a.fetch_started && a.request.reuse_cache && config_.tiers.enabled()) {
+    a.fetch = cache_.prefetch_cached_prefix(prefix_lookup(a.context), bytes_of(a.request.cache_salt));
+    a.fetch_started = true;
+  }
+  return a.fetch.pending();
+}
+
 void Engine::attach(Active& a) {
-  // The longest cached run of the context's full pages, leaving at least one token to run
-  // (its logits give the next token).
-  const auto lookup = std::span(a.context).first(a.context.size() - 1);
+  // The longest cached run of the context's full pages.
+  const auto lookup = prefix_lookup(a.context);
   PrefixSource source;
   const std::size_t cached =
-      a.request.reuse_cache ? cache_.attach_cached_prefix(a.seq(), lookup, bytes_of(a.request.cache_salt), &source)
-                            : cache_.attach_cached_prefix(a.seq(), {});
+      a.request.reuse_cache
+          ? cache_.attach_cached_prefix(a.seq(), lookup, bytes_of(a.request.cache_salt), &source, &a.fetch)
+          : cache_.attach_cached_prefix(a.seq(), {});
   a.attached = true;
   a.computed = cached;
   a.sampled_last = false;

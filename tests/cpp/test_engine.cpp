@@ -173,6 +173,20 @@ TEST(Engine, PrefixesOnboardedFromHostAndDiskGiveTheReferenceTokens) {
     const auto stats = engine->stats();
     EXPECT_EQ(stats.cached_from_host, from_host);
     EXPECT_EQ(stats.cached_from_disk, from_disk);
+    // All at once, twice: prompts whose pages come up from host or disk in the background
+    // wait for them while the others run, and cancelling one on its way up loses nothing.
+    for (int round = 0; round < 2; ++round) {
+      std::vector<llmds::GenerationHandle> handles;
+      for (const auto& p : prompts) handles.push_back(engine->generate_async(greedy(p, 60)));
+      auto cancelled = engine->generate_async(greedy(prompts[1], 60));
+      cancelled.cancel();
+      for (std::size_t i = 0; i < prompts.size(); ++i) {
+        const Response r = handles[i].get();
+        EXPECT_EQ(r.tokens, expected[i]) << prompts[i] << ": " << r.error;
+      }
+      EXPECT_EQ(cancelled.get().reason, FinishReason::cancelled);
+    }
+    EXPECT_GT(engine->stats().cached_from_host + engine->stats().cached_from_disk, from_host + from_disk);
   }
   std::filesystem::remove_all(dir);
 }

@@ -540,6 +540,56 @@ TEST(KVCacheTiers, PagesComeBackFromHostAndDiskWithTheirEntries) {
   EXPECT_EQ(cache.stats().used_pages, 0u);
 }
 
+TEST(KVCacheTiers, APrefetchBringsThePagesUpBeforeTheAttach) {
+  TieredCache t("-prefetch");
+  KVCache<float> cache(t.config);
+  // Conversation 0's eight pages, then enough others to push them down to host and disk.
+  const Tokens tokens = conversation_tokens(0, 32);
+  const Floats kv = conversation_kv(0, 32, 3);
+  cache.attach(1, kv, tokens);
+  cache.detach(1);
+  for (int conv = 1; conv <= 3; ++conv) {
+    cache.attach(static_cast<llmds::SeqId>(10 + conv), conversation_kv(conv, 32, 3), conversation_tokens(conv, 32));
+    cache.detach(static_cast<llmds::SeqId>(10 + conv));
+  }
+  auto fetch = cache.prefetch_cached_prefix(tokens);
+  ASSERT_TRUE(fetch.pending());
+  llmds::PrefixSource source;
+  const std::size_t have = cache.attach_cached_prefix(2, tokens, {}, &source, &fetch);
+  EXPECT_FALSE(fetch.pending());
+  EXPECT_EQ(have, 32u);
+  EXPECT_EQ(source.primary_pages, 0u);  // every page came up from below, as the prefetch found it
+  EXPECT_EQ(source.host_pages + source.disk_pages, 8u);
+  EXPECT_GT(source.disk_pages, 0u);
+  EXPECT_EQ(cache.get(2), kv);
+  cache.detach(2);
+  EXPECT_EQ(cache.stats().used_pages, 0u);  // the fetch's own references were given back
+
+  // Dropped without an attach: nothing held, the pages stay cached in the arena.
+  for (int conv = 1; conv <= 3; ++conv) {
+    cache.attach(static_cast<llmds::SeqId>(20 + conv), conversation_kv(conv, 32, 3), conversation_tokens(conv, 32));
+    cache.detach(static_cast<llmds::SeqId>(20 + conv));
+  }
+  auto dropped = cache.prefetch_cached_prefix(tokens);
+  ASSERT_TRUE(dropped.pending());
+  cache.drop_prefetch(dropped);
+  EXPECT_FALSE(dropped.pending());
+  EXPECT_EQ(cache.stats().used_pages, 0u);
+  EXPECT_EQ(cache.attach_cached_prefix(3, tokens, {}, &source), 32u);
+  EXPECT_EQ(source.primary_pages, 8u);
+  cache.detach(3);
+
+  // Nothing to fetch: an arena hit, another salt, a cache without tiers.
+  EXPECT_FALSE(cache.prefetch_cached_prefix(tokens).pending());
+  const std::byte salt[] = {std::byte{1}};
+  EXPECT_FALSE(cache.prefetch_cached_prefix(tokens, salt).pending());
+  KVCache<float> plain;
+  auto none = plain.prefetch_cached_prefix(tokens);
+  EXPECT_TRUE(none.ready());
+  EXPECT_FALSE(none.pending());
+  plain.drop_prefetch(none);
+}
+
 TEST(KVCacheTiers, ATieredCacheRefusesWhatItCannotDo) {
   KVCacheConfig c;
   c.tiers.disk_pages = 10;  // no directory

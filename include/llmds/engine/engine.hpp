@@ -16,6 +16,9 @@
 //     hashes, so equal prefixes share pages; `cache_salt` keeps tenants apart); only the rest is
 //     computed (Response::cached_prompt_tokens says how much was saved). Full pages are
 //     registered as they fill, generated ones included, so a follow-up turn reuses them.
+//     With tiers below the arena (EngineConfig::tiers), pages found in host or disk are copied
+//     up by the tiers' onboarding worker while the step runs the other requests; the prompt
+//     joins a step once they are in (or at once, if there is nothing else to run).
 //   - When a step needs more pages than are free or evictable, the engine preempts: the
 //     running request with the lowest priority (latest arrival among equals) gives its pages
 //     back and is queued again to recompute its prompt and output so far (often from the cache).
@@ -279,6 +282,7 @@ class Engine {
   void step();
   void fail_all(const std::string& error) noexcept;
   void attach(Active& a);
+  bool start_fetch(Active& a);
   void run_batch(const std::vector<Active*>& batch, const std::vector<std::size_t>& counts);
   void forward(std::span<const ForwardChunk> chunks);
   bool make_room(std::vector<Active*>& batch, std::vector<std::size_t>& counts);

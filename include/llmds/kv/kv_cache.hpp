@@ -187,6 +187,24 @@ class KVCache {
 
  public:
   using scalar_type = Scalar;
+  /// The manager of the tiers below the arena (KVCacheConfig::tiers).
+  using TierManager = KVBlockManager<BlockHash, BlockHashHasher, LruEviction>;
+
+  /// A prefix being copied into the arena from the tiers below it in the background
+  /// (prefetch_cached_prefix). Pass it to attach_cached_prefix once ready(), or to
+  /// drop_prefetch. Move-only.
+  class PrefixFetch {
+   public:
+    /// True when nothing is left to wait for (also for an empty fetch).
+    [[nodiscard]] bool ready() const noexcept { return !onboarding_.open() || onboarding_.ready(); }
+    /// True while the fetch holds pages (until attached or dropped).
+    [[nodiscard]] bool pending() const noexcept { return onboarding_.open(); }
+
+   private:
+    friend KVCache;
+    typename TierManager::Onboarding onboarding_;
+    std::vector<Tier> tiers_;  // where each page of the run was found
+  };
 
   explicit KVCache(KVCacheConfig config = {})
       : config_((config.validate(), config)),
@@ -263,12 +281,27 @@ class KVCache {
   /// With tiers below the arena, pages found in host or disk are copied into the arena first
   /// (evicting cached arena pages if needed); `source`, if given, says how many pages came from
   /// each tier.
+  ///
+  /// `fetch`, from prefetch_cached_prefix for the same tokens and salt, brings in the pages it
+  /// copied (waiting for them if they are not ready); it is used up either way.
   std::size_t attach_cached_prefix(SeqId seq, std::span<const TokenId> prefix_tokens,
-                                   std::span<const std::byte> cache_salt = {}, PrefixSource* source = nullptr) {
+                                   std::span<const std::byte> cache_salt = {}, PrefixSource* source = nullptr,
+                                   PrefixFetch* fetch = nullptr) {
     if (sequences_.contains(seq)) {
       throw std::invalid_argument(
           fmt::format("KVCache::attach_cached_prefix: sequence {} is already attached", seq));
     }
+    // The fetched pages, held while the lookup below finds them in the arena.
+    std::vector<BlockId> fetched;
+    std::vector<Tier> fetched_from;
+    if (fetch != nullptr && fetch->pending()) {
+      fetched = tiered_->manager.finish(fetch->onboarding_);
+      fetched_from = std::move(fetch->tiers_);
+    }
+    const auto give_back_fetched = [&] {
+      std::reverse(fetched.begin(), fetched.end());
+      if (!fetched.empty()) tiered_->manager.release(fetched);
+    };
     Sequence s;
     std::size_t lookups = 0;
     if (source != nullptr) *source = PrefixSource{};
@@ -281,11 +314,13 @@ class KVCache {
     auto [it, inserted] = sequences_.try_emplace(seq);  // before any change: it may throw
     if (tiered_) {
       try {
-        s.table = take_tiered_prefix(hashes, source);
+        s.table = take_tiered_prefix(hashes, source, std::span(fetched_from).first(fetched.size()));
       } catch (...) {
         sequences_.erase(it);
+        give_back_fetched();
         throw;
       }
+      give_back_fetched();
     } else {
       pool_.touch(s.table);
       if (source != nullptr) source->primary_pages = s.table.size();
@@ -295,6 +330,41 @@ class KVCache {
     hit_pages_ += s.table.size();
     it->second = std::move(s);
     return it->second.num_tokens;
+  }
+
+  /// With tiers below the arena: starts copying the pages of the longest cached run of
+  /// prefix_tokens' full pages that are in host or disk into the arena, on the tiers' onboarding
+  /// worker, and returns at once; attach_cached_prefix then takes them without waiting, or
+  /// waits for what is left. An empty fetch (ready, nothing held) without tiers, without a hit
+  /// below the arena, or without room in the arena for the copies.
+  [[nodiscard]] PrefixFetch prefetch_cached_prefix(std::span<const TokenId> prefix_tokens,
+                                                   std::span<const std::byte> cache_salt = {}) {
+    PrefixFetch fetch;
+    if (!tiered_ || !config_.enable_prefix_sharing) return fetch;
+    TierManager& m = tiered_->manager;
+    const auto hashes = hasher_.chain(prefix_tokens, cache_salt);
+    auto match = m.match(hashes);
+    if (match.to_onboard() == 0) {
+      m.cancel(match);
+      return fetch;
+    }
+    fetch.tiers_.assign(match.tiers().begin(), match.tiers().end());
+    try {
+      fetch.onboarding_ = m.onboard_async(match);
+    } catch (const OutOfPages&) {
+      m.cancel(match);
+      fetch.tiers_.clear();
+    }
+    return fetch;
+  }
+
+  /// Gives back the pages a fetch holds, without attaching them (waiting for its copies); they
+  /// stay cached in the arena. A no-op for an empty or used fetch.
+  void drop_prefetch(PrefixFetch& fetch) {
+    if (!fetch.pending()) return;
+    auto pages = tiered_->manager.finish(fetch.onboarding_);
+    std::reverse(pages.begin(), pages.end());
+    tiered_->manager.release(pages);
   }
 
   /// Registers the full pages of seq that hold `tokens` (the ids of its first tokens.size()
@@ -581,7 +651,6 @@ class KVCache {
     }
   }
 
-  using TierManager = KVBlockManager<BlockHash, BlockHashHasher, LruEviction>;
 
   // The arena as the primary tier of a KVBlockManager, with host and disk stores below it.
   struct Tiered {
@@ -650,7 +719,9 @@ class KVCache {
 
   // The longest run of leading hashes in any tier, in the arena, with a reference each. If the
   // arena has no room for the pages found below it, only the leading arena hits are taken.
-  std::vector<BlockId> take_tiered_prefix(std::span<const BlockHash> hashes, PrefixSource* source) {
+  // fetched_from: where the leading pages were found by the prefetch that brought them in.
+  std::vector<BlockId> take_tiered_prefix(std::span<const BlockHash> hashes, PrefixSource* source,
+                                          std::span<const Tier> fetched_from = {}) {
     TierManager& m = tiered_->manager;
     auto match = m.match(hashes);
     std::vector<Tier> tiers(match.tiers().begin(), match.tiers().end());
@@ -665,6 +736,7 @@ class KVCache {
       pages = m.onboard(leading);
       tiers.assign(pages.size(), Tier::kPrimary);
     }
+    for (std::size_t i = 0; i < std::min(fetched_from.size(), tiers.size()); ++i) tiers[i] = fetched_from[i];
     if (source != nullptr) {
       for (std::size_t i = 0; i < pages.size(); ++i) {
         if (tiers[i] == Tier::kPrimary) ++source->primary_pages;

@@ -479,8 +479,9 @@ class KVBlockManager {
   /// primary blocks for its lower-tier ones, which the manager's onboarding worker (started on
   /// first use) fills, outside the lock. A block that another onboarding is copying up already
   /// is not copied twice: both wait for the one copy. Until finish(), the new blocks are held
-  /// but not registered, and the lower copies stay pinned. The match is used up. Throws as
-  /// onboard() does, changing nothing (the match stays pinned: cancel it).
+  /// but not registered, and the lower copies stay pinned; the worker moves bytes only, and
+  /// finish() enters the blocks in primary on the caller's thread. The match is used up. Throws
+  /// as onboard() does, changing nothing (the match stays pinned: cancel it).
   [[nodiscard]] Onboarding onboard_async(Match& match) {
     Onboarding o;
     {
@@ -552,6 +553,9 @@ class KVBlockManager {
       throw std::invalid_argument("KVBlockManager::finish: the onboarding was already finished, or is not from this manager");
     }
     up_done_.wait(lock, [&] { return o.ready(); });
+    for (const auto& copy : o.copies_) {
+      if (copy && !copy->completed) complete_copy_up(*copy);
+    }
     TierState& primary = *tiers_[0];
     bool failed = false;
     for (std::size_t i = 0; i < o.size(); ++i) {
@@ -566,6 +570,8 @@ class KVBlockManager {
       }
     }
     o.id_ = 0;
+    lock.unlock();
+    events_.publish();
     return out;
   }
 
@@ -830,25 +836,31 @@ class KVBlockManager {
   };
 
   // A lower-tier block on its way into primary (onboard_async), shared by every onboarding
-  // that needs it. The fields above `done` are set before the worker sees it; holders, ok and
-  // result change under the lock; done is set last, under the lock, and read without it.
+  // that needs it. The worker only moves its bytes; the first finish() that needs it enters it
+  // in primary (complete_copy_up), so that the tiers' pools change on callers' threads only.
+  // The fields up to `target` are set before the worker sees it; the rest change under the lock,
+  // `done` last (it is also read without the lock, by Onboarding::ready).
   struct UpTransfer {
     Key key;
     std::size_t from = 0;      // the tier it is copied from
-    BlockId source = -1;       // its slot there, pinned until the copy is done (-1: queued)
+    BlockId source = -1;       // its slot there, pinned until the copy is entered (-1: queued)
     std::shared_ptr<const QueuedWrite> queued;  // or the disk queue's copy of it
     BlockId target = -1;       // the primary block it is copied into, held by the copy
     std::size_t holders = 1;   // onboardings waiting for it, each to get one reference
-    BlockId result = -1;       // once done: the primary block holding it; -1 if the copy failed
-    std::atomic<bool> done{false};
+    bool copied = false;       // the worker's outcome,
+    double us = 0;             // and how long the copy took
+    bool completed = false;    // entered in primary (or given up) by complete_copy_up
+    BlockId result = -1;       // once completed: the primary block holding it; -1 if the copy failed
+    std::atomic<bool> done{false};  // the worker is done with it
   };
 
   // The onboarding worker: copies lower-tier blocks into primary, one at a time, outside the lock.
   void copy_up();
 
-  // Enters a finished copy: the block registered in primary (or the block registered there
-  // meanwhile shared instead), a reference for each holder, the lower copy unpinned.
-  void complete_copy_up(UpTransfer& copy, bool copied, double us);
+  // Enters a copy the worker is done with: the block registered in primary (or the block
+  // registered there meanwhile shared instead), a reference for each holder, the lower copy
+  // unpinned; or, if the copy failed, the lower copy dropped.
+  void complete_copy_up(UpTransfer& copy);
 
   // Drops a match's pin on a lower-tier block it will not copy (`used`: the block did reach
   // primary, so an exclusive host lets its copy go).

@@ -144,7 +144,8 @@ bool KVBlockManager<Key, Hash, Policy>::copy_between(TierState& src, BlockId fro
 }
 
 // The onboarding worker. A copy's source is pinned and its target held, so neither changes
-// while the lock is not held; only the disk store and the memory stores are touched outside it.
+// while the lock is not held; only the disk store and the memory stores are touched outside it,
+// and nothing but the copy's outcome inside it.
 template <class Key, class Hash, class Policy>
   requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
 void KVBlockManager<Key, Hash, Policy>::copy_up() {
@@ -170,22 +171,22 @@ void KVBlockManager<Key, Hash, Policy>::copy_up() {
     }
     const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
     lock.lock();
-    complete_copy_up(*copy, copied, us);
+    copy->copied = copied;
+    copy->us = us;
+    copy->done.store(true, std::memory_order_release);
     up_done_.notify_all();
-    lock.unlock();
-    events_.publish();
-    lock.lock();
   }
 }
 
 template <class Key, class Hash, class Policy>
   requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
-void KVBlockManager<Key, Hash, Policy>::complete_copy_up(UpTransfer& copy, bool copied, double us) {
+void KVBlockManager<Key, Hash, Policy>::complete_copy_up(UpTransfer& copy) {
   TierState& primary = *tiers_[0];
   TierState& from = *tiers_[copy.from];
+  copy.completed = true;
   in_flight_.erase(copy.key);
   const BlockId target[] = {copy.target};
-  if (!copied) {
+  if (!copy.copied) {
     ++from.stats.failed_transfers;
     primary.pool.release(target);
     if (!copy.queued) {
@@ -193,7 +194,6 @@ void KVBlockManager<Key, Hash, Policy>::complete_copy_up(UpTransfer& copy, bool 
       from.pool.release(pin);
       drop_lower_copy(copy.from, copy.key);
     }
-    copy.done.store(true, std::memory_order_release);
     return;
   }
   const bool stored_meanwhile = primary.pool.find(copy.key).has_value();
@@ -207,8 +207,8 @@ void KVBlockManager<Key, Hash, Policy>::complete_copy_up(UpTransfer& copy, bool 
     count_move(from, primary);
     ++from.stats.onboarded_blocks;
     if (primary.memory != nullptr) {
-      primary.copy_in.add(us);
-      from.copy_out.add(us);
+      primary.copy_in.add(copy.us);
+      from.copy_out.add(copy.us);
     }
     if (events_on()) {
       emit(BlockStored<Key>{{copy.key}, meta.parent, meta.tokens, config_.block_size, primary.tier});
@@ -219,7 +219,6 @@ void KVBlockManager<Key, Hash, Policy>::complete_copy_up(UpTransfer& copy, bool 
   const BlockId result[] = {copy.result};
   for (std::size_t h = stored_meanwhile ? 0 : 1; h < copy.holders; ++h) primary.pool.touch(result);
   if (!copy.queued) unpin_lower(copy.from, copy.source, true);
-  copy.done.store(true, std::memory_order_release);
 }
 
 template <class Key, class Hash, class Policy>
