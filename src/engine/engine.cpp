@@ -393,7 +393,8 @@ void Engine::preempt(Active& a) {
   ++stats_.preemptions;
 }
 
-// Frees pages until the step's appends fit, preempting running requests (lowest priority,
+// Frees pages until the step's appends fit: first the pages of prompts still waiting for their
+// fetch from host or disk, then by preempting running requests (lowest priority,
 // then latest arrival). Requests preempted are dropped from the batch. Returns false if the
 // batch became empty.
 bool Engine::make_room(std::vector<Active*>& batch, std::vector<std::size_t>& counts) {
@@ -401,6 +402,16 @@ bool Engine::make_room(std::vector<Active*>& batch, std::vector<std::size_t>& co
     std::size_t needed = 0;
     for (std::size_t i = 0; i < batch.size(); ++i) needed += cache_.pages_to_append(batch[i]->seq(), counts[i]);
     if (needed <= cache_.available_pages()) return !batch.empty();
+    // Pages held by prompts still waiting for them to come up from host or disk go first:
+    // dropped, they stay cached (evictable), and the prompt looks again when next scheduled.
+    bool dropped = false;
+    for (auto& [sid, a] : active_) {
+      if (a->attached || !a->fetch.pending()) continue;
+      cache_.drop_prefetch(a->fetch);
+      a->fetch_started = false;
+      dropped = true;
+    }
+    if (dropped) continue;
     Active* victim = nullptr;
     for (auto& [sid, a] : active_) {
       if (!a->attached || a->done) continue;

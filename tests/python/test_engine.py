@@ -307,6 +307,11 @@ def test_prefixes_come_back_from_host_and_disk_with_the_same_tokens(
             from_disk += r.cached_from_disk
     assert from_host > 0 and from_disk > 0
     assert tiered.stats()["cached_from_disk"] == from_disk
+    # All at once: prompts whose pages come up in the background wait for them while the
+    # others run, and still give the same tokens.
+    handles = [tiered.generate_async(Request(prompt=p, max_tokens=60, sampling=SamplingParams(temperature=0)))
+               for p in prompts]
+    assert [h.result(timeout=60).tokens for h in handles] == expected
     tiered.shutdown()
     assert any((tmp_path / "kv" / "blocks").iterdir())
     with pytest.raises(ValueError, match="offload_policy"):
