@@ -939,6 +939,43 @@ TEST(KVBlockManager, AsynchronousDiskWritesKeepEveryBlockIntact) {
   }
 }
 
+// A disk tier much smaller than the blocks passing through it: its evictions delete files on
+// the worker, in order with its writes, so after flush() the files are exactly the tier's
+// blocks, each intact, even for blocks written again soon after they were removed.
+TEST(KVBlockManager, AFullDiskTierDeletesEvictedFilesOnTheWorkerAndKeepsTheRest) {
+  auto c = config(2, 2, 6);
+  c.block_size = Storage::kGeometry.tokens;
+  c.offload_queue_blocks = 16;
+  c.offload_batch_blocks = 3;
+  Storage storage(c, "full-disk");
+  {
+    Manager m(c, storage.stores());
+    std::mt19937 rng(5);
+    for (int step = 0; step < 600; ++step) {
+      const Key conv = static_cast<Key>(rng() % 40);
+      serve_with_bytes(m, storage, {conv * 100, conv * 100 + 1});
+      if (step % 4 == 3) m.flush();  // now and then, so that few writes are dropped from the queue
+    }
+    m.flush();
+    const auto listed = contents(m, Tier::kDisk);
+    EXPECT_EQ(listed.size(), 6u);
+    std::set<Key> files;
+    for (const auto& sub : std::filesystem::directory_iterator(storage.dir / "blocks")) {
+      for (const auto& f : std::filesystem::directory_iterator(sub.path())) {
+        // The name is the key's bytes in hex, least significant first; the keys here fit in two.
+        const std::string hex = f.path().stem().string();
+        files.insert(static_cast<Key>(std::stoul(hex.substr(0, 2), nullptr, 16) +
+                                      (std::stoul(hex.substr(2, 2), nullptr, 16) << 8)));
+      }
+    }
+    EXPECT_EQ(files, listed);
+    EXPECT_GT(storage.disk->stats().removed, 100u);
+    EXPECT_GT(storage.disk->stats().reused_files, 100u);
+    EXPECT_EQ(storage.disk->stats().corrupt, 0u);
+    EXPECT_EQ(m.stats()[2].failed_transfers, 0u);
+  }
+}
+
 TEST(KVBlockManager, AFullWriteQueueDropsTheLowestPriorityBlockAndNobodyWaits) {
   auto c = config(1, 1, 64);
   c.block_size = Storage::kGeometry.tokens;

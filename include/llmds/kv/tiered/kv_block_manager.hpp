@@ -231,7 +231,7 @@ class KVBlockManager {
   void flush() {
     {
       std::unique_lock lock(mu_);
-      idle_.wait(lock, [&] { return !writes_ || (writes_->empty() && writing_ == 0); });
+      idle_.wait(lock, [&] { return !writes_ || (writes_->empty() && removals_.empty() && busy_ == 0); });
     }
     events_.publish();
   }
@@ -754,7 +754,7 @@ class KVBlockManager {
       tier.meta[static_cast<std::size_t>(slot)] = BlockMeta{};
       // The slot's bytes are intact until the caller writes to it: copy them down first.
       if (t + 1 < tiers_.size()) store_in(t + 1, evicted[j], meta, t, slot);
-      if (tier.disk != nullptr) tier.disk->remove(key_bytes(evicted[j]));
+      if (tier.disk != nullptr) remove_file(tier, evicted[j]);
     }
     return true;
   }
@@ -965,10 +965,24 @@ class KVBlockManager {
   std::vector<std::byte> staging_;  // for copies between stores the CPU cannot both address
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<TierState>> tiers_;  // fastest first; tiers_[0] is primary
+  // A block file to delete: by the disk worker, outside the lock, if there is one (a file
+  // system call under the lock would stall every caller behind the disk's journal), before
+  // any write it takes later, so that a block written again after its removal survives it.
+  void remove_file(TierState& tier, const Key& key) {
+    if (!writes_) {
+      tier.disk->remove(key_bytes(key));
+      return;
+    }
+    removals_.push_back(key);
+    work_.notify_one();
+  }
+
   // The disk worker's queue and what it holds by key; writing_: blocks it is writing now.
   std::optional<TransferQueue<std::shared_ptr<QueuedWrite>>> writes_;
   std::unordered_map<Key, std::shared_ptr<const QueuedWrite>, Hash> queued_writes_;
   std::size_t writing_ = 0;
+  std::vector<Key> removals_;  // block files for the worker to delete
+  std::size_t busy_ = 0;       // writes and removals the worker is doing now
   std::uint64_t clear_epoch_ = 0;
   bool stopping_ = false;
   std::condition_variable work_;  // the worker waits for writes

@@ -43,7 +43,8 @@ void KVBlockManager<Key, Hash, Policy>::queue_disk_write(std::size_t t, const Ke
   }
 }
 
-// The disk worker: takes batches from the queue, writes them without the lock, enters them.
+// The disk worker: takes batches from the queue and the files to delete, deletes and writes
+// without the lock, enters the written blocks.
 template <class Key, class Hash, class Policy>
   requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
 void KVBlockManager<Key, Hash, Policy>::write_to_disk() {
@@ -51,11 +52,14 @@ void KVBlockManager<Key, Hash, Policy>::write_to_disk() {
   DiskStore& store = *tiers_[t]->disk;
   std::unique_lock lock(mu_);
   while (true) {
-    work_.wait(lock, [&] { return stopping_ || !writes_->empty(); });
+    work_.wait(lock, [&] { return stopping_ || !writes_->empty() || !removals_.empty(); });
     if (stopping_) break;
     auto batch = writes_->pop_batch(config_.offload_batch_blocks);
+    const std::vector<Key> removals = std::exchange(removals_, {});
     writing_ = batch.size();
+    busy_ = batch.size() + removals.size();
     lock.unlock();
+    for (const Key& key : removals) store.remove(key_bytes(key));  // before the writes: see remove_file
     std::vector<char> ok(batch.size());
     std::vector<double> took(batch.size());
     for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -70,6 +74,7 @@ void KVBlockManager<Key, Hash, Policy>::write_to_disk() {
       commit_disk_write(t, *batch[i], ok[i] != 0);
     }
     writing_ = 0;
+    busy_ = 0;
     idle_.notify_all();
     lock.unlock();
     events_.publish();
