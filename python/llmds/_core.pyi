@@ -758,9 +758,11 @@ def replay_tiered_prefix_cache(
     block_bytes: int = 0,
     move_bytes: bool = False,
     disk_directory: str | os.PathLike[str] | None = None,
+    offload_queue_blocks: int = 64,
 ) -> TieredReplayResult:
     """Replay a trace through a KVBlockManager of primary, host and disk tiers; with move_bytes, real
-    blocks of block_bytes move between them."""
+    blocks of block_bytes move between them. offload_queue_blocks: disk writes waiting for the disk
+    worker (0: each written on the replay's thread)."""
 
 class Timer:
     """Wall-clock timer on the monotonic clock, as a context manager."""

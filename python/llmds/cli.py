@@ -78,6 +78,7 @@ def _print_tiered_replay(path: Path, args: argparse.Namespace) -> None:
         block_bytes=args.block_bytes,
         move_bytes=args.disk_dir is not None or args.move_bytes,
         disk_directory=args.disk_dir,
+        offload_queue_blocks=args.disk_queue,
     )
     print(f"  tiers {' + '.join(f'{n} {b:,}' for n, b in tiers.items())} blocks, {args.policy}"
           + (f", disk filter: {args.disk_min_uses} uses" if args.disk_min_uses > 1 else ""))
@@ -95,7 +96,7 @@ def _print_tiered_replay(path: Path, args: argparse.Namespace) -> None:
     if r.disk is not None:
         d = r.disk
         print(f"  disk files: {d['writes']:,} written, {d['reads']:,} read, {d['write_failures']:,} failed writes, "
-              f"direct I/O {'on' if d['direct_io'] else 'off'}")
+              f"{d['reused_files']:,} into spare files, direct I/O {'on' if d['direct_io'] else 'off'}")
     total = sum(tiers.values())
     single = replay_module.replay_prefix_cache(trace, min(total, 2**31 - 1), args.block_size)
     print(f"  one LRU tier of {total:,} blocks: {single.hit_rate:.2%}")
@@ -247,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_mooncake.add_argument("--disk-dir", type=Path, metavar="DIR",
                             help="with --tiers ... disk=N: an empty folder for the disk tier's block files "
                                  "(implies --move-bytes)")
+    p_mooncake.add_argument("--disk-queue", type=int, default=64, metavar="N",
+                            help="with --disk-dir: disk writes waiting for the disk worker, beyond which the "
+                                 "lowest-priority one is dropped (default 64); 0 writes each block on the replay's "
+                                 "thread, so that every block reaches the disk and the time includes it")
     p_mooncake.set_defaults(run=replay)
     p_azure = replay_sub.add_parser(
         "azure",

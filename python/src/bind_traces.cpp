@@ -140,7 +140,7 @@ void bind_traces(py::module_& m) {
         [](const MooncakeTrace& trace, std::int64_t primary_blocks, std::int64_t host_blocks,
            std::int64_t disk_blocks, std::int64_t block_size, std::string_view offload_policy,
            std::int64_t disk_min_uses, std::int64_t block_bytes, bool move_bytes,
-           std::optional<std::filesystem::path> disk_directory) {
+           std::optional<std::filesystem::path> disk_directory, std::int64_t offload_queue_blocks) {
           llmds::TieredReplayConfig c;
           c.primary_blocks = positive(primary_blocks, "primary_blocks");
           c.host_blocks = llmds::python::non_negative(host_blocks, "host_blocks");
@@ -160,14 +160,18 @@ void bind_traces(py::module_& m) {
           c.block_bytes = llmds::python::non_negative(block_bytes, "block_bytes");
           c.move_bytes = move_bytes;
           if (disk_directory) c.disk_directory = *disk_directory;
+          c.offload_queue_blocks = llmds::python::non_negative(offload_queue_blocks, "offload_queue_blocks");
           py::gil_scoped_release release;
           return llmds::replay_tiered_prefix_cache(trace.requests, c);
         },
         py::arg("trace"), py::arg("primary_blocks"), py::arg("host_blocks") = 0, py::arg("disk_blocks") = 0,
         py::arg("block_size") = 512, py::arg("offload_policy") = "write-back", py::arg("disk_min_uses") = 0,
         py::arg("block_bytes") = 0, py::arg("move_bytes") = false, py::arg("disk_directory") = py::none(),
+        py::arg("offload_queue_blocks") = 64,
         "Replay a trace through a KVBlockManager of primary, host and disk tiers (0: none) under the "
         "protocol of replay_prefix_cache: a prompt block hits if any tier holds it. With move_bytes, every tier "
         "holds real blocks of block_bytes (memory arenas, block files in disk_directory, which must hold no "
-        "blocks), and the time includes the copies and the disk I/O.");
+        "blocks), and the time includes the copies and the disk I/O. offload_queue_blocks: disk writes waiting "
+        "for the disk worker, beyond which the lowest-priority one is dropped (a replay runs faster than any "
+        "disk, so a small queue drops most of them); 0 writes each block on the replay's thread.");
 }

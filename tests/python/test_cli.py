@@ -109,6 +109,19 @@ def test_tiered_replay_moves_real_blocks_through_a_disk_folder(tmp_path):
                  "--block-bytes", "4096", "--disk-dir", str(tmp_path / "kv"))
     assert result.returncode == 0, result.stderr
     assert "(moving real blocks)" in result.stdout and "disk files:" in result.stdout
+    # With the writes on the replay's thread, none is dropped: the disk tier holds what the
+    # metadata-only replay says it would.
+    synchronous = run("replay", "mooncake", str(trace), "--tiers", "primary=6", "host=4", "disk=50",
+                      "--block-bytes", "4096", "--disk-dir", str(tmp_path / "kv2"), "--disk-queue", "0")
+    metadata = run("replay", "mooncake", str(trace), "--tiers", "primary=6", "host=4", "disk=50")
+    assert synchronous.returncode == 0, synchronous.stderr
+
+    def disk_rows(out: str) -> list[list[str]]:
+        return [line.split()[:7] for line in out.splitlines() if line.split()[:1] == ["disk"] and "files:" not in line]
+
+    disk_row = disk_rows(synchronous.stdout)
+    assert len(disk_row) == 1 and disk_row == disk_rows(metadata.stdout)
+    assert disk_row[0][6] == "0"  # nothing dropped
     again = run("replay", "mooncake", str(trace), "--tiers", "primary=6", "disk=50", "--block-bytes", "4096",
                 "--move-bytes")
     assert again.returncode == 2 and "disk_directory" in again.stderr
