@@ -1,12 +1,14 @@
 // The KV block manager's storage work (kv/tiered/kv_block_manager.hpp, which includes this at its
 // end): moving bytes between tiers' stores, checking the stores against the configuration,
-// adopting the disk blocks of a restarted store, and the disk worker behind the write queue.
+// adopting the disk blocks of a restarted store, the disk worker behind the write queue, and
+// onboarding in the background (onboard_async, finish and the onboarding worker).
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <utility>
 #include <mutex>
 #include <span>
 #include <stdexcept>
@@ -146,6 +148,100 @@ bool KVBlockManager<Key, Hash, Policy>::copy_between(TierState& src, BlockId fro
     return src.disk->read(key_bytes(key), *dst.memory, ts) == DiskReadResult::kOk;
   }
   return true;  // metadata only
+}
+
+// onboard_async and finish (declared with their contracts in the class).
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+typename KVBlockManager<Key, Hash, Policy>::Onboarding KVBlockManager<Key, Hash, Policy>::onboard_async(Match& match) {
+  Onboarding o;
+  {
+    const std::lock_guard lock(mu_);
+    check_open(match, "onboard_async");
+    TierState& primary = *tiers_[0];
+    std::size_t need = 0;
+    for (std::size_t i = 0; i < match.size(); ++i) {
+      if (match.tiers_[i] != Tier::kPrimary && !in_flight_.contains(match.hashes_[i]) &&
+          !primary.pool.find(match.hashes_[i])) {
+        ++need;
+      }
+    }
+    std::vector<BlockId> fresh;
+    if (!allocate_in(0, need, fresh)) {
+      throw OutOfPages(fmt::format("KVBlockManager::onboard_async: {} blocks to copy up, {} available in primary",
+                                   need, primary.pool.available()));
+    }
+    if (need > 0 && !onboarder_.joinable()) onboarder_ = std::thread([this] { copy_up(); });
+    o.blocks_.assign(match.size(), -1);
+    o.copies_.resize(match.size());
+    std::size_t next_fresh = 0;
+    for (std::size_t i = 0; i < match.size(); ++i) {
+      const Key& key = match.hashes_[i];
+      if (match.tiers_[i] == Tier::kPrimary) {
+        o.blocks_[i] = match.slots_[i];  // the match's pin is the caller's reference
+        continue;
+      }
+      const auto& queued = match.queued_[i];
+      const std::size_t from = queued ? index_of_queue_tier() : index_of(match.tiers_[i]);
+      if (const auto existing = primary.pool.find(key)) {  // onboarded meanwhile: share it
+        const BlockId one[] = {*existing};
+        primary.pool.touch(one);
+        o.blocks_[i] = *existing;
+        if (!queued) unpin_lower(from, match.slots_[i], true);
+      } else if (const auto it = in_flight_.find(key); it != in_flight_.end()) {
+        ++it->second->holders;  // the copy under way holds its own pin
+        o.copies_[i] = it->second;
+        if (!queued) unpin_lower(from, match.slots_[i], false);
+      } else {
+        auto copy = std::make_shared<UpTransfer>();
+        copy->key = key;
+        copy->from = from;
+        copy->source = match.slots_[i];
+        copy->queued = queued;
+        copy->target = fresh[next_fresh++];
+        in_flight_.emplace(key, copy);
+        up_queue_.push_back(copy);
+        o.copies_[i] = std::move(copy);
+      }
+    }
+    o.owner_ = instance_;
+    o.id_ = next_match_id_++;
+    close(match);
+  }
+  up_work_.notify_one();
+  events_.publish();
+  return o;
+}
+
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+std::vector<BlockId> KVBlockManager<Key, Hash, Policy>::finish(Onboarding& o) {
+  std::vector<BlockId> out;
+  std::unique_lock lock(mu_);
+  if (o.id_ == 0 || o.owner_ != instance_) {
+    throw std::invalid_argument("KVBlockManager::finish: the onboarding was already finished, or is not from this manager");
+  }
+  up_done_.wait(lock, [&] { return o.ready(); });
+  for (const auto& copy : o.copies_) {
+    if (copy && !copy->completed) complete_copy_up(*copy);
+  }
+  TierState& primary = *tiers_[0];
+  bool failed = false;
+  for (std::size_t i = 0; i < o.size(); ++i) {
+    const auto& copy = o.copies_[i];
+    const BlockId block = copy ? copy->result : o.blocks_[i];
+    failed = failed || block < 0;
+    if (!failed) {
+      out.push_back(block);
+    } else if (block >= 0) {  // after a failed copy: give back what this onboarding holds
+      const BlockId one[] = {block};
+      primary.pool.release(one);
+    }
+  }
+  o.id_ = 0;
+  lock.unlock();
+  events_.publish();
+  return out;
 }
 
 // The onboarding worker. A copy's source is pinned and its target held, so neither changes
