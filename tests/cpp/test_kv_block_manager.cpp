@@ -1061,6 +1061,27 @@ TEST(KVBlockManager, AsyncOnboardingCopiesEachBlockOnceForEveryRequestThatNeedsI
   EXPECT_TRUE(m.clear());
 }
 
+TEST(KVBlockManager, AHashMatchedTwiceIsCopiedUpOnce) {
+  auto c = disk_config();
+  Storage storage(c, "async-twice");
+  Manager m(c, storage.stores());
+  serve_with_bytes(m, storage, {1, 2, 3});
+  serve_with_bytes(m, storage, {10, 11, 12});
+  serve_with_bytes(m, storage, {20, 21, 22});
+  ASSERT_EQ(m.find(1), Tier::kDisk);
+  auto match = m.match(Keys{1, 1});
+  ASSERT_EQ(match.size(), 2u);
+  auto o = m.onboard_async(match);
+  const Ids blocks = m.finish(o);
+  ASSERT_EQ(blocks.size(), 2u);
+  EXPECT_EQ(blocks[0], blocks[1]);
+  EXPECT_EQ(storage.read(blocks[0]), Storage::payload_of(1));
+  EXPECT_EQ(m.stats()[0].in_use_blocks, 1u);  // one block, two references: nothing else held
+  m.release(blocks);
+  EXPECT_EQ(m.stats()[0].in_use_blocks, 0u);
+  EXPECT_EQ(m.stats()[2].in_use_blocks, 0u);
+}
+
 TEST(KVBlockManager, AFailedCopyUpEndsTheRunForEveryRequestSharingIt) {
   auto c = disk_config();
   Storage storage(c, "async-corrupt");

@@ -204,6 +204,9 @@ typename KVBlockManager<Key, Hash, Policy>::Onboarding KVBlockManager<Key, Hash,
         o.copies_[i] = std::move(copy);
       }
     }
+    // A hash matched twice (not a chained run, but accepted) is copied once: its second block
+    // goes back.
+    primary.pool.release(std::span<const BlockId>(fresh).subspan(next_fresh));
     o.owner_ = instance_;
     o.id_ = next_match_id_++;
     close(match);
