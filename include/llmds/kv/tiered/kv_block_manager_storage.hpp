@@ -262,7 +262,6 @@ void KVBlockManager<Key, Hash, Policy>::copy_up() {
     up_queue_.pop_front();
     TierState& from = *tiers_[copy->from];
     TierState& primary = *tiers_[0];
-    const BlockMeta meta = copy->queued ? copy->queued->meta : from.meta[static_cast<std::size_t>(copy->source)];
     lock.unlock();
     const auto start = std::chrono::steady_clock::now();
     bool copied = true;
@@ -271,7 +270,8 @@ void KVBlockManager<Key, Hash, Policy>::copy_up() {
         primary.memory->write_block(static_cast<std::size_t>(copy->target), copy->queued->bytes.data());
       }
     } else if (from.memory != nullptr || from.disk != nullptr) {
-      copied = copy_between(from, copy->source, primary, copy->target, copy->key, meta, staging);
+      // Into memory: the block's metadata is only written with a block file, so none is passed.
+      copied = copy_between(from, copy->source, primary, copy->target, copy->key, BlockMeta{}, staging);
     }
     const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
     lock.lock();
@@ -300,9 +300,10 @@ void KVBlockManager<Key, Hash, Policy>::complete_copy_up(UpTransfer& copy) {
     }
     return;
   }
-  const bool stored_meanwhile = primary.pool.find(copy.key).has_value();
+  const auto existing = primary.pool.find(copy.key);
+  const bool stored_meanwhile = existing.has_value();
   if (stored_meanwhile) {  // registered in primary by another path during the copy: share that
-    copy.result = *primary.pool.find(copy.key);
+    copy.result = *existing;
     primary.pool.release(target);
   } else {
     copy.result = copy.target;
