@@ -511,6 +511,7 @@ class TierStats(TypedDict):
     hit_tokens: int
     stored_blocks: int
     evicted_blocks: int
+    reclaimed_blocks: int
     onboarded_blocks: int
     dropped_offloads: int
     filter_rejected: int
@@ -1153,6 +1154,8 @@ class EngineStats(TypedDict):
     cached_from_host: int
     cached_from_disk: int
     preemptions: int
+    evicted_pages: int
+    reclaimed_pages: int
     waiting: int
     running: int
     cache_used_pages: int
@@ -1178,8 +1181,14 @@ class Engine:
         disk_pages: int = 0,
         disk_directory: str | os.PathLike[str] | None = None,
         offload_policy: str = "write-back",
-    ) -> None: ...
-    def generate(self, request: Request) -> Response: ...
+        reclaim_pages: int = 0,
+    ) -> None:
+        """An engine over the model. Tiers below the KV arena (all off by default): host_pages of host
+        memory, disk_pages of block files in disk_directory, offload_policy 'write-back' (a page is
+        copied down when evicted) or 'write-through' (when computed); reclaim_pages (with host_pages):
+        arena pages a background reclaimer keeps free by moving the least recently used cached pages
+        to host ahead of need, so that the serving thread seldom copies a page down itself. ValueError
+        for a bad value."""
     def generate_async(self, request: Request) -> GenerationHandle: ...
     def stream(self, request: Request) -> TokenStream: ...
     def cancel(self, request_id: int) -> bool:
@@ -1197,5 +1206,5 @@ class Engine:
     @property
     def config(self) -> dict[str, int]:
         """The model's dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len and parameters,
-        and the engine's page_size, max_pages, max_batch_tokens, max_sequences, num_threads, host_pages and
-        disk_pages."""
+        and the engine's page_size, max_pages, max_batch_tokens, max_sequences, num_threads, host_pages,
+        disk_pages and reclaim_pages."""

@@ -36,7 +36,8 @@ def load_stories260k(data: str | Path | None = None, **config: Any) -> Engine:
     it is given; otherwise from the data folder ($LLMDS_DATA_DIR or ../shared/data) if it has them,
     else from the copy inside the package (``llmds.data.locate``). `config` goes to Engine
     (page_size, max_pages, max_batch_tokens, max_sequences, enable_prefix_caching, num_threads, and the
-    tiers below the KV arena: host_pages, disk_pages, disk_directory, offload_policy)."""
+    tiers below the KV arena: host_pages, disk_pages, disk_directory, offload_policy,
+    reclaim_pages)."""
     if data is None:
         model, tokenizer = locate(STORIES_MODEL), locate(STORIES_TOKENIZER)
     else:

@@ -335,7 +335,7 @@ void bind_engine_class(py::module_& m) {
                        std::int64_t max_pages, std::int64_t max_batch_tokens, std::int64_t max_sequences,
                        bool enable_prefix_caching, std::int64_t num_threads, std::int64_t host_pages,
                        std::int64_t disk_pages, std::optional<std::filesystem::path> disk_directory,
-                       std::string_view offload_policy) {
+                       std::string_view offload_policy, std::int64_t reclaim_pages) {
              auto non_negative = [](std::int64_t v, const char* name) {
                if (v < 1) throw py::value_error(fmt::format("{} must be at least 1, got {}", name, v));
                return static_cast<std::size_t>(v);
@@ -348,10 +348,11 @@ void bind_engine_class(py::module_& m) {
              c.enable_prefix_caching = enable_prefix_caching;
              if (num_threads < 0) throw py::value_error(fmt::format("num_threads must be >= 0, got {}", num_threads));
              c.num_threads = static_cast<std::size_t>(num_threads);
-             if (host_pages < 0 || disk_pages < 0) {
-               throw py::value_error(fmt::format("host_pages and disk_pages must be >= 0, got {} and {}", host_pages,
-                                                 disk_pages));
+             if (host_pages < 0 || disk_pages < 0 || reclaim_pages < 0) {
+               throw py::value_error(fmt::format("host_pages, disk_pages and reclaim_pages must be >= 0, got {}, {} and {}",
+                                                 host_pages, disk_pages, reclaim_pages));
              }
+             c.tiers.reclaim_pages = static_cast<std::size_t>(reclaim_pages);
              c.tiers.host_pages = static_cast<std::size_t>(host_pages);
              c.tiers.disk_pages = static_cast<std::size_t>(disk_pages);
              if (disk_directory) c.tiers.disk_directory = *disk_directory;
@@ -371,7 +372,8 @@ void bind_engine_class(py::module_& m) {
            py::arg("model_path"), py::arg("tokenizer_path"), py::kw_only(), py::arg("page_size") = 16,
            py::arg("max_pages") = 2048, py::arg("max_batch_tokens") = 256, py::arg("max_sequences") = 64,
            py::arg("enable_prefix_caching") = true, py::arg("num_threads") = 0, py::arg("host_pages") = 0,
-           py::arg("disk_pages") = 0, py::arg("disk_directory") = py::none(), py::arg("offload_policy") = "write-back")
+           py::arg("disk_pages") = 0, py::arg("disk_directory") = py::none(), py::arg("offload_policy") = "write-back",
+           py::arg("reclaim_pages") = 0)
       .def(
           "generate",
           [](Engine& e, const PyRequest& r) {
@@ -447,6 +449,7 @@ void bind_engine_class(py::module_& m) {
                                d["num_threads"] = e.config().num_threads;
                                d["host_pages"] = e.config().tiers.host_pages;
                                d["disk_pages"] = e.config().tiers.disk_pages;
+                               d["reclaim_pages"] = e.config().tiers.reclaim_pages;
                                return d;
                              })
       .def("__repr__", [](const Engine& e) {

@@ -238,7 +238,14 @@ void Engine::run() {
     stats_.waiting = scheduler_.queued();
     stats_.running = scheduler_.in_flight();
     // KVCache::stats() scans every page: refresh the copy when idle and every 64 steps only.
-    if (active_.empty() || stats_.steps % 64 == 0) stats_.cache = cache_.stats();
+    if (active_.empty() || stats_.steps % 64 == 0) {
+      stats_.cache = cache_.stats();
+      if (const auto* tiers = cache_.tiers()) {
+        const TierStats arena = tiers->stats().front();
+        stats_.evicted_pages = arena.evicted_blocks;
+        stats_.reclaimed_pages = arena.reclaimed_blocks;
+      }
+    }
   }
   // Shutting down: whatever is left ends as cancelled.
   lock.unlock();

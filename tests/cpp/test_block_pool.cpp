@@ -77,6 +77,27 @@ TEST(BlockPool, EvictsTheLeastRecentlyReleasedFirst) {
   EXPECT_EQ(pool.find(1), a[1]);
 }
 
+TEST(BlockPool, TakingTheNextEvictionsKeepsThemRegisteredUntilRemoved) {
+  Pool pool(4);
+  const auto a = pool.allocate(4);
+  for (int i = 0; i < 3; ++i) pool.register_block(a[static_cast<std::size_t>(i)], i);
+  pool.release(Ids{a[2], a[1], a[0]});  // cached, a[2] next to go; a[3] stays in use
+  Ids taken;
+  EXPECT_EQ(pool.take_next_evictions(2, taken), 2u);
+  EXPECT_EQ(taken, (Ids{a[2], a[1]}));
+  EXPECT_EQ(pool.eviction_order(), (Ids{a[0]}));
+  EXPECT_EQ(pool.refcount(a[2]), 1u);
+  EXPECT_EQ(pool.find(2), a[2]);  // still found: a match may take it
+  EXPECT_EQ(pool.in_use_blocks(), 3u);
+  pool.touch(Ids{a[1]});           // taken by a match meanwhile
+  pool.release(taken);
+  EXPECT_TRUE(pool.remove_cached(2));
+  EXPECT_FALSE(pool.remove_cached(1));  // in use: stays
+  EXPECT_EQ(pool.free_blocks(), 1u);
+  EXPECT_EQ(pool.take_next_evictions(5, taken), 1u);  // only a[0] is left cached
+  EXPECT_EQ(taken.back(), a[0]);
+}
+
 TEST(BlockPool, AllocationIsAllOrNothing) {
   Pool pool(3);
   const auto a = pool.allocate(2);

@@ -150,13 +150,16 @@ TEST(Engine, PrefixesOnboardedFromHostAndDiskGiveTheReferenceTokens) {
     for (const auto& p : prompts) expected.push_back(unlimited->generate(greedy(p, 60)).tokens);
   }
   EXPECT_EQ(expected[0], reference_generated("stories260K_greedy_once_n64", 5));
-  const auto dir = std::filesystem::temp_directory_path() / ("llmds-engine-tiers-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  {
+  // Without and with the reclaimer (pages go down to host on its thread, ahead of need).
+  for (const std::size_t reclaim : {0, 4}) {
+    const auto dir = std::filesystem::temp_directory_path() /
+                     ("llmds-engine-tiers-" + std::to_string(::getpid()) + "-" + std::to_string(reclaim));
+    std::filesystem::remove_all(dir);
     EngineConfig config{.page_size = 4, .max_pages = 48, .max_batch_tokens = 64, .max_sequences = 4};
-    config.tiers.host_pages = 24;
+    config.tiers.host_pages = 32;
     config.tiers.disk_pages = 4096;
     config.tiers.disk_directory = dir;
+    config.tiers.reclaim_pages = reclaim;
     auto engine = make_engine(S, config);
     std::size_t from_host = 0, from_disk = 0;
     for (int round = 0; round < 3; ++round) {
@@ -187,8 +190,11 @@ TEST(Engine, PrefixesOnboardedFromHostAndDiskGiveTheReferenceTokens) {
       EXPECT_EQ(cancelled.get().reason, FinishReason::cancelled);
     }
     EXPECT_GT(engine->stats().cached_from_host + engine->stats().cached_from_disk, from_host + from_disk);
+    EXPECT_EQ(engine->stats().reclaimed_pages > 0, reclaim > 0);
+    EXPECT_GE(engine->stats().evicted_pages, engine->stats().reclaimed_pages);
+    engine.reset();
+    std::filesystem::remove_all(dir);
   }
-  std::filesystem::remove_all(dir);
 }
 
 TEST(Engine, SeededSamplingIsReproducibleAndMatchesTheReferenceRng) {

@@ -6,6 +6,8 @@
 #include <thread>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -420,29 +422,59 @@ struct Model {
     ModelTier& tier = tiers[t];
     if (tier.capacity - tier.in_use.size() - tier.anonymous < n) return false;
     const std::size_t free = tier.capacity - tier.used();
-    for (std::size_t i = free; i < n; ++i) {
-      auto victim = tier.cached.begin();
-      for (auto it = tier.cached.begin(); it != tier.cached.end(); ++it) {
-        if (it->second < victim->second) victim = it;
-      }
-      const auto [key, priority] = *victim;
-      tier.cached.erase(victim);
-      ++tier.anonymous;  // the slot is taken below
-      --tier.anonymous;
-      if (t + 1 < tiers.size()) store_in(t + 1, key, priority);
-    }
+    for (std::size_t i = free; i < n; ++i) evict_one(t);
     tier.anonymous += n;
     return true;
   }
-  void store_in(std::size_t t, Key key, int priority) {
+  // The next victim (lowest priority, least recently released) out of tier t.
+  std::pair<Key, int> take_victim(std::size_t t) {
     ModelTier& tier = tiers[t];
-    if (priority < config.offload_min_priority) return;
+    auto victim = tier.cached.begin();
+    for (auto it = tier.cached.begin(); it != tier.cached.end(); ++it) {
+      if (it->second < victim->second) victim = it;
+    }
+    const auto taken = *victim;
+    tier.cached.erase(victim);
+    return taken;
+  }
+  void evict_one(std::size_t t) {
+    const auto [key, priority] = take_victim(t);
+    if (t + 1 < tiers.size()) store_in(t + 1, key, priority);
+  }
+  // What the reclaimer has done once it is idle: primary's next victims moved to host, in
+  // batches of up to offload_batch_blocks, until reclaim_free_blocks are free. A batch's host
+  // slots are all taken before any of its blocks is cached there, so that none of them is
+  // evicted by the next.
+  void reclaim() {
+    ModelTier& primary = tiers[0];
+    while (primary.capacity - primary.used() < config.reclaim_free_blocks && !primary.cached.empty()) {
+      const std::size_t n = std::min({config.reclaim_free_blocks - (primary.capacity - primary.used()),
+                                      config.offload_batch_blocks, primary.cached.size()});
+      std::vector<std::pair<Key, int>> copied;
+      for (std::size_t i = 0; i < n; ++i) {
+        const auto [key, priority] = take_victim(0);
+        if (!admits(1, key, priority) || !allocate_in(1, 1)) continue;
+        copied.emplace_back(key, priority);
+      }
+      for (const auto& [key, priority] : copied) {
+        --tiers[1].anonymous;
+        tiers[1].cached.emplace_back(key, priority);
+      }
+    }
+  }
+  // Whether an offload into tier t is to be done (else the block is dropped, or was there).
+  bool admits(std::size_t t, Key key, int priority) {
+    ModelTier& tier = tiers[t];
+    if (priority < config.offload_min_priority) return false;
     if (tier.has(key)) {
       if (auto p = tier.take_cached(key)) tier.cached.emplace_back(key, *p);
-      return;
+      return false;
     }
-    if (tier.tier == Tier::kDisk && config.disk_min_uses > 1 && uses[key] < int(config.disk_min_uses)) return;
-    if (!allocate_in(t, 1)) return;
+    return !(tier.tier == Tier::kDisk && config.disk_min_uses > 1 && uses[key] < int(config.disk_min_uses));
+  }
+  void store_in(std::size_t t, Key key, int priority) {
+    ModelTier& tier = tiers[t];
+    if (!admits(t, key, priority) || !allocate_in(t, 1)) return;
     --tier.anonymous;
     tier.cached.emplace_back(key, priority);
   }
@@ -525,7 +557,10 @@ struct Storage {
 };
 
 // How randomised_run drives the manager: onboard() or onboard_async() + finish(); and, with the
-// disk worker running (offload_queue_blocks > 0), flush() before every comparison.
+// disk worker running (offload_queue_blocks > 0), flush() before every comparison. With the
+// reclaimer running (reclaim_free_blocks > 0), flush() after every call that changes primary's
+// free or cached blocks, and the model's reclaim() beside it: what the reclaimer does between
+// two calls depends on the threads' timing, what it has done once idle does not.
 struct RunMode {
   bool async_onboard = false;
 };
@@ -534,6 +569,12 @@ void randomised_run(llmds::KVBlockManagerConfig c, std::uint32_t seed, Storage* 
   Manager m(c, storage != nullptr ? storage->stores() : llmds::TierStores{});
   Model model(c);
   const bool worker = storage != nullptr && c.disk_blocks > 0 && c.offload_queue_blocks > 0;
+  const bool reclaimer = c.reclaim_free_blocks > 0;
+  const auto settle = [&] {
+    if (!reclaimer) return;
+    m.flush();
+    model.reclaim();
+  };
   const auto expect_same_now = [&](int step) {
     if (worker) m.flush();
     expect_same(m, model, step);
@@ -567,6 +608,7 @@ void randomised_run(llmds::KVBlockManagerConfig c, std::uint32_t seed, Storage* 
         model.tiers[0].release(k);
       }
     }
+    settle();
   };
 
   for (int step = 0; step < 1500; ++step) {
@@ -605,6 +647,7 @@ void randomised_run(llmds::KVBlockManagerConfig c, std::uint32_t seed, Storage* 
       ++cancelled;
       m.cancel(match);
       for (std::size_t i = 0; i < where.size(); ++i) model.tiers[where[i]].release(keys[i]);
+      settle();
       expect_same_now(step);
       continue;
     }
@@ -617,6 +660,7 @@ void randomised_run(llmds::KVBlockManagerConfig c, std::uint32_t seed, Storage* 
       EXPECT_THROW((void)onboard(match), llmds::OutOfPages);
       m.cancel(match);
       for (std::size_t i = 0; i < where.size(); ++i) model.tiers[where[i]].release(keys[i]);
+      settle();
       expect_same_now(step);
       continue;
     }
@@ -642,6 +686,7 @@ void randomised_run(llmds::KVBlockManagerConfig c, std::uint32_t seed, Storage* 
       if (model.write_back() && from.tier == Tier::kHost) from.take_cached(keys[i]);
     }
     r.keys.assign(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(where.size()));
+    settle();
     expect_same_now(step);
 
     const std::size_t rest = len - where.size();
@@ -655,6 +700,7 @@ void randomised_run(llmds::KVBlockManagerConfig c, std::uint32_t seed, Storage* 
       for (std::size_t i = 0; i < fresh.size(); ++i) storage->write(fresh[i], keys[where.size() + i]);
     }
     ASSERT_TRUE(model.allocate_in(0, rest));
+    settle();
     const Keys new_keys(keys.begin() + static_cast<std::ptrdiff_t>(where.size()), keys.end());
     std::optional<Key> parent;
     if (!where.empty()) parent = keys[where.size() - 1];
@@ -687,6 +733,9 @@ void randomised_run(llmds::KVBlockManagerConfig c, std::uint32_t seed, Storage* 
   // The router, fed only the events, knows what every tier holds.
   for (const Tier t : m.tiers()) EXPECT_EQ(router.held[t], contents(m, t)) << llmds::tier_name(t);
   for (const Tier t : m.tiers()) EXPECT_GT(hits[t], 20) << llmds::tier_name(t);
+  if (reclaimer) {
+    EXPECT_GT(m.stats()[0].reclaimed_blocks, 0u);
+  }
   EXPECT_GT(shared, 0);
   EXPECT_GT(cancelled, 0);
   EXPECT_GT(refused, 0);
@@ -1120,11 +1169,8 @@ TEST(KVBlockManager, AFailedCopyUpEndsTheRunForEveryRequestSharingIt) {
 
 // Several serving threads onboarding the same prefixes at once, both workers running: every
 // run carries its own bytes, and nothing is left pinned or held. Run under ThreadSanitizer in CI.
-TEST(KVBlockManager, ConcurrentAsyncOnboardingsKeepEveryBlockIntact) {
-  auto c = config(16, 8, 64);
-  c.block_size = Storage::kGeometry.tokens;
-  c.offload_queue_blocks = 8;
-  Storage storage(c, "async-threads");
+void serve_from_three_threads(const llmds::KVBlockManagerConfig& c, const std::string& name) {
+  Storage storage(c, name);
   Manager m(c, storage.stores());
   std::mutex storage_mu;  // the test's own writes and reads of primary slots
   std::vector<std::thread> threads;
@@ -1175,6 +1221,33 @@ TEST(KVBlockManager, ConcurrentAsyncOnboardingsKeepEveryBlockIntact) {
   for (const auto& t : s) EXPECT_EQ(t.in_use_blocks, 0u) << llmds::tier_name(t.tier);
   EXPECT_GT(s[1].onboarded_blocks + s[2].onboarded_blocks, 0u);
   EXPECT_EQ(storage.disk->stats().corrupt, 0u);
+  if (c.reclaim_free_blocks == 0) return;
+  // However the threads' timing went, once idle the reclaimer has left its reserve free, and an
+  // allocation of all but one of those sets it to work again.
+  const std::size_t free = m.pool_stats(Tier::kPrimary).free_blocks;
+  ASSERT_GE(free, c.reclaim_free_blocks);
+  const Ids held = m.allocate(free - 1);
+  m.flush();
+  EXPECT_GT(m.stats()[0].reclaimed_blocks, s[0].reclaimed_blocks);
+  m.release(held);
+}
+
+TEST(KVBlockManager, ConcurrentAsyncOnboardingsKeepEveryBlockIntact) {
+  auto c = config(16, 8, 64);
+  c.block_size = Storage::kGeometry.tokens;
+  c.offload_queue_blocks = 8;
+  serve_from_three_threads(c, "async-threads");
+}
+
+// The same with the reclaimer moving primary blocks to host all along: a block it copies is
+// never one a request is reading or writing. Run under ThreadSanitizer in CI.
+TEST(KVBlockManager, ConcurrentRequestsWithTheReclaimerRunningKeepEveryBlockIntact) {
+  auto c = config(16, 8, 64);
+  c.block_size = Storage::kGeometry.tokens;
+  c.offload_queue_blocks = 8;
+  c.reclaim_free_blocks = 4;
+  c.offload_batch_blocks = 2;
+  serve_from_three_threads(c, "reclaim-threads");
 }
 
 TEST(KVBlockManager, RandomisedFiltersAndHostOnlyMatchANaiveModel) {
@@ -1184,6 +1257,144 @@ TEST(KVBlockManager, RandomisedFiltersAndHostOnlyMatchANaiveModel) {
   for (std::uint32_t seed = 1; seed <= 3; ++seed) randomised_run(c, seed);
   auto host_only = config(5, 6, 0);
   for (std::uint32_t seed = 7; seed <= 9; ++seed) randomised_run(host_only, seed);
+}
+
+// The reclaimer (reclaim_free_blocks > 0) moves primary's next victims to host between calls;
+// flushed after every call, the tiers hold what the model says, and every block onboarded
+// from host carries its own bytes (host is layer-separate, so each copy scatters).
+TEST(KVBlockManager, RandomisedWithTheReclaimerRunningMatchesANaiveModel) {
+  for (const auto policy : {llmds::OffloadPolicy::kWriteBack, llmds::OffloadPolicy::kWriteThrough}) {
+    auto c = config(6, 5, 8);
+    c.offload_policy = policy;
+    c.reclaim_free_blocks = 2;
+    for (std::uint32_t seed = 41; seed <= 42; ++seed) randomised_run(c, seed);
+    c.block_size = Storage::kGeometry.tokens;
+    c.offload_queue_blocks = 0;
+    Storage storage(c, "reclaim-" + std::string(llmds::offload_policy_name(policy)));
+    randomised_run(c, 43, &storage);
+    EXPECT_EQ(storage.disk->stats().corrupt, 0u);
+  }
+  auto floor = config(6, 5, 0);
+  floor.reclaim_free_blocks = 1;
+  floor.offload_min_priority = 30;
+  for (std::uint32_t seed = 44; seed <= 45; ++seed) randomised_run(floor, seed);
+}
+
+TEST(KVBlockManager, TheReclaimerKeepsPrimaryBlocksFreeSoCallersNeverCopyDown) {
+  auto c = config(8, 32);
+  c.block_size = Storage::kGeometry.tokens;
+  c.reclaim_free_blocks = 3;
+  Storage storage(c, "reclaim-free");
+  Manager m(c, storage.stores());
+  for (Key conv = 0; conv < 12; ++conv) {
+    serve_with_bytes(m, storage, Keys{conv * 100, conv * 100 + 1, conv * 100 + 2});
+    m.flush();
+    EXPECT_GE(m.pool_stats(Tier::kPrimary).free_blocks, 3u) << "after conversation " << conv;
+  }
+  const auto s = m.stats();
+  EXPECT_GT(s[0].reclaimed_blocks, 0u);
+  EXPECT_EQ(s[0].evicted_blocks, s[0].reclaimed_blocks);  // every eviction was the reclaimer's
+  EXPECT_EQ(s[1].stored_blocks, s[0].reclaimed_blocks);
+  ASSERT_TRUE(s[1].copy_in_us.has_value());
+  for (Key conv = 0; conv < 12; ++conv) serve_with_bytes(m, storage, Keys{conv * 100, conv * 100 + 1, conv * 100 + 2});
+  EXPECT_GT(m.stats()[1].onboarded_blocks, 0u);
+}
+
+// A host store whose copies wait at a gate, so that a test can act while the reclaimer is in
+// the middle of one.
+class GatedStore final : public llmds::MemoryBlockStore {
+ public:
+  explicit GatedStore(std::size_t slots) : inner_(llmds::ContiguousLayout(Storage::kGeometry, slots)) {}
+  const llmds::BlockGeometry& geometry() const noexcept override { return inner_.geometry(); }
+  std::size_t num_slots() const noexcept override { return inner_.num_slots(); }
+  llmds::LayoutKind layout_kind() const noexcept override { return inner_.layout_kind(); }
+  std::byte* host_base() const noexcept override { return inner_.host_base(); }
+  void list_pieces(std::size_t slot, std::vector<llmds::BlockPiece>& out) const override { inner_.list_pieces(slot, out); }
+  void copy_from(const llmds::MemoryBlockStore& src, std::size_t src_slot, std::size_t slot) override {
+    std::unique_lock lock(mu_);
+    ++copying_;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return open_; });
+    inner_.copy_from(src, src_slot, slot);
+  }
+  void read_block(std::size_t slot, std::byte* out) const override { inner_.read_block(slot, out); }
+  void write_block(std::size_t slot, const std::byte* in) override { inner_.write_block(slot, in); }
+
+  void wait_for_copy() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return copying_ > 0; });
+  }
+  void open() {
+    const std::lock_guard lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  llmds::MemoryStore<llmds::ContiguousLayout> inner_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int copying_ = 0;
+  bool open_ = false;
+};
+
+TEST(KVBlockManager, ABlockMatchedWhileTheReclaimerCopiesItStaysInPrimary) {
+  auto c = config(4, 8);
+  c.block_size = Storage::kGeometry.tokens;
+  c.reclaim_free_blocks = 1;
+  Storage storage(c, "reclaim-gate");
+  GatedStore host(c.host_blocks);
+  Manager m(c, llmds::TierStores{storage.primary.get(), &host, nullptr});
+  serve_with_bytes(m, storage, Keys{1, 2, 3});  // released tail first: 3 is the next victim
+  const Ids other = m.allocate(1);              // no block free: the reclaimer takes 3
+  host.wait_for_copy();
+  EXPECT_EQ(m.primary_available(), 3u);  // 1 and 2, and 3 on its way out
+  auto match = m.match(Keys{1, 2, 3});
+  ASSERT_EQ(match.count(Tier::kPrimary), 3u);  // still in primary while it is copied
+  host.open();
+  m.flush();
+  EXPECT_EQ(m.find(3), Tier::kPrimary);  // taken meanwhile: it stays, its host copy goes back
+  EXPECT_TRUE(contents(m, Tier::kHost).empty());
+  EXPECT_EQ(m.stats()[0].reclaimed_blocks, 0u);
+  EXPECT_EQ(m.stats()[1].in_use_blocks, 0u);
+  const Ids blocks = m.onboard(match);
+  for (std::size_t i = 0; i < blocks.size(); ++i) EXPECT_EQ(storage.read(blocks[i]), Storage::payload_of(Key(i) + 1));
+  const Ids back(blocks.rbegin(), blocks.rend());
+  m.release(back);  // 3 first: the next victim again, and this time nobody takes it
+  m.flush();
+  EXPECT_EQ(contents(m, Tier::kHost), std::set<Key>{3});
+  EXPECT_EQ(m.stats()[0].reclaimed_blocks, 1u);
+  m.release(other);
+  auto again = m.match(Keys{1, 2, 3});
+  ASSERT_EQ(again.count(Tier::kHost), 1u);
+  const Ids onboarded = m.onboard(again);
+  ASSERT_EQ(onboarded.size(), 3u);
+  EXPECT_EQ(storage.read(onboarded[2]), Storage::payload_of(3));
+  m.release(onboarded);
+}
+
+TEST(KVBlockManager, AnAllocationWaitsForTheBlocksTheReclaimerIsMovingOut) {
+  auto c = config(4, 8);
+  c.block_size = Storage::kGeometry.tokens;
+  c.reclaim_free_blocks = 3;
+  c.offload_batch_blocks = 4;
+  Storage storage(c, "reclaim-wait");
+  GatedStore host(c.host_blocks);
+  Manager m(c, llmds::TierStores{storage.primary.get(), &host, nullptr});
+  serve_with_bytes(m, storage, Keys{1, 2, 3, 4});  // every block cached, none free
+  host.wait_for_copy();                             // the reclaimer holds three of them
+  EXPECT_EQ(m.primary_available(), 4u);
+  EXPECT_EQ(m.pool_stats(Tier::kPrimary).cached_blocks, 4u);  // its holds count as cached
+  std::thread opener([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    host.open();
+  });
+  const Ids all = m.allocate(4);  // needs the reclaimer's three: waits for them, then evicts
+  opener.join();
+  EXPECT_EQ(all.size(), 4u);
+  m.release(all);
+  m.flush();
+  EXPECT_EQ(contents(m, Tier::kHost), (std::set<Key>{1, 2, 3, 4}));
 }
 
 }  // namespace

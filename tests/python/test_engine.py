@@ -285,18 +285,21 @@ def test_shutdown_cancels_what_is_in_flight_and_refuses_later_requests(engine: E
     engine.shutdown()  # a second time does nothing
 
 
+@pytest.mark.parametrize("reclaim_pages", [0, 4])
 def test_prefixes_come_back_from_host_and_disk_with_the_same_tokens(
-    model_files: tuple[Path, Path], tmp_path: Path
+    model_files: tuple[Path, Path], tmp_path: Path, reclaim_pages: int
 ) -> None:
+    # reclaim_pages: pages also go down to host on the reclaimer's thread, ahead of need.
     lily = "Once upon a time, there was a little girl named Lily. She loved to play outside"
     prompts = ["Once upon a time", lily + " in the park.", "Tom had a red ball", lily + " with her dog."]
     unlimited = Engine(*map(str, model_files), page_size=4, max_pages=2048)
     expected = [unlimited.generate(Request(prompt=p, max_tokens=60, sampling=SamplingParams(temperature=0))).tokens
                 for p in prompts]
     unlimited.shutdown()
-    tiered = Engine(*map(str, model_files), page_size=4, max_pages=32, max_sequences=4, host_pages=8,
-                    disk_pages=4096, disk_directory=tmp_path / "kv")
-    assert tiered.config["host_pages"] == 8 and tiered.config["disk_pages"] == 4096
+    tiered = Engine(*map(str, model_files), page_size=4, max_pages=32, max_sequences=4, host_pages=16,
+                    disk_pages=4096, disk_directory=tmp_path / "kv", reclaim_pages=reclaim_pages)
+    assert tiered.config["host_pages"] == 16 and tiered.config["disk_pages"] == 4096
+    assert tiered.config["reclaim_pages"] == reclaim_pages
     from_host = from_disk = 0
     for _ in range(3):
         for p, want in zip(prompts, expected):
@@ -312,9 +315,16 @@ def test_prefixes_come_back_from_host_and_disk_with_the_same_tokens(
     handles = [tiered.generate_async(Request(prompt=p, max_tokens=60, sampling=SamplingParams(temperature=0)))
                for p in prompts]
     assert [h.result(timeout=60).tokens for h in handles] == expected
+    stats = tiered.stats()
+    assert (stats["reclaimed_pages"] > 0) == (reclaim_pages > 0)
+    assert stats["reclaimed_pages"] <= stats["evicted_pages"]
     tiered.shutdown()
     assert any((tmp_path / "kv" / "blocks").iterdir())
     with pytest.raises(ValueError, match="offload_policy"):
         Engine(*map(str, model_files), host_pages=4, offload_policy="lazy")
+    with pytest.raises(ValueError, match="reclaim_pages needs a host tier"):
+        Engine(*map(str, model_files), reclaim_pages=4)
+    with pytest.raises(ValueError, match="reclaim_pages"):
+        Engine(*map(str, model_files), host_pages=4, reclaim_pages=-1)
     with pytest.raises(ValueError, match="disk_directory"):
         Engine(*map(str, model_files), disk_pages=4)

@@ -171,6 +171,11 @@ struct EngineStats {
   std::uint64_t cached_from_host = 0;       // of those, copied back from the host tier
   std::uint64_t cached_from_disk = 0;       // of those, read back from the disk tier
   std::uint64_t preemptions = 0;
+  // With tiers below the arena (refreshed with `cache`): arena pages evicted to make room, each
+  // copied down, and of those the ones the reclaimer moved ahead of need on its own thread
+  // (KVCacheTiers::reclaim_pages); the rest were copied on the engine's thread.
+  std::uint64_t evicted_pages = 0;
+  std::uint64_t reclaimed_pages = 0;
   std::size_t waiting = 0;
   std::size_t running = 0;
   KVCacheStats cache;  // refreshed every 64 steps and whenever the engine is idle
@@ -186,6 +191,8 @@ struct EngineStats {
     visit("cached_from_host", cached_from_host);
     visit("cached_from_disk", cached_from_disk);
     visit("preemptions", preemptions);
+    visit("evicted_pages", evicted_pages);
+    visit("reclaimed_pages", reclaimed_pages);
     visit("waiting", waiting);
     visit("running", running);
     visit("cache_used_pages", cache.used_pages);

@@ -182,6 +182,23 @@ class BlockPool {
     }
   }
 
+  /// Takes up to n cached blocks, next to be evicted first, back into use (refcount 1, still
+  /// registered, so a match still finds them) and appends them to `out`; returns how many. For
+  /// a caller that copies blocks elsewhere before evicting them, ahead of need (a tiered
+  /// cache's reclaimer): once copied, release() and remove_cached() evict each.
+  std::size_t take_next_evictions(std::size_t n, std::vector<BlockId>& out) {
+    n = std::min(n, policy_.size());
+    out.reserve(out.size() + n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const BlockId b = policy_.pop();
+      state_[idx(b)] = State::kInUse;
+      refcount_[idx(b)] = 1;
+      out.push_back(b);
+    }
+    in_use_ += n;
+    return n;
+  }
+
   /// Registers an in-use block under key, so that a later match_prefix finds it and, once it
   /// is released, it stays cached. Returns false, registering nothing, if another block already
   /// holds the key (the first one stays the canonical copy; this block will be freed, not

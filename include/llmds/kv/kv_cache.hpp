@@ -88,11 +88,18 @@ struct KVCacheTiers {
   std::uint32_t disk_min_uses = 0;       // the disk filter (KVBlockManagerConfig)
   std::size_t offload_queue_blocks = 64; // disk writes waiting for the worker; 0: written at once
   bool disk_sync_writes = true;          // fdatasync each block file (DiskStoreConfig::sync_writes)
+  // With host_pages: arena pages a background reclaimer keeps free by moving the least recently
+  // used cached pages to host ahead of need, so that the caller's thread seldom copies a page
+  // down itself (KVBlockManagerConfig::reclaim_free_blocks). 0: no reclaimer.
+  std::size_t reclaim_pages = 0;
 
   [[nodiscard]] bool enabled() const noexcept { return host_pages > 0 || disk_pages > 0; }
   void validate() const {
     if (disk_pages > 0 && disk_directory.empty()) {
       throw std::invalid_argument("KVCacheTiers.disk_directory is needed for a disk tier");
+    }
+    if (reclaim_pages > 0 && host_pages == 0) {
+      throw std::invalid_argument("KVCacheTiers.reclaim_pages needs a host tier (host_pages)");
     }
   }
 };
@@ -391,7 +398,9 @@ class KVCache {
 
   /// Pages that attach(), attach_cached_prefix() or append() could take right now: free plus
   /// cached ones (which are evicted least recently used first).
-  [[nodiscard]] std::size_t available_pages() const { return blocks().available(); }
+  [[nodiscard]] std::size_t available_pages() const {
+    return tiered_ ? tiered_->manager.primary_available() : pool_.available();
+  }
 
   /// Pages append(seq, m entries) would take: new pages, plus one if a shared last page must be
   /// copied first. Throws llmds::KeyError for an unknown seq.
@@ -412,7 +421,7 @@ class KVCache {
     const bool copy_last = last_page_shared(s);
     const std::size_t grow = pages_for(s.num_tokens + m) - s.table.size();
     const std::size_t needed = grow + (copy_last ? 1 : 0);
-    if (needed > blocks().available()) throw out_of_pages("append", needed);
+    if (needed > available_pages()) throw out_of_pages("append", needed);
     s.table.reserve(s.table.size() + grow);  // may throw; nothing has changed yet
 
     auto fresh = tiered_ ? tiered_->manager.allocate(needed) : pool_.allocate(needed);
@@ -510,7 +519,8 @@ class KVCache {
   }
 
   /// The block registry, for lookups (match_prefix, find) and inspection: the arena's (with
-  /// tiers, the primary tier's).
+  /// tiers, the primary tier's; with a reclaimer, only pages the caller holds may be inspected,
+  /// since it changes the others on its own thread: see KVBlockManager::pool).
   [[nodiscard]] const BlockPool<BlockHash, BlockHashHasher>& pool() const { return blocks(); }
 
   /// The tiers below the arena, or nullptr without them: their contents, statistics and events.
@@ -544,7 +554,7 @@ class KVCache {
 
   /// O(max_pages + sequences).
   [[nodiscard]] KVCacheStats stats() const {
-    const auto p = blocks().stats();
+    const auto p = pool_stats();
     KVCacheStats s;
     s.sequences = sequences_.size();
     for (const auto& [id, seq] : sequences_) {
@@ -623,9 +633,15 @@ class KVCache {
   }
 
   OutOfPages out_of_pages(const char* op, std::size_t needed) const {
+    const auto p = pool_stats();
     return OutOfPages(fmt::format(
         "KVCache::{}: {} pages needed, {} free and {} cached (of {}); nothing was changed", op,
-        needed, blocks().free_blocks(), blocks().cached_blocks(), config_.max_pages));
+        needed, p.free_blocks, p.cached_blocks, config_.max_pages));
+  }
+
+  // The arena's figures; with tiers, read under the manager's lock (its reclaimer changes them).
+  [[nodiscard]] BlockPoolStats pool_stats() const {
+    return tiered_ ? tiered_->manager.pool_stats(Tier::kPrimary) : pool_.stats();
   }
 
   Scalar* page_data(BlockId p) noexcept { return detail::page_start(arena_.get(), p, page_elems_); }
@@ -694,6 +710,7 @@ class KVCache {
       m.offload_policy = c.tiers.offload_policy;
       m.disk_min_uses = c.tiers.disk_min_uses;
       m.offload_queue_blocks = c.tiers.offload_queue_blocks;
+      m.reclaim_free_blocks = c.tiers.reclaim_pages;
       return m;
     }
 
@@ -782,12 +799,18 @@ class KVCache {
       s.table = take_tiered_prefix(hashes, nullptr);
       const std::size_t hits = s.table.size();
       const std::size_t needed = pages_for(n) - hits;
-      if (needed > m.primary_available()) {
+      std::vector<BlockId> fresh;
+      if (needed <= m.primary_available()) {
+        try {
+          fresh = m.allocate(needed);
+        } catch (const OutOfPages&) {  // a page counted available was matched meanwhile
+        }
+      }
+      if (fresh.size() != needed) {
         std::vector<BlockId> back(s.table.rbegin(), s.table.rend());
         m.release(back);
         throw out_of_pages("attach", needed);
       }
-      const auto fresh = m.allocate(needed);
       s.table.insert(s.table.end(), fresh.begin(), fresh.end());
       s.num_tokens = n;
       write(s.table, hits * config_.page_size, kv.subspan(hits * page_elems_));

@@ -54,7 +54,13 @@
 // enters it in the disk tier. While it waits, the block can still be matched (as a disk hit,
 // onboarded from the queue's copy without reading the disk). When the queue is full the lowest-priority
 // write is dropped and counted; nobody waits. Onboardings started by onboard_async are copied by
-// a second worker, outside the lock, one block at a time. flush() waits for the queue to empty. Event
+// a second worker, outside the lock, one block at a time. A block primary evicts is copied to
+// host on the evicting caller's thread, unless a third worker, the reclaimer
+// (reclaim_free_blocks), keeps that many primary blocks free by moving primary's next victims
+// to host ahead of need: it takes a batch of them into use (still matchable, so a hit on one
+// meanwhile is an ordinary primary hit, and that block stays), copies them outside the lock,
+// and evicts the rest; an allocation that needs the blocks it holds waits for that batch
+// rather than fail. flush() waits for the queue to empty and the reclaimer to be done. Event
 // subscribers are called after the mutex is released, on the thread that made the change (the
 // worker's, for blocks it stored).
 //
@@ -208,13 +214,14 @@ class KVBlockManager {
         worker_ = std::thread([this] { write_to_disk(); });
       }
     }
+    if (config.reclaim_free_blocks > 0) reclaimer_ = std::thread([this] { reclaim(); });
     events_.publish();
   }
 
   KVBlockManager(const KVBlockManager&) = delete;
   KVBlockManager& operator=(const KVBlockManager&) = delete;
 
-  /// Stops the workers after what they are doing now: disk writes still queued are dropped, and
+  /// Stops the workers after what they are doing now: disk writes still queued are dropped,
   /// onboardings not finished are abandoned (finish() must not be called after this).
   ~KVBlockManager() {
     {
@@ -223,15 +230,22 @@ class KVBlockManager {
     }
     work_.notify_all();
     up_work_.notify_all();
+    reclaim_work_.notify_all();
     if (worker_.joinable()) worker_.join();
     if (onboarder_.joinable()) onboarder_.join();
+    if (reclaimer_.joinable()) reclaimer_.join();
   }
 
-  /// Waits until every queued disk write is done (written or failed). A no-op without them.
+  /// Waits until every queued disk write is done (written or failed) and the reclaimer has
+  /// nothing left to do. A no-op without them.
   void flush() {
     {
       std::unique_lock lock(mu_);
-      idle_.wait(lock, [&] { return !writes_ || (writes_->empty() && removals_.empty() && busy_ == 0); });
+      wake_reclaimer();
+      idle_.wait(lock, [&] {
+        return (!writes_ || (writes_->empty() && removals_.empty() && busy_ == 0)) && reclaiming_.empty() &&
+               !needs_reclaim();
+      });
     }
     events_.publish();
   }
@@ -250,8 +264,8 @@ class KVBlockManager {
   [[nodiscard]] std::vector<BlockId> allocate(std::size_t n) {
     std::vector<BlockId> blocks;
     {
-      const std::lock_guard lock(mu_);
-      if (!allocate_in(0, n, blocks)) {
+      std::unique_lock lock(mu_);
+      if (!allocate_primary(lock, n, blocks)) {
         throw OutOfPages(fmt::format("KVBlockManager::allocate: {} blocks requested, {} available in primary",
                                      n, tiers_[0]->pool.available()));
       }
@@ -398,13 +412,13 @@ class KVBlockManager {
   std::vector<BlockId> onboard(Match& match) {
     std::vector<BlockId> out;
     {
-      const std::lock_guard lock(mu_);
+      std::unique_lock lock(mu_);
       check_open(match, "onboard");
       TierState& primary = *tiers_[0];
       const std::size_t need = match.to_onboard();
       out.reserve(match.size());
       std::vector<BlockId> fresh;
-      if (!allocate_in(0, need, fresh)) {
+      if (!allocate_primary(lock, need, fresh)) {
         throw OutOfPages(fmt::format("KVBlockManager::onboard: {} blocks to copy up, {} available in primary",
                                      need, primary.pool.available()));
       }
@@ -500,6 +514,7 @@ class KVBlockManager {
       state_of(match.tiers_[i]).pool.release(one);
     }
     close(match);
+    wake_reclaimer();
   }
 
   /// Takes one more reference to each primary block (a sequence forked from another shares its
@@ -509,17 +524,35 @@ class KVBlockManager {
     tiers_[0]->pool.touch(blocks);
   }
 
-  /// Primary blocks an allocation can take right now: free plus cached.
+  /// Primary blocks an allocation can take: free plus cached, plus those the reclaimer is
+  /// moving to host (an allocation waits for them).
   [[nodiscard]] std::size_t primary_available() const {
     const std::lock_guard lock(mu_);
-    return tiers_[0]->pool.available();
+    return tiers_[0]->pool.available() + reclaimer_only_holds();
   }
 
   /// A tier's block pool, for inspection (refcounts, keys, eviction order) by the thread that
-  /// drives the manager; it changes under the manager's lock only, on calls of that thread.
-  /// Throws std::invalid_argument for a tier this manager does not have.
+  /// drives the manager; it changes under the manager's lock only, on calls of that thread, and
+  /// (primary's) on the reclaimer's, if there is one: then only blocks the caller holds may be
+  /// inspected (pool_stats() reads the rest under the lock). Throws std::invalid_argument for
+  /// a tier this manager does not have.
   [[nodiscard]] const BlockPool<Key, Hash, std::equal_to<Key>, Policy>& pool(Tier tier) const {
     return state_of(tier).pool;
+  }
+
+  /// A tier's block pool's figures, read under the lock; primary blocks the reclaimer is moving
+  /// to host (and nobody else holds) count as cached. Throws std::invalid_argument for a tier
+  /// this manager does not have.
+  [[nodiscard]] BlockPoolStats pool_stats(Tier tier) const {
+    const std::lock_guard lock(mu_);
+    const Pool& pool = state_of(tier).pool;
+    BlockPoolStats s = pool.stats();
+    if (tier != Tier::kPrimary) return s;
+    const std::size_t moving = reclaimer_only_holds();
+    s.in_use_blocks -= moving;
+    s.cached_blocks += moving;
+    s.total_refs -= moving;
+    return s;
   }
 
   /// Drops one reference to each primary block, in the order given (a request's blocks tail
@@ -528,13 +561,15 @@ class KVBlockManager {
   void release(std::span<const BlockId> blocks) {
     const std::lock_guard lock(mu_);
     tiers_[0]->pool.release(blocks);
+    wake_reclaimer();
   }
 
   /// Empties every tier, if no block of any tier is in use or pinned: true, with one
   /// AllBlocksCleared event. Otherwise false, changing nothing.
   bool clear() {
     {
-      const std::lock_guard lock(mu_);
+      std::unique_lock lock(mu_);
+      idle_.wait(lock, [&] { return reclaiming_.empty(); });  // the reclaimer's holds are not in use
       for (const auto& t : tiers_) {
         if (t->pool.in_use_blocks() > 0) return false;
       }
@@ -575,8 +610,9 @@ class KVBlockManager {
     std::vector<TierStats> out;
     for (const auto& t : tiers_) {
       TierStats s = t->stats;
-      s.cached_blocks = t->pool.cached_blocks();
-      s.in_use_blocks = t->pool.in_use_blocks();
+      const std::size_t moving = t->tier == Tier::kPrimary ? reclaimer_only_holds() : 0;
+      s.cached_blocks = t->pool.cached_blocks() + moving;
+      s.in_use_blocks = t->pool.in_use_blocks() - moving;
       if (t->disk != nullptr && writes_) {
         s.queued_writes = writes_->size() + writing_;
         s.queue_high_water = writes_->high_water();
@@ -658,6 +694,7 @@ class KVBlockManager {
     evicted.clear();
     const std::size_t first = out.size();
     if (!tier.pool.try_allocate_into(n, out, &evicted)) return false;
+    if (t == 0) wake_reclaimer();
     if (evicted.empty()) return true;
     tier.stats.evicted_blocks += evicted.size();
     if (events_on()) emit(BlockRemoved<Key>{evicted, tier.tier});
@@ -674,40 +711,92 @@ class KVBlockManager {
     return true;
   }
 
+  // allocate_in for primary on a caller's thread: if what is missing are the blocks the
+  // reclaimer is moving out (held while it copies them), waits for it rather than fail.
+  bool allocate_primary(std::unique_lock<std::mutex>& lock, std::size_t n, std::vector<BlockId>& out) {
+    while (!allocate_in(0, n, out)) {
+      if (reclaiming_.empty()) return false;
+      idle_.wait(lock, [&] { return reclaiming_.empty(); });
+    }
+    return true;
+  }
+
+  // Primary blocks the reclaimer holds that nobody else does: cached blocks on their way out,
+  // which an allocation may wait for.
+  [[nodiscard]] std::size_t reclaimer_only_holds() const {
+    const Pool& pool = tiers_[0]->pool;
+    return static_cast<std::size_t>(std::ranges::count_if(reclaiming_, [&](BlockId b) { return pool.refcount(b) == 1; }));
+  }
+
+  // Whether the reclaimer has work: fewer primary blocks free than it keeps, and cached ones
+  // to move out.
+  [[nodiscard]] bool needs_reclaim() const noexcept {
+    const Pool& pool = tiers_[0]->pool;
+    return config_.reclaim_free_blocks > 0 && pool.free_blocks() < config_.reclaim_free_blocks &&
+           pool.cached_blocks() > 0;
+  }
+
+  // Called wherever primary's free or cached blocks may have changed.
+  void wake_reclaimer() {
+    if (needs_reclaim()) reclaim_work_.notify_one();
+  }
+
+  // The reclaimer: takes the next blocks in primary's eviction order (held, still matchable),
+  // copies them to host outside the lock, and evicts those nobody took meanwhile.
+  void reclaim();
+
   // Stores a copy of a block from slot source_slot of tier `source` in tier t (an offload),
   // unless it is filtered out, the tier has no room or the copy fails; a block the tier already
   // holds becomes its most recent.
   void store_in(std::size_t t, const Key& key, const BlockMeta& meta, std::size_t source, BlockId source_slot) {
     TierState& tier = *tiers_[t];
-    if (meta.priority < config_.offload_min_priority) {
-      ++tier.stats.dropped_offloads;
-      return;
-    }
-    if (const auto slot = tier.pool.find(key)) {
-      refresh(tier, *slot);
-      return;
-    }
-    if (tier.tier == Tier::kDisk && uses_ && uses(key) < config_.disk_min_uses) {
-      ++tier.stats.filter_rejected;
-      return;
-    }
+    if (!admits(tier, key, meta)) return;
     if (tier.disk != nullptr && writes_) {
       queue_disk_write(t, key, meta, source, source_slot);
       return;
     }
+    const BlockId slot = offload_slot(t);
+    if (slot < 0) return;
+    if (!transfer(source, source_slot, t, slot, key, meta)) {
+      ++tier.stats.failed_transfers;
+      const BlockId one[] = {slot};
+      tier.pool.release(one);  // unregistered: back to free
+      return;
+    }
+    enter_cached(tier, slot, key, meta);
+    count_move(*tiers_[source], tier);
+  }
+
+  // Whether an offload of a block into `tier` is to be done: not if the block is below the
+  // priority floor or refused by the disk filter (counted), nor if the tier holds it already
+  // (it becomes the tier's most recent).
+  bool admits(TierState& tier, const Key& key, const BlockMeta& meta) {
+    if (meta.priority < config_.offload_min_priority) {
+      ++tier.stats.dropped_offloads;
+      return false;
+    }
+    if (const auto slot = tier.pool.find(key)) {
+      refresh(tier, *slot);
+      return false;
+    }
+    if (tier.tier == Tier::kDisk && uses_ && uses(key) < config_.disk_min_uses) {
+      ++tier.stats.filter_rejected;
+      return false;
+    }
+    return true;
+  }
+
+  // A held, unregistered slot of tier t for an offload, evicting (and offloading) as needed;
+  // -1, counted as a dropped offload, if every block of the tier is in use.
+  BlockId offload_slot(std::size_t t) {
+    TierState& tier = *tiers_[t];
     std::vector<BlockId>& slot = tier.slot;
     slot.clear();
     if (!allocate_in(t, 1, slot)) {
       ++tier.stats.dropped_offloads;
-      return;
+      return -1;
     }
-    if (!transfer(source, source_slot, t, slot[0], key, meta)) {
-      ++tier.stats.failed_transfers;
-      tier.pool.release(slot);  // unregistered: back to free
-      return;
-    }
-    enter_cached(tier, slot[0], key, meta);
-    count_move(*tiers_[source], tier);
+    return slot[0];
   }
 
   // Enters a block just copied into `slot` of `tier`, whose reference the caller holds:
@@ -909,6 +998,10 @@ class KVBlockManager {
   std::condition_variable up_work_;  // the onboarding worker waits for copies
   std::condition_variable up_done_;  // finish() waits for them to be done
   std::thread onboarder_;
+  // The reclaimer's primary blocks while it copies them to host (each held by it).
+  std::vector<BlockId> reclaiming_;
+  std::condition_variable reclaim_work_;
+  std::thread reclaimer_;
   std::array<int, kNumTiers> tier_index_{-1, -1, -1, -1};
   std::unique_ptr<CountMinSketch> uses_;  // with disk_min_uses > 1
   std::uint64_t next_match_id_ = 1;

@@ -44,6 +44,11 @@ struct KVBlockManagerConfig {
   // for the disk on a down-transfer; 0 writes on the calling thread instead (deterministic).
   std::size_t offload_queue_blocks = 64;
   std::size_t offload_batch_blocks = 8;  // blocks a worker takes from the queue at a time
+  // With a host tier: a background reclaimer keeps this many primary blocks free by moving the
+  // next ones in primary's eviction order to host ahead of need, so that an allocation seldom
+  // evicts (and copies a block down) on the calling thread. 0: no reclaimer; evictions copy on
+  // the calling thread (deterministic).
+  std::size_t reclaim_free_blocks = 0;
 
   void validate() const {
     constexpr auto kMaxBlocks = static_cast<std::size_t>(std::numeric_limits<BlockId>::max());
@@ -63,6 +68,11 @@ struct KVBlockManagerConfig {
     }
     if (disk_min_uses > 1 && filter_width == 0) {
       throw std::invalid_argument("KVBlockManagerConfig.filter_width must be at least 1 when disk_min_uses > 1");
+    }
+    if (reclaim_free_blocks > 0 && (host_blocks == 0 || reclaim_free_blocks >= primary_blocks)) {
+      throw std::invalid_argument(fmt::format(
+          "KVBlockManagerConfig.reclaim_free_blocks needs a host tier and must be below primary_blocks ({}), got {}",
+          primary_blocks, reclaim_free_blocks));
     }
     if (offload_batch_blocks == 0) {
       throw std::invalid_argument("KVBlockManagerConfig.offload_batch_blocks must be at least 1");
@@ -114,6 +124,7 @@ struct TierStats {
   std::uint64_t hit_tokens = 0;       // hit_blocks x block_size
   std::uint64_t stored_blocks = 0;    // blocks that entered the tier (registered or offloaded)
   std::uint64_t evicted_blocks = 0;   // blocks evicted to make room
+  std::uint64_t reclaimed_blocks = 0; // of those, evicted ahead of need by the reclaimer
   std::uint64_t onboarded_blocks = 0; // blocks copied from this tier up into primary
   std::uint64_t dropped_offloads = 0; // offloads to this tier not done: no room, priority floor
   std::uint64_t filter_rejected = 0;  // offloads refused by the disk use-count filter
@@ -139,6 +150,7 @@ struct TierStats {
     visit("hit_tokens", hit_tokens);
     visit("stored_blocks", stored_blocks);
     visit("evicted_blocks", evicted_blocks);
+    visit("reclaimed_blocks", reclaimed_blocks);
     visit("onboarded_blocks", onboarded_blocks);
     visit("dropped_offloads", dropped_offloads);
     visit("filter_rejected", filter_rejected);

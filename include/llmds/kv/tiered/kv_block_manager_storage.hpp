@@ -156,18 +156,26 @@ template <class Key, class Hash, class Policy>
 typename KVBlockManager<Key, Hash, Policy>::Onboarding KVBlockManager<Key, Hash, Policy>::onboard_async(Match& match) {
   Onboarding o;
   {
-    const std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     check_open(match, "onboard_async");
     TierState& primary = *tiers_[0];
-    std::size_t need = 0;
-    for (std::size_t i = 0; i < match.size(); ++i) {
-      if (match.tiers_[i] != Tier::kPrimary && !in_flight_.contains(match.hashes_[i]) &&
-          !primary.pool.find(match.hashes_[i])) {
-        ++need;
+    // Blocks to copy: neither in primary nor on their way there (which can change while an
+    // allocation waits for the reclaimer).
+    const auto to_copy = [&] {
+      std::size_t n = 0;
+      for (std::size_t i = 0; i < match.size(); ++i) {
+        const Key& key = match.hashes_[i];
+        if (match.tiers_[i] != Tier::kPrimary && !in_flight_.contains(key) && !primary.pool.find(key)) ++n;
       }
-    }
+      return n;
+    };
+    std::size_t need = to_copy();
     std::vector<BlockId> fresh;
-    if (!allocate_in(0, need, fresh)) {
+    while (!allocate_in(0, need, fresh) && !reclaiming_.empty()) {
+      idle_.wait(lock, [&] { return reclaiming_.empty(); });
+      need = to_copy();
+    }
+    if (fresh.size() != need) {
       throw OutOfPages(fmt::format("KVBlockManager::onboard_async: {} blocks to copy up, {} available in primary",
                                    need, primary.pool.available()));
     }
@@ -242,6 +250,7 @@ std::vector<BlockId> KVBlockManager<Key, Hash, Policy>::finish(Onboarding& o) {
     }
   }
   o.id_ = 0;
+  wake_reclaimer();
   lock.unlock();
   events_.publish();
   return out;
@@ -324,6 +333,81 @@ void KVBlockManager<Key, Hash, Policy>::complete_copy_up(UpTransfer& copy) {
   const BlockId result[] = {copy.result};
   for (std::size_t h = stored_meanwhile ? 0 : 1; h < copy.holders; ++h) primary.pool.touch(result);
   if (!copy.queued) unpin_lower(copy.from, copy.source, true);
+}
+
+// The reclaimer. Its blocks are held (in use: neither evicted nor written by anyone) and their
+// host slots taken before the lock is let go, so only the memory stores are touched outside
+// it. A block somebody took while it was copied (a match) stays in primary, and its host copy
+// goes back; the others leave primary as an eviction would, their copies cached in host.
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+void KVBlockManager<Key, Hash, Policy>::reclaim() {
+  struct Victim {
+    BlockId slot;
+    Key key;
+    BlockId host_slot;  // -1: not offloaded (filtered out, already in host, or no room)
+    bool copied = true;
+    double us = 0;
+  };
+  std::vector<std::byte> staging;  // this thread's, for stores the CPU cannot address
+  std::vector<Victim> victims;
+  std::vector<Key> removed;
+  TierState& primary = *tiers_[0];
+  TierState& host = *tiers_[index_of(Tier::kHost)];
+  std::unique_lock lock(mu_);
+  while (true) {
+    reclaim_work_.wait(lock, [&] { return stopping_ || needs_reclaim(); });
+    if (stopping_) break;
+    const std::size_t want =
+        std::min(config_.reclaim_free_blocks - primary.pool.free_blocks(), config_.offload_batch_blocks);
+    primary.pool.take_next_evictions(want, reclaiming_);
+    victims.clear();
+    for (const BlockId b : reclaiming_) {
+      const Key key = *primary.pool.key_of(b);
+      const bool admitted = admits(host, key, primary.meta[static_cast<std::size_t>(b)]);
+      victims.push_back(Victim{b, key, admitted ? offload_slot(1) : BlockId{-1}});
+    }
+    lock.unlock();
+    for (Victim& v : victims) {
+      if (v.host_slot < 0 || primary.memory == nullptr) continue;
+      const auto start = std::chrono::steady_clock::now();
+      v.copied = copy_between(primary, v.slot, host, v.host_slot, v.key, BlockMeta{}, staging);
+      v.us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+    }
+    lock.lock();
+    removed.clear();
+    for (const Victim& v : victims) {
+      const bool taken = primary.pool.refcount(v.slot) > 1;  // matched during the copy: it stays
+      const BlockId mine[] = {v.slot};
+      if (v.host_slot >= 0) {
+        const BlockId copy[] = {v.host_slot};
+        if (!v.copied) ++host.stats.failed_transfers;
+        if (!v.copied || taken) {
+          host.pool.release(copy);  // unregistered: back to free
+        } else {
+          enter_cached(host, v.host_slot, v.key, primary.meta[static_cast<std::size_t>(v.slot)]);
+          count_move(primary, host);
+          if (primary.memory != nullptr) {
+            host.copy_in.add(v.us);
+            primary.copy_out.add(v.us);
+          }
+        }
+      }
+      primary.pool.release(mine);
+      if (taken || !v.copied) continue;  // a failed copy: the block stays, nothing is lost
+      primary.pool.remove_cached(v.key);
+      primary.meta[static_cast<std::size_t>(v.slot)] = BlockMeta{};
+      ++primary.stats.evicted_blocks;
+      ++primary.stats.reclaimed_blocks;
+      removed.push_back(v.key);
+    }
+    reclaiming_.clear();
+    if (!removed.empty()) emit(BlockRemoved<Key>{removed, primary.tier});
+    idle_.notify_all();
+    lock.unlock();
+    events_.publish();
+    lock.lock();
+  }
 }
 
 template <class Key, class Hash, class Policy>
