@@ -728,12 +728,14 @@ class KVBlockManager {
     return static_cast<std::size_t>(std::ranges::count_if(reclaiming_, [&](BlockId b) { return pool.refcount(b) == 1; }));
   }
 
-  // Whether the reclaimer has work: fewer primary blocks free than it keeps, and cached ones
-  // to move out.
+  // Whether the reclaimer has work: cached primary blocks to move out, and fewer free than half
+  // its reserve, or, once it has started, than its whole reserve (two watermarks, so that it
+  // wakes for a few blocks at a time rather than for each one).
   [[nodiscard]] bool needs_reclaim() const noexcept {
     const Pool& pool = tiers_[0]->pool;
-    return config_.reclaim_free_blocks > 0 && pool.free_blocks() < config_.reclaim_free_blocks &&
-           pool.cached_blocks() > 0;
+    const std::size_t keep = config_.reclaim_free_blocks;
+    const std::size_t start = reclaim_started_ ? keep : (keep + 1) / 2;
+    return keep > 0 && pool.free_blocks() < start && pool.cached_blocks() > 0;
   }
 
   // Called wherever primary's free or cached blocks may have changed.
@@ -1000,6 +1002,7 @@ class KVBlockManager {
   std::thread onboarder_;
   // The reclaimer's primary blocks while it copies them to host (each held by it).
   std::vector<BlockId> reclaiming_;
+  bool reclaim_started_ = false;  // below half its reserve, and not yet back to all of it
   std::condition_variable reclaim_work_;
   std::thread reclaimer_;
   std::array<int, kNumTiers> tier_index_{-1, -1, -1, -1};

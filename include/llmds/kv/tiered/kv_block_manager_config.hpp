@@ -46,8 +46,9 @@ struct KVBlockManagerConfig {
   std::size_t offload_batch_blocks = 8;  // blocks a worker takes from the queue at a time
   // With a host tier: a background reclaimer keeps this many primary blocks free by moving the
   // next ones in primary's eviction order to host ahead of need, so that an allocation seldom
-  // evicts (and copies a block down) on the calling thread. 0: no reclaimer; evictions copy on
-  // the calling thread (deterministic).
+  // evicts (and copies a block down) on the calling thread. It starts when fewer than half are
+  // free and stops when all are. 0: no reclaimer; evictions copy on the calling thread
+  // (deterministic).
   std::size_t reclaim_free_blocks = 0;
 
   void validate() const {

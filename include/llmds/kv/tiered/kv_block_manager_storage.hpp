@@ -358,6 +358,7 @@ void KVBlockManager<Key, Hash, Policy>::reclaim() {
   while (true) {
     reclaim_work_.wait(lock, [&] { return stopping_ || needs_reclaim(); });
     if (stopping_) break;
+    reclaim_started_ = true;
     const std::size_t want =
         std::min(config_.reclaim_free_blocks - primary.pool.free_blocks(), config_.offload_batch_blocks);
     primary.pool.take_next_evictions(want, reclaiming_);
@@ -402,6 +403,7 @@ void KVBlockManager<Key, Hash, Policy>::reclaim() {
       removed.push_back(v.key);
     }
     reclaiming_.clear();
+    if (primary.pool.free_blocks() >= config_.reclaim_free_blocks) reclaim_started_ = false;
     if (!removed.empty()) emit(BlockRemoved<Key>{removed, primary.tier});
     idle_.notify_all();
     lock.unlock();
