@@ -142,7 +142,7 @@ def test_engine() -> None:
     s = engine.stats()
     shape(s, {"steps": int, "requests_finished": int, "generated_tokens": int, "prefill_tokens": int,
               "cached_prompt_tokens": int, "cached_from_host": int, "cached_from_disk": int,
-              "preemptions": int, "waiting": int, "running": int,
+              "preemptions": int, "evicted_pages": int, "reclaimed_pages": int, "waiting": int, "running": int,
               "cache_used_pages": int, "cache_cached_pages": int, "cache_free_pages": int,
               "cache_prefix_hit_rate": float})
     assert s["requests_finished"] == 1
@@ -155,7 +155,7 @@ def test_kv_block_manager() -> None:
     assert list(s) == ["primary", "host"]
     shape(s["host"], {"tier": str, "capacity_blocks": int, "cached_blocks": int, "in_use_blocks": int,
                       "lookups": int, "hit_blocks": int, "hit_tokens": int, "stored_blocks": int,
-                      "evicted_blocks": int, "onboarded_blocks": int, "dropped_offloads": int,
+                      "evicted_blocks": int, "reclaimed_blocks": int, "onboarded_blocks": int, "dropped_offloads": int,
                       "filter_rejected": int, "failed_transfers": int, "bytes_in": int, "bytes_out": int,
                       "queued_writes": int, "queue_high_water": int, "copy_in_us": None, "copy_out_us": None})
     assert s["host"]["copy_in_us"] is None  # metadata only: no copies to time
