@@ -176,31 +176,46 @@ struct DiskBench {
 // The disk tier: a block file each (header page, payload, fdatasync unless range(1) is 0,
 // rename), from a host store. range(2) 0: an empty tier filling up (every write a new file);
 // 1: a full tier (filled before timing), which removes a block for each it writes (64 blocks
-// back), so that writes overwrite the spare files of removed blocks.
+// back), so that writes overwrite the spare files of removed blocks. range(3): blocks per
+// flush: 1 writes each with write(), more writes that many with one write_batch() (as the
+// disk worker does with its batches).
 void BM_DiskStoreWrite(benchmark::State& state) {
   const auto bytes = static_cast<std::size_t>(state.range(0));
   DiskBench b("store", bytes, state.range(1) != 0);
   llmds::DiskStore& disk = b.disk;
   MemoryStore<ContiguousLayout>& host = b.host;
   const bool full = state.range(2) != 0;
+  const auto batch = static_cast<std::size_t>(state.range(3));
   constexpr std::uint64_t kResident = 64;
   std::uint64_t key = 0;
+  std::vector<std::vector<std::byte>> payloads(8, std::vector<std::byte>(bytes));
+  for (std::size_t i = 0; i < payloads.size(); ++i) host.read_block(i, payloads[i].data());
+  std::vector<llmds::StoredBlock> infos(batch);
+  std::vector<llmds::DiskStore::BlockWrite> writes;
+  std::vector<char> ok;
   const auto write_next = [&] {
-    llmds::StoredBlock info;
-    info.hash.resize(8);
-    std::memcpy(info.hash.data(), &key, 8);
-    if (!disk.write(info, host, key % 8)) state.SkipWithError("write failed");
-    if (full && key >= kResident) {
-      const std::uint64_t old = key - kResident;
+    writes.clear();
+    for (std::size_t i = 0; i < batch; ++i, ++key) {
+      infos[i].hash.resize(8);
+      std::memcpy(infos[i].hash.data(), &key, 8);
+      writes.push_back({&infos[i], payloads[key % 8].data()});
+    }
+    if (batch == 1) {
+      ok.assign(1, disk.write(infos[0], host, (key - 1) % 8) ? 1 : 0);
+    } else {
+      disk.write_batch(writes, ok);
+    }
+    if (std::ranges::count(ok, 0) > 0) state.SkipWithError("write failed");
+    for (std::uint64_t k = key - batch; full && k < key && k >= kResident; ++k) {
+      const std::uint64_t old = k - kResident;
       disk.remove(std::as_bytes(std::span(&old, 1)));
     }
-    ++key;
   };
   if (full) {
     while (key < kResident + 8) write_next();  // untimed: the tier is full, with spares
   }
   for (auto _ : state) write_next();
-  set_bandwidth(state, bytes);
+  set_bandwidth(state, bytes * batch);
   state.counters["direct_io"] = disk.stats().direct_io ? 1 : 0;
   state.counters["reused_files"] = static_cast<double>(disk.stats().reused_files);
 }
@@ -259,14 +274,17 @@ BENCHMARK(BM_CopyToLayerSeparate)->RangeMultiplier(4)->Range(64 << 10, 4 << 20);
 BENCHMARK(BM_DiskRawWrite)->Arg(64 << 10)->Arg(2 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_DiskRawRead)->Arg(64 << 10)->Arg(2 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_DiskStoreWrite)
-    ->Args({64 << 10, 1, 0})
-    ->Args({2 << 20, 1, 0})
-    ->Args({64 << 10, 0, 0})
-    ->Args({2 << 20, 0, 0})
-    ->Args({64 << 10, 1, 1})
-    ->Args({2 << 20, 1, 1})
-    ->Args({64 << 10, 0, 1})
-    ->Args({2 << 20, 0, 1})
+    ->Args({64 << 10, 1, 0, 1})
+    ->Args({2 << 20, 1, 0, 1})
+    ->Args({64 << 10, 0, 0, 1})
+    ->Args({2 << 20, 0, 0, 1})
+    ->Args({64 << 10, 1, 1, 1})
+    ->Args({2 << 20, 1, 1, 1})
+    ->Args({64 << 10, 0, 1, 1})
+    ->Args({2 << 20, 0, 1, 1})
+    ->Args({64 << 10, 1, 0, 8})
+    ->Args({64 << 10, 1, 1, 8})
+    ->Args({2 << 20, 1, 1, 8})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 BENCHMARK(BM_DiskStoreRead)->Arg(64 << 10)->Arg(2 << 20)->Unit(benchmark::kMicrosecond)->UseRealTime();

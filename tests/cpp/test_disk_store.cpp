@@ -297,6 +297,50 @@ TEST_F(DiskStoreTest, AFailedOverwriteOfASpareLosesOnlyTheSpare) {
   EXPECT_EQ(read(host_, 2), read(host_, 0));
 }
 
+// write_batch: one flush for several blocks, each block as write() would store it, a block that
+// fails alone failing alone, and a failed flush failing the batch and leaving no file of it.
+TEST_F(DiskStoreTest, ABatchIsFlushedOnceAndFailsOnlyWhereItFailed) {
+  DiskStore disk(config());
+  std::vector<Bytes> payloads;
+  for (unsigned i = 0; i < 4; ++i) {
+    fill(host_, 0, 100 + i);
+    payloads.push_back(read(host_, 0));
+  }
+  std::vector<StoredBlock> infos;
+  for (std::uint64_t h = 50; h < 54; ++h) infos.push_back(block(h, h - 1));
+  std::vector<DiskStore::BlockWrite> writes;
+  for (std::size_t i = 0; i < 4; ++i) writes.push_back({&infos[i], payloads[i].data()});
+  ASSERT_TRUE(disk.write(block(9), host_, 0));
+  disk.remove(hash(9));  // a spare for the batch's first file
+  std::vector<char> ok;
+  disk.write_batch(writes, ok);
+  EXPECT_EQ(ok, (std::vector<char>{1, 1, 1, 1}));
+  EXPECT_EQ(disk.stats().reused_files, 1u);
+  for (std::size_t i = 0; i < 4; ++i) {
+    ASSERT_EQ(disk.read(hash(50 + i), host_, 1), DiskReadResult::kOk);
+    EXPECT_EQ(read(host_, 1), payloads[i]);
+  }
+  for (std::uint64_t h = 50; h < 54; ++h) disk.remove(hash(h));
+
+  disk.inject_fault(DiskOp::kWrite, ENOSPC, 1);  // the first block's write fails, alone
+  disk.write_batch(writes, ok);
+  EXPECT_EQ(ok, (std::vector<char>{0, 1, 1, 1}));
+  EXPECT_FALSE(fs::exists(disk.path_of_hash(hash(50))));
+  for (std::uint64_t h = 51; h < 54; ++h) disk.remove(hash(h));
+
+  disk.inject_fault(DiskOp::kSync, EIO, 1);  // the flush fails: none of the batch is stored
+  disk.write_batch(writes, ok);
+  EXPECT_EQ(ok, (std::vector<char>{0, 0, 0, 0}));
+  for (std::uint64_t h = 50; h < 54; ++h) EXPECT_FALSE(fs::exists(disk.path_of_hash(hash(h))));
+  EXPECT_TRUE(fs::is_empty(dir_ / "tmp"));
+  EXPECT_EQ(disk.stats().write_failures, 5u);  // one write, four in the failed flush
+  disk.write_batch(writes, ok);  // the disk is back
+  EXPECT_EQ(ok, (std::vector<char>{1, 1, 1, 1}));
+  DiskStore::BlockWrite none[1] = {{&infos[0], payloads[0].data()}};
+  disk.write_batch(std::span(none, 0), ok);
+  EXPECT_TRUE(ok.empty());
+}
+
 TEST_F(DiskStoreTest, BadConfigsAreRefused) {
   auto c = config();
   c.hash_bytes = 0;

@@ -81,8 +81,9 @@ def test_tier_ratios_come_from_one_suite_run(tmp_path):
         b("BM_Memcpy/65536", bytes_per_second=10e9), b("BM_CopyContiguous/65536", bytes_per_second=9e9),
         b("BM_CopyToLayerSeparate/65536", bytes_per_second=5e9),
         b("BM_DiskRawWrite/2097152/real_time", bytes_per_second=1e9),
-        b("BM_DiskStoreWrite/2097152/1/1/real_time", bytes_per_second=0.8e9),
-        b("BM_DiskStoreWrite/2097152/1/0/real_time", bytes_per_second=0.5e9),
+        b("BM_DiskStoreWrite/2097152/1/1/1/real_time", bytes_per_second=0.8e9),
+        b("BM_DiskStoreWrite/2097152/1/0/1/real_time", bytes_per_second=0.5e9),
+        b("BM_DiskStoreWrite/2097152/1/1/8/real_time", bytes_per_second=1.2e9),
         b("BM_TieredReplay/0/1", us_per_request=4.5),
     ]}))
     rows = kv_tiers.path_ratios(tmp_path)
@@ -92,6 +93,7 @@ def test_tier_ratios_come_from_one_suite_run(tmp_path):
             "| met |") in rows
     assert ("| host -> disk (block files), empty tier filling up, 2048 KiB blocks | 0.50 GB/s | raw direct I/O 1.00 GB/s "
             "| 50% | 70% | MISSED |") in rows
+    assert any("8 per flush" in r and "120% | 70% | met" in r for r in rows)
     assert any("conversation" in r and "MISSED by 1.50 us" in r for r in rows)
     assert kv_tiers.path_ratios(None) == []
 

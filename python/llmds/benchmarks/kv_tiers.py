@@ -116,13 +116,17 @@ def path_ratios(folder: Path | None) -> list[str]:
                 rows.append(f"| {what}, {size >> 10} KiB blocks | {bw(b):.2f} GB/s | memcpy {bw(base):.2f} GB/s | "
                             f"{ratio:.0%} | 80% | {'met' if ratio >= 0.8 else 'MISSED'} |")
     for size in (64 << 10, 2 << 20):
-        for store, raw, what in (("BM_DiskStoreWrite/{size}/1/1", "BM_DiskRawWrite/{size}",
+        for store, raw, what in (("BM_DiskStoreWrite/{size}/1/1/1", "BM_DiskRawWrite/{size}",
                                   "host -> disk (block files), full tier"),
-                                 ("BM_DiskStoreWrite/{size}/0/1", "BM_DiskRawWrite/{size}",
+                                 ("BM_DiskStoreWrite/{size}/1/1/8", "BM_DiskRawWrite/{size}",
+                                  "host -> disk (block files, 8 per flush: the disk worker's batches), full tier"),
+                                 ("BM_DiskStoreWrite/{size}/0/1/1", "BM_DiskRawWrite/{size}",
                                   "host -> disk (block files, sync_writes off), full tier"),
-                                 ("BM_DiskStoreWrite/{size}/1/0", "BM_DiskRawWrite/{size}",
+                                 ("BM_DiskStoreWrite/{size}/1/0/1", "BM_DiskRawWrite/{size}",
                                   "host -> disk (block files), empty tier filling up"),
-                                 ("BM_DiskStoreWrite/{size}/0/0", "BM_DiskRawWrite/{size}",
+                                 ("BM_DiskStoreWrite/{size}/1/0/8", "BM_DiskRawWrite/{size}",
+                                  "host -> disk (block files, 8 per flush), empty tier filling up"),
+                                 ("BM_DiskStoreWrite/{size}/0/0/1", "BM_DiskRawWrite/{size}",
                                   "host -> disk (block files, sync_writes off), empty tier filling up"),
                                  ("BM_DiskStoreRead/{size}", "BM_DiskRawRead/{size}", "disk -> host (block files)")):
             b = tiers.get(store.format(size=size) + "/real_time")

@@ -24,6 +24,8 @@
 //
 // A block is written to tmp/, flushed (fdatasync; sync_writes) and renamed into place, so a
 // block file is either complete or absent (without the flush, complete or discarded at open).
+// write_batch flushes a batch of them at once (syncfs) before renaming any: one flush instead
+// of one per block.
 // The header's tokens and parent let a restarted manager announce what it found with full
 // BlockStored events.
 //
@@ -224,6 +226,40 @@ class DiskStore {
     return write_staged(info);
   }
 
+  /// A block for write_batch: what its file records, and its bytes in logical order
+  /// (block_bytes).
+  struct BlockWrite {
+    const StoredBlock* info;
+    const std::byte* block;
+  };
+
+  /// Writes several blocks, as write() does each, but with one flush for all of them instead of
+  /// one per block (with sync_writes): every file is written, then the file system they are on
+  /// is flushed once (syncfs, which also flushes anything else written to it meanwhile: give
+  /// the store a file system of its own), then each is renamed into place. Flushes are what a
+  /// small block's write costs most. ok[i] (resized to blocks.size()): whether block i was
+  /// stored; a failed flush fails every block of the batch.
+  void write_batch(std::span<const BlockWrite> blocks, std::vector<char>& ok) {
+    ok.assign(blocks.size(), 0);
+    std::vector<std::pair<std::size_t, StagedFile>> staged;
+    staged.reserve(blocks.size());
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+      Staging& buf = staging(file_bytes());
+      std::memcpy(buf.data() + kHeaderBytes, blocks[i].block, config_.geometry.block_bytes());
+      if (auto f = stage_file(*blocks[i].info)) staged.emplace_back(i, std::move(*f));
+    }
+    if (staged.empty()) return;
+    if (config_.sync_writes) {
+      int err = injected(DiskOp::kSync);
+      if (err == 0 && ::syncfs(staged.front().second.fd) != 0) err = errno;
+      if (err != 0) {
+        for (auto& [i, f] : staged) fail_write(err, f.tmp, f.fd);
+        return;
+      }
+    }
+    for (auto& [i, f] : staged) ok[i] = place_file(f) ? 1 : 0;
+  }
+
   /// Reads the block stored under `hash` into the slot of `dst`, after checking it. A file that
   /// fails a check, or cannot be read, is deleted.
   DiskReadResult read(std::span<const std::byte> hash, MemoryBlockStore& dst, std::size_t slot) {
@@ -346,8 +382,30 @@ class DiskStore {
     return {reinterpret_cast<const char*>(v.data()), v.size()};
   }
 
-  // Writes the block already in this thread's staging buffer (after the header page).
+  // A block file written but not yet flushed nor in place: open as fd, at tmp (in tmp/, or a
+  // spare overwritten in place), to be renamed to blocks/.../<name>.kvb.
+  struct StagedFile {
+    std::filesystem::path tmp;
+    std::string name;
+    int fd = -1;
+    bool reused = false;
+  };
+
+  // Writes the block already in this thread's staging buffer (after the header page): staged,
+  // flushed on its own, put in place.
   bool write_staged(const StoredBlock& info) {
+    std::optional<StagedFile> f = stage_file(info);
+    if (!f) return false;
+    if (config_.sync_writes) {
+      if (const int err = injected(DiskOp::kSync); err != 0) return fail_write(err, f->tmp, f->fd);
+      if (::fdatasync(f->fd) != 0) return fail_write(errno, f->tmp, f->fd);
+    }
+    return place_file(*f);
+  }
+
+  // The block in this thread's staging buffer, with its header, written to a file of its own
+  // (not flushed); nullopt, counted, on any failure.
+  std::optional<StagedFile> stage_file(const StoredBlock& info) {
     const std::size_t payload = config_.geometry.block_bytes();
     std::byte* data = staging(file_bytes()).data();
     std::memset(data + kHeaderBytes + payload, 0, file_bytes() - kHeaderBytes - payload);
@@ -360,43 +418,47 @@ class DiskStore {
     }
     if (!encode_header(stamped, checksum, config_, data)) {
       count_write_failure(EINVAL);
-      return false;
+      return std::nullopt;
     }
-    const std::string name = hex(info.hash);
+    StagedFile f;
+    f.name = hex(info.hash);
     const int direct = stats_.direct_io ? O_DIRECT : 0;
-    std::filesystem::path tmp;
-    int fd = -1;
-    bool reused = false;
     if (const auto spare = take_spare()) {  // overwritten in place, all of it
-      tmp = spare_path(*spare);
-      fd = ::open(tmp.c_str(), O_WRONLY | O_CLOEXEC | direct);
-      reused = fd >= 0;
-      if (!reused) ::unlink(tmp.c_str());
+      f.tmp = spare_path(*spare);
+      f.fd = ::open(f.tmp.c_str(), O_WRONLY | O_CLOEXEC | direct);
+      f.reused = f.fd >= 0;
+      if (!f.reused) ::unlink(f.tmp.c_str());
     }
-    if (!reused) {
-      tmp = config_.directory / "tmp" / fmt::format("{}.{}.tmp", name, temp_counter_++);
-      fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | direct, 0600);
-      if (fd < 0) return fail_write(errno, tmp, -1);
-      if (const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(file_bytes())); err != 0 && err != EOPNOTSUPP) {
-        return fail_write(err, tmp, fd);
+    const auto fail = [&](int err) -> std::optional<StagedFile> {
+      fail_write(err, f.tmp, f.fd);
+      return std::nullopt;
+    };
+    if (!f.reused) {
+      f.tmp = config_.directory / "tmp" / fmt::format("{}.{}.tmp", f.name, temp_counter_++);
+      f.fd = ::open(f.tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | direct, 0600);
+      if (f.fd < 0) return fail(errno);
+      if (const int err = ::posix_fallocate(f.fd, 0, static_cast<off_t>(file_bytes())); err != 0 && err != EOPNOTSUPP) {
+        return fail(err);
       }
     }
-    if (const int err = injected(DiskOp::kWrite); err != 0) return fail_write(err, tmp, fd);
-    if (const int err = write_all(fd, data, file_bytes()); err != 0) return fail_write(err, tmp, fd);
-    if (config_.sync_writes) {
-      if (const int err = injected(DiskOp::kSync); err != 0) return fail_write(err, tmp, fd);
-      if (::fdatasync(fd) != 0) return fail_write(errno, tmp, fd);
-    }
-    ::close(fd);
-    const auto final_path = path_of(name);
+    if (const int err = injected(DiskOp::kWrite); err != 0) return fail(err);
+    if (const int err = write_all(f.fd, data, file_bytes()); err != 0) return fail(err);
+    return f;
+  }
+
+  // Renames a staged (and, if asked, flushed) file into place; false, counted, if that fails.
+  bool place_file(StagedFile& f) {
+    ::close(f.fd);
+    f.fd = -1;
+    const auto final_path = path_of(f.name);
     std::error_code ec;
     std::filesystem::create_directory(final_path.parent_path(), ec);
     ::chmod(final_path.parent_path().c_str(), 0700);
-    if (const int err = injected(DiskOp::kRename); err != 0) return fail_write(err, tmp, -1);
-    if (::rename(tmp.c_str(), final_path.c_str()) != 0) return fail_write(errno, tmp, -1);
+    if (const int err = injected(DiskOp::kRename); err != 0) return fail_write(err, f.tmp, -1);
+    if (::rename(f.tmp.c_str(), final_path.c_str()) != 0) return fail_write(errno, f.tmp, -1);
     const std::lock_guard lock(mu_);
     ++stats_.writes;
-    if (reused) ++stats_.reused_files;
+    if (f.reused) ++stats_.reused_files;
     stats_.bytes_written += file_bytes();
     return true;
   }
