@@ -452,8 +452,9 @@ class DiskStore {
     f.fd = -1;
     const auto final_path = path_of(f.name);
     std::error_code ec;
-    std::filesystem::create_directory(final_path.parent_path(), ec);
-    ::chmod(final_path.parent_path().c_str(), 0700);
+    // Owner only; set once, when created (a chmod per block would change the directory's inode,
+    // a journal write, every time).
+    if (std::filesystem::create_directory(final_path.parent_path(), ec)) ::chmod(final_path.parent_path().c_str(), 0700);
     if (const int err = injected(DiskOp::kRename); err != 0) return fail_write(err, f.tmp, -1);
     if (::rename(f.tmp.c_str(), final_path.c_str()) != 0) return fail_write(errno, f.tmp, -1);
     const std::lock_guard lock(mu_);
