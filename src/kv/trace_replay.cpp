@@ -16,6 +16,7 @@
 
 #include "llmds/core/errors.hpp"
 #include "llmds/kv/block_pool.hpp"
+#include "llmds/kv/routing/kv_indexer.hpp"
 #include "llmds/kv/tiered/block_layout.hpp"
 #include "llmds/kv/tiered/disk_store.hpp"
 #include "llmds/kv/tiered/memory_store.hpp"
@@ -181,6 +182,28 @@ std::size_t may_hit_blocks(const MooncakeRequest& r, std::size_t bs) {
   return r.input_length > 0 ? std::min(full, static_cast<std::size_t>(r.input_length - 1) / bs) : 0;
 }
 
+// One request through a block manager under the replay protocol: its prompt's leading blocks
+// matched in every tier and onboarded, the rest allocated and the missed full blocks
+// registered, then everything released tail first. Returns the prompt blocks that hit. Cannot
+// run out of blocks: the request needs at most primary's capacity (check_requests), and nothing
+// else is held.
+std::size_t serve_request(KVBlockManager<std::int64_t>& manager, const MooncakeRequest& r, std::size_t bs,
+                          std::vector<BlockId>& table) {
+  const std::size_t full = static_cast<std::size_t>(r.input_length) / bs;
+  const std::span<const std::int64_t> keys(r.hash_ids.data(), full);
+  auto match = manager.match(keys.first(may_hit_blocks(r, bs)));
+  const std::size_t hits = match.size();
+  table = manager.onboard(match);
+  const auto fresh = manager.allocate(held_blocks(r, bs) - hits);
+  std::optional<std::int64_t> parent;
+  if (hits > 0) parent = keys[hits - 1];
+  manager.register_blocks(std::span(fresh).first(full - hits), keys.subspan(hits), parent);
+  table.insert(table.end(), fresh.begin(), fresh.end());
+  std::reverse(table.begin(), table.end());
+  manager.release(table);
+  return hits;
+}
+
 }  // namespace
 
 std::vector<MooncakeRequest> parse_mooncake_trace(std::string_view text) {
@@ -323,29 +346,90 @@ TieredReplayResult replay_tiered_prefix_cache(std::span<const MooncakeRequest> r
   std::vector<BlockId> table;
   const auto start = std::chrono::steady_clock::now();
   for (const auto& r : requests) {
-    const std::size_t full = static_cast<std::size_t>(r.input_length) / bs;
-    const std::size_t held = held_blocks(r, bs);
-    const std::span<const std::int64_t> keys(r.hash_ids.data(), full);
-
-    auto match = manager.match(keys.first(may_hit_blocks(r, bs)));
-    const std::size_t hits = match.size();
-    table = manager.onboard(match);  // cannot fail: held <= primary, and nothing else is held
-    const auto fresh = manager.allocate(held - hits);
-    std::optional<std::int64_t> parent;
-    if (hits > 0) parent = keys[hits - 1];
-    manager.register_blocks(std::span(fresh).first(full - hits), keys.subspan(hits), parent);
-    table.insert(table.end(), fresh.begin(), fresh.end());
-    std::reverse(table.begin(), table.end());
-    manager.release(table);
-
-    result.lookup_blocks += full;
-    result.hit_blocks += hits;
+    result.lookup_blocks += static_cast<std::size_t>(r.input_length) / bs;
+    result.hit_blocks += serve_request(manager, r, bs, table);
   }
   manager.flush();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.tiers = manager.stats();
   if (disk_store) result.disk = disk_store->stats();
   manager.clear();  // the replay's block files are scratch
+  return result;
+}
+
+void RoutedReplayConfig::validate() const {
+  PrefixCacheReplayConfig{primary_blocks, block_size}.validate();
+  if (replicas == 0) throw std::invalid_argument("RoutedReplayConfig.replicas must be at least 1");
+  if (!(max_imbalance >= 1.0)) {
+    throw std::invalid_argument(fmt::format("RoutedReplayConfig.max_imbalance must be at least 1, got {}", max_imbalance));
+  }
+  if (block_size > std::numeric_limits<std::uint32_t>::max()) {
+    throw std::invalid_argument(fmt::format("RoutedReplayConfig.block_size must be below 2^32, got {}", block_size));
+  }
+}
+
+RoutedReplayResult replay_routed_prefix_cache(std::span<const MooncakeRequest> requests,
+                                              const RoutedReplayConfig& config) {
+  config.validate();
+  const std::size_t bs = config.block_size;
+  check_requests(requests, bs, config.primary_blocks);
+
+  KVBlockManagerConfig mc;
+  mc.primary_blocks = config.primary_blocks;
+  mc.host_blocks = config.host_blocks;
+  mc.block_size = static_cast<std::uint32_t>(bs);
+  // Events only where the router listens.
+  mc.event_log_batches = config.policy == RoutingPolicy::kKVAware ? 1 : 0;
+  KVIndexer<std::int64_t> index;
+  std::vector<std::unique_ptr<KVBlockManager<std::int64_t>>> replicas;
+  for (std::size_t i = 0; i < config.replicas; ++i) {
+    replicas.push_back(std::make_unique<KVBlockManager<std::int64_t>>(mc));
+    if (mc.event_log_batches > 0) {
+      const auto worker = static_cast<WorkerId>(i);
+      replicas.back()->events().subscribe(
+          [&index, worker](const KVEventBatch<std::int64_t>& batch) { index.apply(worker, batch); });
+    }
+  }
+
+  RoutedReplayResult result;
+  result.requests = requests.size();
+  result.requests_per_replica.assign(config.replicas, 0);
+  std::vector<std::size_t>& load = result.requests_per_replica;
+  std::vector<BlockId> table;
+  std::size_t next = 0;  // round-robin
+  const auto start = std::chrono::steady_clock::now();
+  for (const auto& r : requests) {
+    std::size_t chosen = 0;
+    if (config.policy == RoutingPolicy::kRoundRobin) {
+      chosen = next;
+      next = (next + 1) % config.replicas;
+    } else {
+      // Replicas within the imbalance bound, least loaded first: the fallback and the tie-break.
+      const std::size_t fewest = *std::min_element(load.begin(), load.end());
+      const auto open = [&](std::size_t i) {
+        return double(load[i] + 1) <= config.max_imbalance * double(fewest + 1);
+      };
+      chosen = static_cast<std::size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+      const std::size_t full = static_cast<std::size_t>(r.input_length) / bs;
+      const auto scores = index.score(std::span<const std::int64_t>(r.hash_ids.data(), full).first(may_hit_blocks(r, bs)));
+      std::size_t best = 0;
+      for (const WorkerScore& s : scores) {
+        if (!open(s.worker)) continue;
+        if (s.blocks > best || (s.blocks == best && best > 0 && load[s.worker] < load[chosen])) {
+          best = s.blocks;
+          chosen = s.worker;
+        }
+      }
+      if (!scores.empty()) {
+        result.best_scores += scores.front().blocks;
+        if (best == scores.front().blocks) ++result.routed_to_best;
+      }
+    }
+    ++load[chosen];
+    result.lookup_blocks += static_cast<std::size_t>(r.input_length) / bs;
+    result.hit_blocks += serve_request(*replicas[chosen], r, bs, table);
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }
 

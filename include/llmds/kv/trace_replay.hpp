@@ -15,9 +15,11 @@
 // full prompt blocks looked up.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -124,5 +126,61 @@ struct TieredReplayResult {
 /// replay_prefix_cache (with primary_blocks as the capacity).
 TieredReplayResult replay_tiered_prefix_cache(std::span<const MooncakeRequest> requests,
                                               const TieredReplayConfig& config);
+
+/// How a routed replay picks the replica of each request.
+///   round-robin  in turn, whatever they hold
+///   kv-aware     the replica whose cache holds the longest run of the request's leading blocks,
+///                by a KVIndexer (kv/routing/kv_indexer.hpp) fed every replica's KV events;
+///                ties, and requests no replica holds any of, to the least loaded. A replica is
+///                passed over while it has served more than max_imbalance times the requests of
+///                the least loaded one (plus one), so that no replica is swamped by a popular
+///                prefix.
+enum class RoutingPolicy : std::uint8_t { kRoundRobin, kKVAware };
+
+[[nodiscard]] constexpr std::string_view routing_policy_name(RoutingPolicy p) noexcept {
+  return p == RoutingPolicy::kRoundRobin ? "round-robin" : "kv-aware";
+}
+
+/// The protocol above over several replicas, each a KVBlockManager of its own (primary and
+/// optionally host, metadata only), with a router in front.
+struct RoutedReplayConfig {
+  std::size_t replicas = 4;
+  std::size_t primary_blocks = 0;  // per replica
+  std::size_t host_blocks = 0;     // per replica; 0: none
+  std::size_t block_size = 512;
+  RoutingPolicy policy = RoutingPolicy::kKVAware;
+  double max_imbalance = 1.2;      // kv-aware: most over fewest requests per replica, at most
+
+  void validate() const;
+};
+
+struct RoutedReplayResult {
+  std::size_t requests = 0;
+  std::uint64_t lookup_blocks = 0;  // full prompt blocks looked up
+  std::uint64_t hit_blocks = 0;     // of those, found in the chosen replica (any tier)
+  std::uint64_t routed_to_best = 0; // kv-aware: requests sent to a replica with the best score
+  std::uint64_t best_scores = 0;    // kv-aware: blocks the router's best score promised, summed
+  std::vector<std::size_t> requests_per_replica;
+  double seconds = 0.0;             // wall time of the replay loop, routing included
+
+  [[nodiscard]] double hit_rate() const noexcept {
+    return lookup_blocks == 0 ? 0.0 : double(hit_blocks) / double(lookup_blocks);
+  }
+  /// Most over fewest requests per replica (1 is perfectly even).
+  [[nodiscard]] double imbalance() const noexcept {
+    if (requests_per_replica.empty()) return 1.0;
+    const auto [lo, hi] = std::minmax_element(requests_per_replica.begin(), requests_per_replica.end());
+    return *lo == 0 ? (*hi == 0 ? 1.0 : std::numeric_limits<double>::infinity()) : double(*hi) / double(*lo);
+  }
+  [[nodiscard]] double microseconds_per_request() const noexcept {
+    return requests == 0 ? 0.0 : seconds * 1e6 / double(requests);
+  }
+};
+
+/// Replays requests over config.replicas fresh replicas, routed by config.policy. Throws as
+/// replay_prefix_cache (with primary_blocks as the capacity), and std::invalid_argument for a
+/// bad config.
+RoutedReplayResult replay_routed_prefix_cache(std::span<const MooncakeRequest> requests,
+                                              const RoutedReplayConfig& config);
 
 }  // namespace llmds
