@@ -542,6 +542,43 @@ class PrefixMatch:
     def open(self) -> bool:
         """False once onboarded or cancelled."""
 
+class WorkerScore(TypedDict):
+    worker: int
+    blocks: int
+    by_tier: dict[str, int]
+
+class WorkerIndexState(TypedDict):
+    next_seq: int
+    blocks: int
+    gaps: int
+    in_sync: bool
+
+class KVIndexer:
+    """Which worker (server) holds which KV block in which tier, from the workers' KV event batches;
+    scores a request's block hashes per worker by the longest leading run it holds."""
+
+    def __init__(self) -> None: ...
+    def apply(self, worker: int, batch: dict[str, Any]) -> str:
+        """Apply one of a worker's event batches ({'seq': n, 'events': [...]}, as KVBlockManager.subscribe
+        delivers them): 'applied', 'duplicate' (already applied: skipped) or 'after_gap' (applied, but
+        earlier batches were missed: out of sync until mark_synced). ValueError for a malformed batch,
+        which changes nothing."""
+    def score(self, hashes: Sequence[int]) -> list[WorkerScore]:
+        """Workers holding a run of the request's leading blocks, best first (ties by worker); workers
+        holding none are left out."""
+    def remove_worker(self, worker: int) -> bool:
+        """Forget a worker's blocks and sequence; False if unknown."""
+    def mark_synced(self, worker: int) -> bool:
+        """Declare a worker resynchronised after a gap; False if unknown."""
+    def worker(self, worker: int) -> WorkerIndexState | None:
+        """A worker's sequence, block count, gaps and sync state, or None if unknown."""
+    @property
+    def workers(self) -> list[int]:
+        """Every known worker, ascending."""
+    def __len__(self) -> int:
+        """Distinct blocks held by at least one worker."""
+    def __repr__(self) -> str: ...
+
 class KVBlockManager:
     """A prefix cache over storage tiers (primary, host, disk): evicted blocks are offloaded down,
     and a hit in a lower tier is onboarded back into primary."""
@@ -764,6 +801,52 @@ def replay_tiered_prefix_cache(
     """Replay a trace through a KVBlockManager of primary, host and disk tiers; with move_bytes, real
     blocks of block_bytes move between them. offload_queue_blocks: disk writes waiting for the disk
     worker (0: each written on the replay's thread)."""
+
+class RoutedReplayResult:
+    """What a replay of a trace over several routed replicas measured."""
+
+    @property
+    def requests(self) -> int:
+        """Requests replayed: every request of the trace."""
+    @property
+    def lookup_blocks(self) -> int: ...
+    @property
+    def hit_blocks(self) -> int: ...
+    @property
+    def routed_to_best(self) -> int:
+        """kv-aware: requests sent to a replica with the best score."""
+    @property
+    def best_scores(self) -> int:
+        """kv-aware: blocks the best scores promised, summed."""
+    @property
+    def requests_per_replica(self) -> list[int]:
+        """Requests each replica served, in replica order."""
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def hit_rate(self) -> float:
+        """Hits in the chosen replicas / full prompt blocks looked up."""
+    @property
+    def imbalance(self) -> float:
+        """Most over fewest requests per replica (1 is even)."""
+    @property
+    def microseconds_per_request(self) -> float:
+        """Wall time of the replay loop per request, routing included, in microseconds."""
+
+def replay_routed_prefix_cache(
+    trace: MooncakeTrace,
+    replicas: int,
+    primary_blocks: int,
+    host_blocks: int = 0,
+    block_size: int = 512,
+    routing: str = "kv-aware",
+    max_imbalance: float = 1.2,
+) -> RoutedReplayResult:
+    """Replay a trace over `replicas` block managers of primary_blocks (+ host_blocks) each, every
+    request sent to one replica: in turn ('round-robin'), or ('kv-aware') to the one holding the longest
+    run of its leading blocks by a KVIndexer fed every replica's KV events, ties and misses to the least
+    loaded, a replica with more than max_imbalance times the least loaded one's requests (plus one) passed
+    over. ValueError for a bad value."""
 
 class Timer:
     """Wall-clock timer on the monotonic clock, as a context manager."""

@@ -102,13 +102,37 @@ def _print_tiered_replay(path: Path, args: argparse.Namespace) -> None:
     print(f"  one LRU tier of {total:,} blocks: {single.hit_rate:.2%}")
 
 
+def _print_routed_replay(path: Path, args: argparse.Namespace) -> None:
+    tiers = parse_tiers(args.tiers)
+    if "disk" in tiers:
+        raise ValueError("--replicas takes primary and host tiers only")
+    trace = load_mooncake_trace(path)
+    n = args.replicas
+    primary, host = tiers["primary"], tiers.get("host", 0)
+    print(f"{path.name}: {len(trace):,} requests over {n} replicas of primary {primary:,}"
+          + (f" + host {host:,}" if host else "") + " blocks")
+    print("  routing        hit rate   requests per replica (most / fewest)      us/request")
+    for routing in ("round-robin", "kv-aware"):
+        r = replay_module.replay_routed_prefix_cache(trace, n, primary, host_blocks=host, block_size=args.block_size,
+                                                     routing=routing, max_imbalance=args.max_imbalance)
+        loads = r.requests_per_replica
+        print(f"  {routing:<12} {r.hit_rate:>9.2%}   {max(loads):>9,} / {min(loads):<9,} ({r.imbalance:.3f}x)"
+              f"   {r.microseconds_per_request:>14.2f}")
+    one = replay_module.replay_tiered_prefix_cache(trace, primary * n, host_blocks=host * n,
+                                                   block_size=args.block_size)
+    print(f"  one cache of primary {primary * n:,}" + (f" + host {host * n:,}" if host else "")
+          + f" blocks: {one.hit_rate:.2%}")
+
+
 def replay(args: argparse.Namespace) -> int:
     path = Path(args.trace)
     if not path.exists():
         print(f"llmds replay: no such trace file: {path}", file=sys.stderr)
         return 2
     try:
-        if args.tiers:
+        if args.tiers and args.replicas > 1:
+            _print_routed_replay(path, args)
+        elif args.tiers:
             _print_tiered_replay(path, args)
         else:
             _print_replay(path, args.capacity_blocks, args.block_size)
@@ -252,6 +276,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                             help="with --disk-dir: disk writes waiting for the disk worker, beyond which the "
                                  "lowest-priority one is dropped (default 64); 0 writes each block on the replay's "
                                  "thread, so that every block reaches the disk and the time includes it")
+    p_mooncake.add_argument("--replicas", type=int, default=1, metavar="N",
+                            help="with --tiers primary=N [host=N]: N replicas of those tiers each, routed round-robin "
+                                 "and by a KV indexer of their events, beside one cache of their summed capacity")
+    p_mooncake.add_argument("--max-imbalance", type=float, default=1.2, metavar="X",
+                            help="with --replicas: the KV-aware router passes over a replica with more than X times "
+                                 "the requests of the least loaded (default 1.2)")
     p_mooncake.set_defaults(run=replay)
     p_azure = replay_sub.add_parser(
         "azure",

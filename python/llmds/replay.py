@@ -5,7 +5,9 @@ Prefix cache. ``replay_prefix_cache`` runs a Mooncake trace through an LRU block
 the protocol of the data folder's ``traces/README.md`` (section 3), so its hit rates compare like
 for like with the block pools of serving engines; ``prefix_cache_sweep`` runs it at several
 capacities. ``replay_tiered_prefix_cache`` runs the same protocol over a KVBlockManager with host
-and disk tiers below primary (llmds.kv_block_manager).
+and disk tiers below primary (llmds.kv_block_manager). ``replay_routed_prefix_cache`` runs it over
+several replicas with a router in front: round-robin, or by a KV indexer fed the replicas' KV
+events (the request goes where the longest run of its leading blocks is cached).
 
 Admission and batching. The Azure LLM inference traces (2023, code and conversation) give each request's arrival time,
 prompt tokens and generated tokens. ``replay_azure`` feeds them, at their real arrival times (or
@@ -56,6 +58,8 @@ from llmds._core import PrefixCacheReplayResult as PrefixCacheReplayResult
 from llmds._core import replay_prefix_cache as replay_prefix_cache
 from llmds._core import TieredReplayResult as TieredReplayResult
 from llmds._core import replay_tiered_prefix_cache as replay_tiered_prefix_cache
+from llmds._core import RoutedReplayResult as RoutedReplayResult
+from llmds._core import replay_routed_prefix_cache as replay_routed_prefix_cache
 from llmds.admissions import AdmissionController
 from llmds.progress import track
 from llmds.scheduler import ManualClock, Scheduler

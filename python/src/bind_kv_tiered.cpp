@@ -19,6 +19,7 @@
 
 #include "arguments.hpp"
 #include "initialised.hpp"
+#include "kv_event_dicts.hpp"
 #include "stats_dict.hpp"
 
 namespace py = pybind11;
@@ -32,14 +33,9 @@ LLMDS_PY_REQUIRE_INIT(IntMatch)
 namespace {
 
 using llmds::python::non_negative;
+using llmds::python::batch_dict;
+using llmds::python::parse_tier;
 using llmds::python::positive;
-
-llmds::Tier parse_tier(std::string_view name) {
-  for (const auto t : {llmds::Tier::kPrimary, llmds::Tier::kHost, llmds::Tier::kDisk, llmds::Tier::kRemote}) {
-    if (llmds::tier_name(t) == name) return t;
-  }
-  throw std::invalid_argument(fmt::format("unknown tier '{}': expected primary, host, disk or remote", name));
-}
 
 llmds::OffloadPolicy parse_policy(std::string_view name) {
   if (name == "write-back") return llmds::OffloadPolicy::kWriteBack;
@@ -52,36 +48,6 @@ llmds::RetentionPriority priority_arg(std::int64_t p) {
     throw std::invalid_argument(fmt::format("priority must be in [0, {}], got {}", llmds::kMaxRetentionPriority, p));
   }
   return static_cast<llmds::RetentionPriority>(p);
-}
-
-// An event as a dict with vLLM's field names (BlockStored, BlockRemoved, AllBlocksCleared;
-// "medium" is the tier), so that Python consumers of either read the same keys.
-py::dict event_dict(const llmds::KVEvent<std::int64_t>& event) {
-  py::dict d;
-  if (const auto* s = std::get_if<llmds::BlockStored<std::int64_t>>(&event)) {
-    d["type"] = "BlockStored";
-    d["block_hashes"] = s->block_hashes;
-    d["parent_block_hash"] = s->parent_hash ? py::cast(*s->parent_hash) : py::none();
-    d["token_ids"] = s->token_ids;
-    d["block_size"] = s->block_size;
-    d["medium"] = std::string(llmds::tier_name(s->tier));
-  } else if (const auto* r = std::get_if<llmds::BlockRemoved<std::int64_t>>(&event)) {
-    d["type"] = "BlockRemoved";
-    d["block_hashes"] = r->block_hashes;
-    d["medium"] = std::string(llmds::tier_name(r->tier));
-  } else {
-    d["type"] = "AllBlocksCleared";
-  }
-  return d;
-}
-
-py::dict batch_dict(const llmds::KVEventBatch<std::int64_t>& batch) {
-  py::list events;
-  for (const auto& e : batch.events) events.append(event_dict(e));
-  py::dict d;
-  d["seq"] = batch.seq;
-  d["events"] = events;
-  return d;
 }
 
 }  // namespace

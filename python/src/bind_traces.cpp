@@ -30,6 +30,7 @@ struct MooncakeTrace {
 LLMDS_PY_REQUIRE_INIT(MooncakeTrace)
 LLMDS_PY_REQUIRE_INIT(llmds::PrefixCacheReplayResult)
 LLMDS_PY_REQUIRE_INIT(llmds::TieredReplayResult)
+LLMDS_PY_REQUIRE_INIT(llmds::RoutedReplayResult)
 
 void bind_traces(py::module_& m) {
   using llmds::python::positive;
@@ -174,4 +175,51 @@ void bind_traces(py::module_& m) {
         "blocks), and the time includes the copies and the disk I/O. offload_queue_blocks: disk writes waiting "
         "for the disk worker, beyond which the lowest-priority one is dropped (a replay runs faster than any "
         "disk, so a small queue drops most of them); 0 writes each block on the replay's thread.");
+
+  py::class_<llmds::RoutedReplayResult>(m, "RoutedReplayResult",
+                                        "What a replay of a trace over several routed replicas measured.")
+      .def_readonly("requests", &llmds::RoutedReplayResult::requests)
+      .def_readonly("lookup_blocks", &llmds::RoutedReplayResult::lookup_blocks, "full prompt blocks looked up")
+      .def_readonly("hit_blocks", &llmds::RoutedReplayResult::hit_blocks, "of those, found in the chosen replica")
+      .def_readonly("routed_to_best", &llmds::RoutedReplayResult::routed_to_best,
+                    "kv-aware: requests sent to a replica with the best score")
+      .def_readonly("best_scores", &llmds::RoutedReplayResult::best_scores,
+                    "kv-aware: blocks the best scores promised, summed")
+      .def_readonly("requests_per_replica", &llmds::RoutedReplayResult::requests_per_replica)
+      .def_readonly("seconds", &llmds::RoutedReplayResult::seconds, "wall time of the replay loop, routing included")
+      .def_property_readonly("hit_rate", &llmds::RoutedReplayResult::hit_rate)
+      .def_property_readonly("imbalance", &llmds::RoutedReplayResult::imbalance,
+                             "most over fewest requests per replica (1 is even)")
+      .def_property_readonly("microseconds_per_request", &llmds::RoutedReplayResult::microseconds_per_request)
+      .def("__repr__", [](const llmds::RoutedReplayResult& r) {
+        return fmt::format("RoutedReplayResult(requests={}, hit_rate={:.4f}, imbalance={:.3f}, replicas={})",
+                           r.requests, r.hit_rate(), r.imbalance(), r.requests_per_replica.size());
+      });
+
+  m.def("replay_routed_prefix_cache",
+        [](const MooncakeTrace& trace, std::int64_t replicas, std::int64_t primary_blocks, std::int64_t host_blocks,
+           std::int64_t block_size, std::string_view routing, double max_imbalance) {
+          llmds::RoutedReplayConfig c;
+          c.replicas = positive(replicas, "replicas");
+          c.primary_blocks = positive(primary_blocks, "primary_blocks");
+          c.host_blocks = llmds::python::non_negative(host_blocks, "host_blocks");
+          c.block_size = positive(block_size, "block_size");
+          if (routing == "kv-aware") {
+            c.policy = llmds::RoutingPolicy::kKVAware;
+          } else if (routing == "round-robin") {
+            c.policy = llmds::RoutingPolicy::kRoundRobin;
+          } else {
+            throw std::invalid_argument(fmt::format("routing must be 'kv-aware' or 'round-robin', got '{}'", routing));
+          }
+          c.max_imbalance = max_imbalance;
+          py::gil_scoped_release release;
+          return llmds::replay_routed_prefix_cache(trace.requests, c);
+        },
+        py::arg("trace"), py::arg("replicas"), py::arg("primary_blocks"), py::arg("host_blocks") = 0,
+        py::arg("block_size") = 512, py::arg("routing") = "kv-aware", py::arg("max_imbalance") = 1.2,
+        "Replay a trace over `replicas` KVBlockManagers of primary_blocks (+ host_blocks) each, under the protocol "
+        "of replay_prefix_cache, each request sent to one replica: in turn ('round-robin'), or ('kv-aware') to "
+        "the replica holding the longest run of its leading blocks by a KVIndexer fed every replica's KV events, "
+        "ties and misses to the least loaded, a replica with more than max_imbalance times the requests of the "
+        "least loaded (plus one) passed over.");
 }

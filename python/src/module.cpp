@@ -15,6 +15,7 @@ void bind_core(py::module_& m);
 void bind_sketch(py::module_& m);
 void bind_kv(py::module_& m);
 void bind_kv_tiered(py::module_& m);
+void bind_routing(py::module_& m);
 void bind_traces(py::module_& m);
 void bind_ann(py::module_& m);
 void bind_text(py::module_& m);
@@ -48,6 +49,7 @@ PYBIND11_MODULE(_core, m) {
   bind_sketch(m);
   bind_kv(m);
   bind_kv_tiered(m);
+  bind_routing(m);
   bind_traces(m);
   bind_ann(m);
   bind_text(m);

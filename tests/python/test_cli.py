@@ -127,6 +127,20 @@ def test_tiered_replay_moves_real_blocks_through_a_disk_folder(tmp_path):
     assert again.returncode == 2 and "disk_directory" in again.stderr
 
 
+def test_routed_replay_prints_both_routings_beside_one_global_cache(shared_data):
+    trace = shared_data / "traces" / "mooncake_fast25_conversation_trace.jsonl"
+    result = run("replay", "mooncake", str(trace), "--tiers", "primary=1500", "host=4000", "--replicas", "4")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "over 4 replicas of primary 1,500 + host 4,000 blocks" in lines[0]
+    rr = next(line for line in lines if line.strip().startswith("round-robin"))
+    kv = next(line for line in lines if line.strip().startswith("kv-aware"))
+    assert "13.35%" in rr and "31.49%" in kv and "(1.000x)" in kv
+    assert "one cache of primary 6,000 + host 16,000 blocks: 31.52%" in result.stdout
+    bad = run("replay", "mooncake", str(trace), "--tiers", "primary=10", "disk=10", "--replicas", "2")
+    assert bad.returncode == 2 and "primary and host" in bad.stderr
+
+
 def test_tiered_replay_rejects_bad_tier_specs(tmp_path):
     trace = tmp_path / "t.jsonl"
     trace.write_text('{"timestamp": 0, "input_length": 10, "output_length": 1, "hash_ids": [1]}\n')

@@ -335,7 +335,49 @@ def _gbench(report: Report, folder: Path | None) -> None:
             print()
 
 
-SECTIONS = ("hnsw", "churn", "bm25", "cmsketch", "kv", "tiers", "scheduler", "engine", "gbench")
+def _routing(report: Report, data: Path) -> None:
+    from llmds.replay import replay_tiered_prefix_cache
+    from llmds.routing import replay_routed_prefix_cache
+    from llmds.traces import load_mooncake_trace
+
+    replicas, primary, host = 4, 1_500, 4_000
+    with report.section(f"Routing by cached prefix: Mooncake traces over {replicas} replicas", fenced=False):
+        print(f"Each trace replayed (the protocol of the sections above) over {replicas} replicas, each a KVBlockManager of "
+              f"primary {primary:,} + host {host:,} blocks (metadata only), routed round-robin or by a `KVIndexer` fed "
+              "the replicas' KV events (the replica holding the longest run of the request's leading blocks, among those "
+              "within 1.2x of the least loaded replica's requests, plus one; ties and misses to the least loaded), beside "
+              f"one cache of the summed capacity (primary {primary * replicas:,} + host {host * replicas:,}); "
+              "llmds.routing.replay_routed_prefix_cache, or `python -m llmds replay mooncake TRACE --tiers "
+              f"primary={primary} host={host} --replicas {replicas}`. Goals: the indexer's hit rate within 2 points of "
+              "the one cache, with at most 1.2x as many requests on the busiest replica as on the idlest. The time per "
+              "request includes the index (every replica's block events applied, one score per request).\n")
+        print("| trace | routing | hit rate | one cache of the summed capacity | requests per replica, most / fewest "
+              "| us/request | goal |")
+        print("|---|---|---:|---:|---:|---:|---|")
+        for relative in MOONCAKE_TRACES:
+            kind = "conversation" if "conversation" in relative else "synthetic"
+            try:
+                trace = load_mooncake_trace(locate(relative, data))
+            except FileNotFoundError as e:
+                print(f"| {kind} | not run: {e} | | | | | |")
+                continue
+            one = replay_tiered_prefix_cache(trace, primary * replicas, host_blocks=host * replicas)
+            for routing in ("round-robin", "kv-aware"):
+                r = replay_routed_prefix_cache(trace, replicas, primary, host_blocks=host, routing=routing)
+                loads = r.requests_per_replica
+                goal = "-"
+                if routing == "kv-aware":
+                    points = 100 * (one.hit_rate - r.hit_rate)
+                    met = points <= 2.0 and r.imbalance <= 1.2
+                    goal = f"{'met' if met else 'MISSED'} ({points:.2f} points, {r.imbalance:.3f}x)"
+                label = f"{kind} ({len(trace):,} requests)" if routing == "round-robin" else kind
+                print(f"| {label} | {'KV indexer' if routing == 'kv-aware' else routing} | {100 * r.hit_rate:.2f}% | "
+                      f"{100 * one.hit_rate:.2f}% | {max(loads):,} / {min(loads):,} ({r.imbalance:.3f}x) | "
+                      f"{r.microseconds_per_request:.2f} | {goal} |")
+        print()
+
+
+SECTIONS = ("hnsw", "churn", "bm25", "cmsketch", "kv", "tiers", "routing", "scheduler", "engine", "gbench")
 """The report's sections, in order; ``run(sections=...)`` and ``--sections`` choose among them."""
 
 
@@ -370,6 +412,7 @@ def run(out: Path = Path("docs/benchmarks.md"), images: Path | None = None, data
         "cmsketch": lambda: _cmsketch(report, quick),
         "kv": lambda: _kv_cache(report, data, quick),
         "tiers": lambda: _tiers(report, data, gbench, quick),
+        "routing": lambda: _routing(report, data),
         "scheduler": lambda: _scheduler(report, data, quick),
         "engine": lambda: _engine(report, data, quick),
         "gbench": lambda: _gbench(report, gbench),
