@@ -1377,6 +1377,70 @@ TEST(KVBlockManager, ABlockMatchedWhileTheReclaimerCopiesItStaysInPrimary) {
   m.release(onboarded);
 }
 
+// A host store whose copies and writes throw while `failing` is set, as a device store's would
+// on a device error.
+class ThrowingStore final : public llmds::MemoryBlockStore {
+ public:
+  explicit ThrowingStore(std::size_t slots) : inner_(llmds::ContiguousLayout(Storage::kGeometry, slots)) {}
+  const llmds::BlockGeometry& geometry() const noexcept override { return inner_.geometry(); }
+  std::size_t num_slots() const noexcept override { return inner_.num_slots(); }
+  llmds::LayoutKind layout_kind() const noexcept override { return inner_.layout_kind(); }
+  std::byte* host_base() const noexcept override { return inner_.host_base(); }
+  void list_pieces(std::size_t slot, std::vector<llmds::BlockPiece>& out) const override {
+    if (failing) throw std::runtime_error("device error");
+    inner_.list_pieces(slot, out);
+  }
+  void copy_from(const llmds::MemoryBlockStore& src, std::size_t src_slot, std::size_t slot) override {
+    if (failing) throw std::runtime_error("device error");
+    inner_.copy_from(src, src_slot, slot);
+  }
+  void read_block(std::size_t slot, std::byte* out) const override {
+    if (failing) throw std::runtime_error("device error");
+    inner_.read_block(slot, out);
+  }
+  void write_block(std::size_t slot, const std::byte* in) override {
+    if (failing) throw std::runtime_error("device error");
+    inner_.write_block(slot, in);
+  }
+  std::atomic<bool> failing{false};
+
+ private:
+  llmds::MemoryStore<llmds::ContiguousLayout> inner_;
+};
+
+// A store that throws on the workers' threads fails those copies, counted; the workers live on,
+// nothing is left held, and the manager keeps serving once the store is back.
+TEST(KVBlockManager, AStoreThatThrowsFailsTheWorkersCopiesAndNothingElse) {
+  auto c = config(4, 8);
+  c.block_size = Storage::kGeometry.tokens;
+  c.reclaim_free_blocks = 1;
+  Storage storage(c, "reclaim-throw");
+  ThrowingStore host(c.host_blocks);
+  Manager m(c, llmds::TierStores{storage.primary.get(), &host, nullptr});
+  host.failing = true;
+  serve_with_bytes(m, storage, Keys{1, 2, 3});
+  const Ids other = m.allocate(1);  // the reclaimer takes 3, and its copy throws
+  m.flush();
+  EXPECT_EQ(m.find(3), std::nullopt);  // evicted all the same, without a host copy
+  EXPECT_GE(m.stats()[1].failed_transfers, 1u);
+  EXPECT_EQ(m.stats()[1].in_use_blocks, 0u);
+  host.failing = false;
+  m.release(other);
+  serve_with_bytes(m, storage, Keys{10, 11, 12});  // pushes 1 and 2 to host through the reclaimer
+  m.flush();
+  ASSERT_EQ(m.find(1), Tier::kHost);
+  host.failing = true;  // the onboarding worker's copy up throws now
+  auto match = m.match(Keys{1, 2});
+  auto o = m.onboard_async(match);
+  const Ids run = m.finish(o);
+  EXPECT_TRUE(run.empty());  // the run ends at the first failed copy
+  m.release(run);
+  host.failing = false;
+  EXPECT_GE(m.stats()[1].failed_transfers, 2u);
+  for (const auto& t : m.stats()) EXPECT_EQ(t.in_use_blocks, 0u) << llmds::tier_name(t.tier);
+  serve_with_bytes(m, storage, Keys{2, 3});
+}
+
 TEST(KVBlockManager, AnAllocationWaitsForTheBlocksTheReclaimerIsMovingOut) {
   auto c = config(4, 8);
   c.block_size = Storage::kGeometry.tokens;

@@ -450,7 +450,11 @@ class KVBlockManager {
           if (!queued) {
             copied = transfer(from_index, source, 0, target, key, meta);
           } else if (primary.memory != nullptr) {
-            primary.memory->write_block(static_cast<std::size_t>(target), queued->bytes.data());
+            try {  // a store that throws fails the copy, as transfer() does
+              primary.memory->write_block(static_cast<std::size_t>(target), queued->bytes.data());
+            } catch (...) {
+              copied = false;
+            }
           }
           if (!copied) {
             // The lower copy is gone or failed its checks: the run ends here, and the caller
@@ -892,7 +896,7 @@ class KVBlockManager {
   void commit_disk_write(std::size_t t, const QueuedWrite& w, bool written);
 
   // Copies a block between two tiers' stores, and times it; true without stores (metadata
-  // only). False if a disk write or read failed.
+  // only). False if a disk write or read failed, or a store threw.
   bool transfer(std::size_t from, BlockId from_slot, std::size_t to, BlockId to_slot, const Key& key,
                 const BlockMeta& meta);
 

@@ -32,8 +32,13 @@ void KVBlockManager<Key, Hash, Policy>::queue_disk_write(std::size_t t, const Ke
   job->key = key;
   job->meta = meta;
   job->epoch = clear_epoch_;
-  job->bytes.resize(block_bytes_);
-  tiers_[source]->memory->read_block(static_cast<std::size_t>(source_slot), job->bytes.data());
+  try {  // a store that throws fails the offload, counted; the caller's call goes on
+    job->bytes.resize(block_bytes_);
+    tiers_[source]->memory->read_block(static_cast<std::size_t>(source_slot), job->bytes.data());
+  } catch (...) {
+    ++disk.stats.failed_transfers;
+    return;
+  }
   auto pushed = writes_->push(job, meta.priority);
   if (pushed.dropped) {
     ++disk.stats.dropped_offloads;
@@ -71,7 +76,11 @@ void KVBlockManager<Key, Hash, Policy>::write_to_disk() {
     writes.clear();
     for (std::size_t i = 0; i < batch.size(); ++i) writes.push_back({&infos[i], batch[i]->bytes.data()});
     const auto start = std::chrono::steady_clock::now();
-    store.write_batch(writes, ok);
+    try {
+      store.write_batch(writes, ok);
+    } catch (...) {  // out of memory: the batch fails like a failed write, and the worker lives on
+      ok.assign(batch.size(), 0);
+    }
     const double share = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count() /
                          static_cast<double>(std::max<std::size_t>(batch.size(), 1));
     lock.lock();
@@ -119,7 +128,7 @@ void KVBlockManager<Key, Hash, Policy>::commit_disk_write(std::size_t t, const Q
 }
 
 // Copies a block between two tiers' stores, and times it; true without stores (metadata
-// only). False if a disk write or read failed.
+// only). False if a disk write or read failed, or a store threw.
 template <class Key, class Hash, class Policy>
   requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
 bool KVBlockManager<Key, Hash, Policy>::transfer(std::size_t from, BlockId from_slot, std::size_t to,
@@ -128,7 +137,12 @@ bool KVBlockManager<Key, Hash, Policy>::transfer(std::size_t from, BlockId from_
   TierState& dst = *tiers_[to];
   if (src.memory == nullptr && src.disk == nullptr) return true;  // metadata only
   const auto start = std::chrono::steady_clock::now();
-  const bool moved = copy_between(src, from_slot, dst, to_slot, key, meta, staging_);
+  bool moved = false;
+  try {  // a store that throws (a device error) fails the copy, leaving the manager as it was
+    moved = copy_between(src, from_slot, dst, to_slot, key, meta, staging_);
+  } catch (...) {
+    moved = false;
+  }
   if (moved) {
     const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
     dst.copy_in.add(us);
@@ -278,13 +292,17 @@ void KVBlockManager<Key, Hash, Policy>::copy_up() {
     lock.unlock();
     const auto start = std::chrono::steady_clock::now();
     bool copied = true;
-    if (copy->queued) {
-      if (primary.memory != nullptr) {
-        primary.memory->write_block(static_cast<std::size_t>(copy->target), copy->queued->bytes.data());
+    try {  // a store that throws (a device error) fails the copy; the worker lives on
+      if (copy->queued) {
+        if (primary.memory != nullptr) {
+          primary.memory->write_block(static_cast<std::size_t>(copy->target), copy->queued->bytes.data());
+        }
+      } else if (from.memory != nullptr || from.disk != nullptr) {
+        // Into memory: the block's metadata is only written with a block file, so none is passed.
+        copied = copy_between(from, copy->source, primary, copy->target, copy->key, BlockMeta{}, staging);
       }
-    } else if (from.memory != nullptr || from.disk != nullptr) {
-      // Into memory: the block's metadata is only written with a block file, so none is passed.
-      copied = copy_between(from, copy->source, primary, copy->target, copy->key, BlockMeta{}, staging);
+    } catch (...) {
+      copied = false;
     }
     const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
     lock.lock();
@@ -342,7 +360,8 @@ void KVBlockManager<Key, Hash, Policy>::complete_copy_up(UpTransfer& copy) {
 // The reclaimer. Its blocks are held (in use: neither evicted nor written by anyone) and their
 // host slots taken before the lock is let go, so only the memory stores are touched outside
 // it. A block somebody took while it was copied (a match) stays in primary, and its host copy
-// goes back; the others leave primary as an eviction would, their copies cached in host.
+// goes back; the others leave primary as an eviction would, their copies cached in host (a copy
+// that failed is counted, and its block leaves all the same, without one).
 template <class Key, class Hash, class Policy>
   requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
 void KVBlockManager<Key, Hash, Policy>::reclaim() {
@@ -376,7 +395,11 @@ void KVBlockManager<Key, Hash, Policy>::reclaim() {
     for (Victim& v : victims) {
       if (v.host_slot < 0 || primary.memory == nullptr) continue;
       const auto start = std::chrono::steady_clock::now();
-      v.copied = copy_between(primary, v.slot, host, v.host_slot, v.key, BlockMeta{}, staging);
+      try {
+        v.copied = copy_between(primary, v.slot, host, v.host_slot, v.key, BlockMeta{}, staging);
+      } catch (...) {  // a store that throws fails the copy; the reclaimer lives on
+        v.copied = false;
+      }
       v.us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
     }
     lock.lock();
@@ -399,7 +422,9 @@ void KVBlockManager<Key, Hash, Policy>::reclaim() {
         }
       }
       primary.pool.release(mine);
-      if (taken || !v.copied) continue;  // a failed copy: the block stays, nothing is lost
+      // Evicted even if its copy failed, as an eviction on a caller's thread would be (the
+      // failure counted above); keeping it would have the reclaimer retry it for ever.
+      if (taken) continue;
       primary.pool.remove_cached(v.key);
       primary.meta[static_cast<std::size_t>(v.slot)] = BlockMeta{};
       ++primary.stats.evicted_blocks;
