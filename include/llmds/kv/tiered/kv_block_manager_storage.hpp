@@ -71,12 +71,12 @@ void KVBlockManager<Key, Hash, Policy>::write_to_disk() {
     lock.unlock();
     for (const Key& key : removals) store.remove(key_bytes(key));  // before the writes: see remove_file
     // One flush for the whole batch (DiskStore::write_batch); each block is charged its share.
-    infos.clear();
-    for (const auto& w : batch) infos.push_back(stored_block_of(w->key, w->meta));
-    writes.clear();
-    for (std::size_t i = 0; i < batch.size(); ++i) writes.push_back({&infos[i], batch[i]->bytes.data()});
     const auto start = std::chrono::steady_clock::now();
     try {
+      infos.clear();
+      for (const auto& w : batch) infos.push_back(stored_block_of(w->key, w->meta));
+      writes.clear();
+      for (std::size_t i = 0; i < batch.size(); ++i) writes.push_back({&infos[i], batch[i]->bytes.data()});
       store.write_batch(writes, ok);
     } catch (...) {  // out of memory: the batch fails like a failed write, and the worker lives on
       ok.assign(batch.size(), 0);
