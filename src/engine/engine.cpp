@@ -241,7 +241,7 @@ void Engine::run() {
     if (active_.empty() || stats_.steps % 64 == 0) {
       stats_.cache = cache_.stats();
       if (const auto* tiers = cache_.tiers()) {
-        const TierStats arena = tiers->stats().front();
+        const TierStats arena = tiers->counters(Tier::kPrimary);
         stats_.evicted_pages = arena.evicted_blocks;
         stats_.reclaimed_pages = arena.reclaimed_blocks;
       }

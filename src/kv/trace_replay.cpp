@@ -204,6 +204,22 @@ std::size_t serve_request(KVBlockManager<std::int64_t>& manager, const MooncakeR
   return hits;
 }
 
+// The tiered replays' block size becomes KVBlockManagerConfig's 32-bit one.
+void check_block_size_fits(std::string_view config_name, std::size_t block_size) {
+  if (block_size > std::numeric_limits<std::uint32_t>::max()) {
+    throw std::invalid_argument(fmt::format("{}.block_size must be below 2^32, got {}", config_name, block_size));
+  }
+}
+
+// A metadata-only manager (no stores) for a replay: the tiers' sizes and the block size.
+KVBlockManagerConfig replay_manager_config(std::size_t primary_blocks, std::size_t host_blocks, std::size_t block_size) {
+  KVBlockManagerConfig mc;
+  mc.primary_blocks = primary_blocks;
+  mc.host_blocks = host_blocks;
+  mc.block_size = static_cast<std::uint32_t>(block_size);
+  return mc;
+}
+
 }  // namespace
 
 std::vector<MooncakeRequest> parse_mooncake_trace(std::string_view text) {
@@ -289,9 +305,7 @@ void TieredReplayConfig::validate() const {
   if (block_bytes > std::numeric_limits<std::uint32_t>::max()) {
     throw std::invalid_argument(fmt::format("TieredReplayConfig.block_bytes must be below 2^32, got {}", block_bytes));
   }
-  if (block_size > std::numeric_limits<std::uint32_t>::max()) {
-    throw std::invalid_argument(fmt::format("TieredReplayConfig.block_size must be below 2^32, got {}", block_size));
-  }
+  check_block_size_fits("TieredReplayConfig", block_size);
 }
 
 TieredReplayResult replay_tiered_prefix_cache(std::span<const MooncakeRequest> requests,
@@ -300,11 +314,8 @@ TieredReplayResult replay_tiered_prefix_cache(std::span<const MooncakeRequest> r
   const std::size_t bs = config.block_size;
   check_requests(requests, bs, config.primary_blocks);
 
-  KVBlockManagerConfig mc;
-  mc.primary_blocks = config.primary_blocks;
-  mc.host_blocks = config.host_blocks;
+  KVBlockManagerConfig mc = replay_manager_config(config.primary_blocks, config.host_blocks, bs);
   mc.disk_blocks = config.disk_blocks;
-  mc.block_size = static_cast<std::uint32_t>(bs);
   mc.block_bytes = config.block_bytes;
   mc.offload_policy = config.offload_policy;
   mc.disk_min_uses = config.disk_min_uses;
@@ -363,9 +374,7 @@ void RoutedReplayConfig::validate() const {
   if (!(max_imbalance >= 1.0)) {
     throw std::invalid_argument(fmt::format("RoutedReplayConfig.max_imbalance must be at least 1, got {}", max_imbalance));
   }
-  if (block_size > std::numeric_limits<std::uint32_t>::max()) {
-    throw std::invalid_argument(fmt::format("RoutedReplayConfig.block_size must be below 2^32, got {}", block_size));
-  }
+  check_block_size_fits("RoutedReplayConfig", block_size);
 }
 
 RoutedReplayResult replay_routed_prefix_cache(std::span<const MooncakeRequest> requests,
@@ -374,10 +383,7 @@ RoutedReplayResult replay_routed_prefix_cache(std::span<const MooncakeRequest> r
   const std::size_t bs = config.block_size;
   check_requests(requests, bs, config.primary_blocks);
 
-  KVBlockManagerConfig mc;
-  mc.primary_blocks = config.primary_blocks;
-  mc.host_blocks = config.host_blocks;
-  mc.block_size = static_cast<std::uint32_t>(bs);
+  KVBlockManagerConfig mc = replay_manager_config(config.primary_blocks, config.host_blocks, bs);
   // Events only where the router listens.
   mc.event_log_batches = config.policy == RoutingPolicy::kKVAware ? 1 : 0;
   KVIndexer<std::int64_t> index;

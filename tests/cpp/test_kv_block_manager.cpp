@@ -20,9 +20,12 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "llmds/core/errors.hpp"
@@ -1284,6 +1287,28 @@ TEST(KVBlockManager, RandomisedWithTheReclaimerRunningMatchesANaiveModel) {
   for (std::uint32_t seed = 44; seed <= 45; ++seed) randomised_run(floor, seed);
 }
 
+// counters(tier) is stats()'s entry for the tier without the copy-time percentiles.
+void expect_counters_are_stats(const Manager& m) {
+  for (const llmds::TierStats& all : m.stats()) {
+    const llmds::TierStats counters = m.counters(all.tier);
+    EXPECT_FALSE(counters.copy_in_us.has_value());
+    EXPECT_FALSE(counters.copy_out_us.has_value());
+    std::vector<std::string> expected, got;
+    const auto collect = [](std::vector<std::string>& out) {
+      return [&out](std::string_view name, const auto& value) {
+        if constexpr (std::is_arithmetic_v<std::decay_t<decltype(value)>> ||
+                      std::is_same_v<std::decay_t<decltype(value)>, std::string_view>) {
+          out.push_back(fmt::format("{}={}", name, value));
+        }
+      };
+    };
+    all.for_each_field(collect(expected));
+    counters.for_each_field(collect(got));
+    EXPECT_EQ(got, expected) << llmds::tier_name(all.tier);
+    EXPECT_GE(expected.size(), 18u);  // every counter took part
+  }
+}
+
 TEST(KVBlockManager, TheReclaimerKeepsPrimaryBlocksFreeSoCallersNeverCopyDown) {
   auto c = config(10, 32);
   c.block_size = Storage::kGeometry.tokens;
@@ -1300,6 +1325,7 @@ TEST(KVBlockManager, TheReclaimerKeepsPrimaryBlocksFreeSoCallersNeverCopyDown) {
   EXPECT_EQ(s[0].evicted_blocks, s[0].reclaimed_blocks);  // every eviction was the reclaimer's
   EXPECT_EQ(s[1].stored_blocks, s[0].reclaimed_blocks);
   ASSERT_TRUE(s[1].copy_in_us.has_value());
+  expect_counters_are_stats(m);
   for (Key conv = 0; conv < 12; ++conv) serve_with_bytes(m, storage, Keys{conv * 100, conv * 100 + 1, conv * 100 + 2});
   EXPECT_GT(m.stats()[1].onboarded_blocks, 0u);
 }
@@ -1353,6 +1379,8 @@ TEST(KVBlockManager, ABlockMatchedWhileTheReclaimerCopiesItStaysInPrimary) {
   const Ids other = m.allocate(1);              // no block free: the reclaimer takes 3
   host.wait_for_copy();
   EXPECT_EQ(m.primary_available(), 3u);  // 1 and 2, and 3 on its way out
+  EXPECT_EQ(m.counters(Tier::kPrimary).cached_blocks, 3u);
+  expect_counters_are_stats(m);
   auto match = m.match(Keys{1, 2, 3});
   ASSERT_EQ(match.count(Tier::kPrimary), 3u);  // still in primary while it is copied
   host.open();

@@ -613,19 +613,20 @@ class KVBlockManager {
     const std::lock_guard lock(mu_);
     std::vector<TierStats> out;
     for (const auto& t : tiers_) {
-      TierStats s = t->stats;
-      const std::size_t moving = t->tier == Tier::kPrimary ? reclaimer_only_holds() : 0;
-      s.cached_blocks = t->pool.cached_blocks() + moving;
-      s.in_use_blocks = t->pool.in_use_blocks() - moving;
-      if (t->disk != nullptr && writes_) {
-        s.queued_writes = writes_->size() + writing_;
-        s.queue_high_water = writes_->high_water();
-      }
+      TierStats s = counters_of(*t);
       s.copy_in_us = t->copy_in.percentiles();
       s.copy_out_us = t->copy_out.percentiles();
       out.push_back(s);
     }
     return out;
+  }
+
+  /// One tier's figures as stats() gives them, but without the copy-time percentiles (which
+  /// sort the tier's latency windows): cheap enough for a serving loop to read often. Throws
+  /// std::invalid_argument for a tier this manager does not have.
+  [[nodiscard]] TierStats counters(Tier tier) const {
+    const std::lock_guard lock(mu_);
+    return counters_of(state_of(tier));
   }
 
   /// The event log: subscribe, or replay from a sequence number.
@@ -717,34 +718,33 @@ class KVBlockManager {
 
   // allocate_in for primary on a caller's thread: if what is missing are the blocks the
   // reclaimer is moving out (held while it copies them), waits for it rather than fail.
-  bool allocate_primary(std::unique_lock<std::mutex>& lock, std::size_t n, std::vector<BlockId>& out) {
-    while (!allocate_in(0, n, out)) {
-      if (reclaiming_.empty()) return false;
-      idle_.wait(lock, [&] { return reclaiming_.empty(); });
-    }
-    return true;
-  }
+  bool allocate_primary(std::unique_lock<std::mutex>& lock, std::size_t n, std::vector<BlockId>& out);
 
   // Primary blocks the reclaimer holds that nobody else does: cached blocks on their way out,
   // which an allocation may wait for.
-  [[nodiscard]] std::size_t reclaimer_only_holds() const {
-    const Pool& pool = tiers_[0]->pool;
-    return static_cast<std::size_t>(std::ranges::count_if(reclaiming_, [&](BlockId b) { return pool.refcount(b) == 1; }));
-  }
+  [[nodiscard]] std::size_t reclaimer_only_holds() const;
 
   // Whether the reclaimer has work: cached primary blocks to move out, and fewer free than half
   // its reserve, or, once it has started, than its whole reserve (two watermarks, so that it
   // wakes for a few blocks at a time rather than for each one).
-  [[nodiscard]] bool needs_reclaim() const noexcept {
-    const Pool& pool = tiers_[0]->pool;
-    const std::size_t keep = config_.reclaim_free_blocks;
-    const std::size_t start = reclaim_started_ ? keep : (keep + 1) / 2;
-    return keep > 0 && pool.free_blocks() < start && pool.cached_blocks() > 0;
-  }
+  [[nodiscard]] bool needs_reclaim() const noexcept;
 
   // Called wherever primary's free or cached blocks may have changed.
   void wake_reclaimer() {
     if (needs_reclaim()) reclaim_work_.notify_one();
+  }
+
+  // A tier's counters and pool figures (the reclaimer's blocks counted as primary's cached).
+  [[nodiscard]] TierStats counters_of(const TierState& t) const {
+    TierStats s = t.stats;
+    const std::size_t moving = t.tier == Tier::kPrimary ? reclaimer_only_holds() : 0;
+    s.cached_blocks = t.pool.cached_blocks() + moving;
+    s.in_use_blocks = t.pool.in_use_blocks() - moving;
+    if (t.disk != nullptr && writes_) {
+      s.queued_writes = writes_->size() + writing_;
+      s.queue_high_water = writes_->high_water();
+    }
+    return s;
   }
 
   // The reclaimer: takes the next blocks in primary's eviction order (held, still matchable),

@@ -357,6 +357,33 @@ void KVBlockManager<Key, Hash, Policy>::complete_copy_up(UpTransfer& copy) {
   if (!copy.queued) unpin_lower(copy.from, copy.source, true);
 }
 
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+bool KVBlockManager<Key, Hash, Policy>::allocate_primary(std::unique_lock<std::mutex>& lock, std::size_t n,
+                                                         std::vector<BlockId>& out) {
+  while (!allocate_in(0, n, out)) {
+    if (reclaiming_.empty()) return false;
+    idle_.wait(lock, [&] { return reclaiming_.empty(); });
+  }
+  return true;
+}
+
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+std::size_t KVBlockManager<Key, Hash, Policy>::reclaimer_only_holds() const {
+  const Pool& pool = tiers_[0]->pool;
+  return static_cast<std::size_t>(std::ranges::count_if(reclaiming_, [&](BlockId b) { return pool.refcount(b) == 1; }));
+}
+
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+bool KVBlockManager<Key, Hash, Policy>::needs_reclaim() const noexcept {
+  const Pool& pool = tiers_[0]->pool;
+  const std::size_t keep = config_.reclaim_free_blocks;
+  const std::size_t start = reclaim_started_ ? keep : (keep + 1) / 2;
+  return keep > 0 && pool.free_blocks() < start && pool.cached_blocks() > 0;
+}
+
 // The reclaimer. Its blocks are held (in use: neither evicted nor written by anyone) and their
 // host slots taken before the lock is let go, so only the memory stores are touched outside
 // it. A block somebody took while it was copied (a match) stays in primary, and its host copy
