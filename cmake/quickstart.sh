@@ -19,10 +19,12 @@ JOBS=${LLMDS_JOBS:-2}
 read -r -a EXTRA_CMAKE_ARGS <<< "${LLMDS_CMAKE_ARGS:-}"
 
 # dataset-fashion-mnist: the demo's vector data set when the shared data folder is absent.
-DEBIAN_PACKAGES=(g++ libeigen3-dev libssl-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev ccache dataset-fashion-mnist)
+# libzmq3-dev, cppzmq-dev, libmsgpack-cxx-dev: KV events on ZeroMQ (CMake option LLMDS_WITH_ZMQ).
+DEBIAN_PACKAGES=(g++ libeigen3-dev libssl-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev ccache dataset-fashion-mnist
+  libzmq3-dev cppzmq-dev libmsgpack-cxx-dev)
 # The fuzz step only: clang's libFuzzer and sanitizer runtimes, llvm-symbolizer for stack traces.
 FUZZ_DEBIAN_PACKAGES=(clang libclang-rt-dev llvm)
-PYPI_PACKAGES=("cmake>=3.24" "ninja" "pybind11>=2.11" "scikit-build-core>=0.10" "numpy>=1.23" "pytest>=7" "scipy>=1.9" "nltk>=3.8" "matplotlib>=3.6" "hypothesis>=6.80")
+PYPI_PACKAGES=("cmake>=3.24" "ninja" "pybind11>=2.11" "scikit-build-core>=0.10" "numpy>=1.23" "pytest>=7" "scipy>=1.9" "nltk>=3.8" "matplotlib>=3.6" "hypothesis>=6.80" "pyzmq>=25" "msgspec>=0.18")
 
 log() { printf '\n--- %s\n' "$*"; }
 
@@ -108,7 +110,7 @@ run_sanitized_tests() {
 
 # The Python tests whose threads meet in llmds: the engine thread and its callbacks, the index
 # locks, parallel HNSW builds and searches, shared caches.
-TSAN_PYTHON_TESTS=(python/test_engine.py python/test_callback_reentry.py
+TSAN_PYTHON_TESTS=(python/test_engine.py python/test_callback_reentry.py python/test_kv_event_publisher.py
   "python/test_hnsw.py::test_writers_and_filtered_searches_in_other_threads_do_not_deadlock"
   "python/test_hnsw.py::test_searches_run_from_several_threads"
   "python/test_hnsw.py::test_concurrent_saves_to_one_path_leave_one_whole_index"
@@ -122,7 +124,7 @@ run_thread_sanitized_tests() {
   build_cpp build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" \
     -DLLMDS_SANITIZE_THREAD=ON -DLLMDS_BUILD_BENCHMARKS=OFF -DLLMDS_BUILD_PYTHON=ON -DLLMDS_INSTALL=OFF
   local no_aslr=(setarch "$(uname -m)" -R)
-  export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
+  export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/cmake/tsan.supp"
   log "C++ tests under ThreadSanitizer"
   # The recall test on the whole of sift5k is single-threaded and takes a minute here.
   "${no_aslr[@]}" ctest --test-dir build/tsan --output-on-failure -j "$JOBS" -E '^HNSW.ReachesHighRecallOnSift5k$'
@@ -174,9 +176,11 @@ run_fuzzers() {
   # model is 1,056,540 bytes).
   local -A max_len=([fuzz_hnsw]=65536 [fuzz_inverted_index]=65536 [fuzz_count_min_sketch]=16384
     [fuzz_varint]=64 [fuzz_posting_list]=4096 [fuzz_llama_model]=1100000 [fuzz_tokenizer]=16384
-    [fuzz_mooncake_trace]=16384 [fuzz_azure_trace]=8192 [fuzz_block_file_header]=4160)
+    [fuzz_mooncake_trace]=16384 [fuzz_azure_trace]=8192 [fuzz_block_file_header]=4160 [fuzz_kv_event_batch]=8192)
   local targets=(fuzz_hnsw fuzz_inverted_index fuzz_count_min_sketch fuzz_varint fuzz_posting_list
     fuzz_llama_model fuzz_tokenizer fuzz_mooncake_trace fuzz_azure_trace fuzz_block_file_header)
+  # Built with ZeroMQ only (LLMDS_WITH_ZMQ; CI requires it).
+  [ -x "$dir/tests/fuzz/fuzz_kv_event_batch" ] && targets+=(fuzz_kv_event_batch)
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=0
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   fuzz_command() {  # the command that runs target $1

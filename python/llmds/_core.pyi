@@ -579,6 +579,55 @@ class KVIndexer:
         """Distinct blocks held by at least one worker."""
     def __repr__(self) -> str: ...
 
+class KVEventPublisherStats(TypedDict):
+    published_batches: int
+    published_events: int
+    lost_batches: int
+    send_failures: int
+    replay_requests: int
+    replayed_batches: int
+    bad_requests: int
+
+class KVEventPublisher:
+    """A KVBlockManager's KV events on ZeroMQ in vLLM's wire format (PUB: topic, 8-byte big-endian
+    seq, MessagePack batch; optional ROUTER replay answering a start seq with the buffered batches
+    and an end marker), for cache-aware routers such as Dynamo's KV router and llm-d's indexer.
+    Available when llmds was built with ZeroMQ."""
+
+    def __init__(
+        self,
+        manager: KVBlockManager,
+        endpoint: str = "tcp://*:5557",
+        replay_endpoint: str | None = None,
+        *,
+        topic: str = "",
+        encoding: str = "map",
+        data_parallel_rank: int | None = 0,
+        buffer_steps: int = 10000,
+        hwm: int = 100000,
+        medium: Sequence[str] | None = None,
+        linger: float = 1.0,
+    ) -> None: ...
+    @property
+    def endpoint(self) -> str:
+        """The PUB socket's address, with the port chosen for a wildcard one."""
+    @property
+    def replay_endpoint(self) -> str | None:
+        """The ROUTER socket's address, or None."""
+    def flush(self) -> None:
+        """Wait until every batch the manager has published so far is sent."""
+    def close(self) -> None:
+        """Send what is pending, then close the sockets (waiting up to linger seconds). Idempotent."""
+    def stats(self) -> KVEventPublisherStats: ...
+    def __enter__(self) -> KVEventPublisher: ...
+    def __exit__(self, *args: object) -> None: ...
+    def __repr__(self) -> str: ...
+
+def decode_kv_event_batch(payload: bytes, seq: int = 0) -> dict[str, Any]:
+    """Decode one payload of vLLM's KV event stream (either encoding) into the batch dict
+    KVBlockManager.subscribe delivers, plus 'ts' and 'data_parallel_rank'. ValueError for anything
+    else. Available when llmds was built with ZeroMQ."""
+
 class KVBlockManager:
     """A prefix cache over storage tiers (primary, host, disk): evicted blocks are offloaded down,
     and a hit in a lower tier is onboarded back into primary."""

@@ -19,15 +19,14 @@
 
 #include "arguments.hpp"
 #include "initialised.hpp"
+#include "int_kv_block_manager.hpp"
 #include "kv_event_dicts.hpp"
 #include "stats_dict.hpp"
 
 namespace py = pybind11;
 
-using IntKVBlockManager = llmds::KVBlockManager<std::int64_t>;
 using IntMatch = IntKVBlockManager::Match;
 
-LLMDS_PY_REQUIRE_INIT(IntKVBlockManager)
 LLMDS_PY_REQUIRE_INIT(IntMatch)
 
 namespace {

@@ -32,6 +32,9 @@
 #include "llmds/detail/binary_io.hpp"
 #include "llmds/detail/varint.hpp"
 #include "llmds/kv/tiered/disk_store.hpp"
+#ifdef LLMDS_HAS_ZMQ
+#include "llmds/kv/routing/kv_event_wire.hpp"
+#endif
 #include "llmds/sketch/count_min_sketch.hpp"
 #include "llmds/text/analyzer.hpp"
 #include "llmds/text/inverted_index.hpp"
@@ -319,7 +322,25 @@ void block_file_header_seeds() {
   write_file_seed("fuzz_block_file_header", "child_with_tokens_checksum_as_is", page_of(child, 7), 0);
 }
 
+#ifdef LLMDS_HAS_ZMQ
+// KV event batches as a publisher sends them, in both encodings.
+void kv_event_batch_seeds() {
+  llmds::KVEventBatch<std::int64_t> batch{3, {}};
+  batch.events.emplace_back(llmds::BlockStored<std::int64_t>{{5, 6}, std::int64_t{4}, {1, 2, 3, 4}, 2, llmds::Tier::kHost});
+  batch.events.emplace_back(llmds::BlockRemoved<std::int64_t>{{7, -8}, llmds::Tier::kPrimary});
+  batch.events.emplace_back(llmds::AllBlocksCleared{});
+  llmds::KVEventWireFormat format;
+  write_seed("fuzz_kv_event_batch", "map", llmds::encode_kv_event_batch(batch, 1764900000.5, format));
+  format.encoding = llmds::KVEventEncoding::kArray;
+  format.data_parallel_rank = std::nullopt;
+  write_seed("fuzz_kv_event_batch", "array", llmds::encode_kv_event_batch(batch, 1764900000.5, format));
+}
+#endif
+
 void seeds_made_in_code() {
+#ifdef LLMDS_HAS_ZMQ
+  kv_event_batch_seeds();
+#endif
   block_file_header_seeds();
   write_seed("fuzz_llama_model", "tiny_shared", tiny_model(8, 16, 1, 2, 1, 12, 4));
   write_seed("fuzz_llama_model", "tiny_unshared_2_layers", tiny_model(8, 12, 2, 4, 2, -10, 3));

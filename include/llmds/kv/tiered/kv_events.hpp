@@ -22,12 +22,14 @@
 // others goes on.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -75,6 +77,7 @@ template <class Key>
 struct KVEventBatch {
   std::uint64_t seq = 0;
   std::vector<KVEvent<Key>> events;
+  friend bool operator==(const KVEventBatch&, const KVEventBatch&) = default;
 };
 
 /// What replay_from found: the batches from the sequence number asked for, or, if some of them
@@ -135,16 +138,27 @@ class KVEventLog {
   /// Every kept batch with seq >= from, oldest first; complete = false if a batch with
   /// seq >= from has already been dropped from the log.
   [[nodiscard]] KVEventReplay<Key> replay_from(std::uint64_t from) const {
+    KVEventReplay<Key> out = read_from(from, std::numeric_limits<std::size_t>::max());
+    if (!out.complete) out.batches.clear();
+    return out;
+  }
+
+  /// At most max_batches kept batches with seq >= from, oldest first, for a reader that
+  /// follows the log (a publisher): complete = false if a batch with seq >= from has already
+  /// been dropped, and then the batches start at the oldest one kept. O(batches returned).
+  [[nodiscard]] KVEventReplay<Key> read_from(std::uint64_t from, std::size_t max_batches) const {
     const std::lock_guard lock(mu_);
     KVEventReplay<Key> out;
     const std::uint64_t oldest = kept_.empty() ? next_seq_ : kept_.front().seq;
-    if (from < oldest && from < next_seq_) {
+    if (from < oldest) {
       out.complete = false;
-      return out;
+      from = oldest;
     }
-    for (const auto& batch : kept_) {
-      if (batch.seq >= from) out.batches.push_back(batch);
-    }
+    // Kept batches are numbered consecutively: the one numbered `from` is at from - oldest.
+    const std::size_t first = static_cast<std::size_t>(std::min<std::uint64_t>(from - oldest, kept_.size()));
+    const std::size_t count = std::min(max_batches, kept_.size() - first);
+    out.batches.assign(kept_.begin() + static_cast<std::ptrdiff_t>(first),
+                       kept_.begin() + static_cast<std::ptrdiff_t>(first + count));
     return out;
   }
 
