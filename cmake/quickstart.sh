@@ -19,12 +19,14 @@ JOBS=${LLMDS_JOBS:-2}
 read -r -a EXTRA_CMAKE_ARGS <<< "${LLMDS_CMAKE_ARGS:-}"
 
 # dataset-fashion-mnist: the demo's vector data set when the shared data folder is absent.
-# libzmq3-dev, cppzmq-dev, libmsgpack-cxx-dev: KV events on ZeroMQ (CMake option LLMDS_WITH_ZMQ).
+# libzmq3-dev, cppzmq-dev, libmsgpack-cxx-dev: KV events on ZeroMQ (CMake option LLMDS_WITH_ZMQ);
+# libhiredis-dev, pkg-config: the Redis KV tier (LLMDS_WITH_REDIS); redis-server (with
+# redis-benchmark and redis-cli, from redis-tools): the server its tests and benchmark run against.
 DEBIAN_PACKAGES=(g++ libeigen3-dev libssl-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev ccache dataset-fashion-mnist
-  libzmq3-dev cppzmq-dev libmsgpack-cxx-dev)
+  libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libhiredis-dev pkg-config redis-server)
 # The fuzz step only: clang's libFuzzer and sanitizer runtimes, llvm-symbolizer for stack traces.
 FUZZ_DEBIAN_PACKAGES=(clang libclang-rt-dev llvm)
-PYPI_PACKAGES=("cmake>=3.24" "ninja" "pybind11>=2.11" "scikit-build-core>=0.10" "numpy>=1.23" "pytest>=7" "scipy>=1.9" "nltk>=3.8" "matplotlib>=3.6" "hypothesis>=6.80" "pyzmq>=25" "msgspec>=0.18")
+PYPI_PACKAGES=("cmake>=3.24" "ninja" "pybind11>=2.11" "scikit-build-core>=0.10" "numpy>=1.23" "pytest>=7" "scipy>=1.9" "nltk>=3.8" "matplotlib>=3.6" "hypothesis>=6.80" "pyzmq>=25" "msgspec>=0.18" "redis>=5")
 
 log() { printf '\n--- %s\n' "$*"; }
 
@@ -87,9 +89,32 @@ install_python_package() {
   $PYTHON -m pip install -q --disable-pip-version-check --no-build-isolation .
 }
 
+# The Redis server the tests share (LLMDS_REDIS_URL): loopback, a free port, a random password,
+# no persistence; stopped when the step ends. Tests that break a server on purpose start their own.
+start_test_redis() {
+  command -v redis-server > /dev/null || return 0
+  local port password
+  port=$($PYTHON -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  password=$($PYTHON -c 'import secrets; print(secrets.token_hex(16))')
+  mkdir -p build/redis
+  redis-server --port "$port" --bind 127.0.0.1 --requirepass "$password" --save "" --appendonly no \
+    --dir "$PWD/build/redis" --maxmemory 1gb --maxmemory-policy allkeys-lru --loglevel warning \
+    --logfile "$PWD/build/redis/redis.log" &
+  TEST_REDIS_PID=$!
+  trap 'kill "$TEST_REDIS_PID" 2> /dev/null || true' EXIT
+  export LLMDS_REDIS_URL="redis://:$password@127.0.0.1:$port/0"
+  for _ in $(seq 100); do
+    redis-cli -p "$port" -a "$password" --no-auth-warning ping 2> /dev/null | grep -q PONG && { log "redis-server for the tests on 127.0.0.1:$port (password required)"; return 0; }
+    sleep 0.1
+  done
+  echo "redis-server did not start (build/redis/redis.log)" >&2
+  return 1
+}
+
 run_tests() {
   build_cpp build/cpp
   install_python_package
+  start_test_redis
   local status=0
   log "C++ tests (ctest)"
   ctest --test-dir build/cpp --output-on-failure -j "$JOBS" || status=1

@@ -579,6 +579,66 @@ class KVIndexer:
         """Distinct blocks held by at least one worker."""
     def __repr__(self) -> str: ...
 
+class RedisStoreStats(TypedDict):
+    lookups: int
+    lookup_hits: int
+    stored_blocks: int
+    dropped_stores: int
+    read_blocks: int
+    missed_reads: int
+    corrupt_blocks: int
+    foreign_blocks: int
+    connects: int
+    connection_failures: int
+    bytes_written: int
+    bytes_read: int
+    connected: bool
+
+class RedisBlockStore:
+    """KV blocks in a Redis server that many servers share: one key per block,
+    <namespace>:<model>:<block hash in hex>, a checked header before the block's bytes; pipelined
+    put, get and lookup; a server that is down, restarts, times out or refuses costs misses and
+    dropped stores (counted in stats()), never an exception, and is reconnected with a doubling
+    backoff. Available when llmds was built with hiredis."""
+
+    def __init__(
+        self,
+        block_bytes: int,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        *,
+        password: str | None = None,
+        username: str | None = None,
+        unix_socket: str | None = None,
+        database: int = 0,
+        namespace: str = "llmds",
+        model: str = "",
+        connect_timeout: float = 0.5,
+        command_timeout: float = 2.0,
+        backoff_min: float = 0.1,
+        backoff_max: float = 5.0,
+        ttl: int | None = None,
+    ) -> None: ...
+    @property
+    def block_bytes(self) -> int:
+        """Bytes of one block (every value's payload)."""
+    def key_of(self, hash: bytes) -> str:
+        """The key a block hash is stored under."""
+    def lookup(self, hashes: Sequence[bytes]) -> int:
+        """How many leading hashes the server holds (one round trip); 0 if it cannot be reached."""
+    def put(self, hashes: Sequence[bytes], blocks: ArrayLike) -> list[bool]:
+        """Store blocks[i] (a (n, block_bytes) uint8 array) under hashes[i], pipelined; per block,
+        whether it was stored."""
+    def get(self, hashes: Sequence[bytes]) -> tuple[NDArray[numpy.uint8], list[bool]]:
+        """Read the blocks of hashes, pipelined: (a (n, block_bytes) uint8 array, per block whether it
+        was read intact; rows not read are unspecified)."""
+    def remove(self, hashes: Sequence[bytes]) -> None:
+        """Delete the blocks of hashes, if present."""
+    def connect(self) -> bool:
+        """Connect now if not connected, ignoring the backoff; whether the store is connected."""
+    def stats(self) -> RedisStoreStats: ...
+    def __repr__(self) -> str: ...
+
 class KVEventPublisherStats(TypedDict):
     published_batches: int
     published_events: int

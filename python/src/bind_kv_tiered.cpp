@@ -2,11 +2,17 @@
 // kv_block_manager.hpp), its matches and its events; the tiered trace replay is bound in
 // bind_traces.cpp.
 #include <pybind11/functional.h>
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <limits>
+#include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -16,6 +22,9 @@
 #include <fmt/format.h>
 
 #include "llmds/kv/tiered/kv_block_manager.hpp"
+#ifdef LLMDS_HAS_REDIS
+#include "llmds/kv/tiered/redis_store.hpp"
+#endif
 
 #include "arguments.hpp"
 #include "initialised.hpp"
@@ -28,6 +37,9 @@ namespace py = pybind11;
 using IntMatch = IntKVBlockManager::Match;
 
 LLMDS_PY_REQUIRE_INIT(IntMatch)
+#ifdef LLMDS_HAS_REDIS
+LLMDS_PY_REQUIRE_INIT(llmds::RedisBlockStore)
+#endif
 
 namespace {
 
@@ -49,9 +61,149 @@ llmds::RetentionPriority priority_arg(std::int64_t p) {
   return static_cast<llmds::RetentionPriority>(p);
 }
 
+#ifdef LLMDS_HAS_REDIS
+std::chrono::milliseconds seconds_arg(double seconds, const char* name) {
+  if (!(seconds > 0 && seconds < 86400)) throw std::invalid_argument(fmt::format("{} must be in (0, 86400) seconds, got {}", name, seconds));
+  return std::chrono::milliseconds(std::max<std::int64_t>(1, static_cast<std::int64_t>(seconds * 1000)));
+}
+
+std::vector<std::span<const std::byte>> hash_views(const std::vector<std::string>& hashes) {
+  std::vector<std::span<const std::byte>> out;
+  out.reserve(hashes.size());
+  for (const auto& h : hashes) {
+    if (h.empty()) throw std::invalid_argument("a block hash must not be empty");
+    out.push_back(std::as_bytes(std::span(h.data(), h.size())));
+  }
+  return out;
+}
+
+void bind_redis_store(py::module_& m) {
+  py::class_<llmds::RedisBlockStore>(m, "RedisBlockStore", R"doc(
+KV blocks in a Redis server that many servers share: one key per block,
+<namespace>:<model>:<block hash in hex>, whose value is a checked header (magic, version, layout,
+scalar type, block shape, hash, checksums) followed by the block's bytes. put, get and lookup
+pipeline their commands (one round trip per call); lookup says how many leading hashes the
+server holds. Nothing here raises for a server that is down, restarts, times out or refuses: a
+call that cannot reach it finds nothing and stores nothing, counted in stats(), and the store
+reconnects with a backoff that doubles from backoff_min to backoff_max seconds. A value that fails
+its checks is a miss, counted as corrupt, and deleted.
+
+Blocks are block_bytes bytes; hashes are bytes objects (a chained block hash, 32 bytes for
+SHA-256). password (and username, for a Redis 6 ACL user) is sent with AUTH.)doc")
+      .def(py::init([](std::int64_t block_bytes, const std::string& host, std::int64_t port,
+                       const std::optional<std::string>& password, const std::optional<std::string>& username,
+                       const std::optional<std::string>& unix_socket, std::int64_t database,
+                       const std::string& key_namespace, const std::string& model, double connect_timeout,
+                       double command_timeout, double backoff_min, double backoff_max,
+                       const std::optional<std::int64_t>& ttl) {
+             llmds::RedisStoreConfig c;
+             const std::size_t bytes = positive(block_bytes, "block_bytes");
+             if (bytes > std::numeric_limits<std::uint32_t>::max()) throw std::invalid_argument("block_bytes must be below 2^32");
+             c.geometry = llmds::BlockGeometry{1, 1, 1, static_cast<std::uint32_t>(bytes), llmds::ScalarType::kOther};
+             c.host = host;
+             if (port < 1 || port > 65535) throw std::invalid_argument(fmt::format("port must be in [1, 65535], got {}", port));
+             c.port = static_cast<int>(port);
+             c.password = password.value_or("");
+             c.username = username.value_or("");
+             c.unix_socket = unix_socket.value_or("");
+             c.database = static_cast<int>(non_negative(database, "database"));
+             c.key_namespace = key_namespace;
+             c.model = model;
+             c.connect_timeout = seconds_arg(connect_timeout, "connect_timeout");
+             c.command_timeout = seconds_arg(command_timeout, "command_timeout");
+             c.backoff_min = seconds_arg(backoff_min, "backoff_min");
+             c.backoff_max = seconds_arg(backoff_max, "backoff_max");
+             if (ttl) c.ttl = std::chrono::seconds(positive(*ttl, "ttl"));
+             return std::make_unique<llmds::RedisBlockStore>(std::move(c));
+           }),
+           py::arg("block_bytes"), py::arg("host") = "127.0.0.1", py::arg("port") = 6379, py::kw_only(),
+           py::arg("password") = py::none(), py::arg("username") = py::none(), py::arg("unix_socket") = py::none(),
+           py::arg("database") = 0, py::arg("namespace") = "llmds", py::arg("model") = "",
+           py::arg("connect_timeout") = 0.5, py::arg("command_timeout") = 2.0, py::arg("backoff_min") = 0.1,
+           py::arg("backoff_max") = 5.0, py::arg("ttl") = py::none())
+      .def_property_readonly("block_bytes", [](const llmds::RedisBlockStore& s) { return s.geometry().block_bytes(); })
+      .def("key_of", [](const llmds::RedisBlockStore& s, const py::bytes& hash) {
+             const std::string h = hash;
+             return s.key_of(hash_views({h})[0]);
+           }, py::arg("hash"), "The key a block hash is stored under.")
+      .def(
+          "lookup",
+          [](llmds::RedisBlockStore& s, const std::vector<std::string>& hashes) {
+            const auto views = hash_views(hashes);
+            const py::gil_scoped_release release;
+            return s.lookup(views);
+          },
+          py::arg("hashes"), "How many leading hashes the server holds (one round trip); 0 if it cannot be reached.")
+      .def(
+          "put",
+          [](llmds::RedisBlockStore& s, const std::vector<std::string>& hashes,
+             const py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>& blocks) {
+            const std::size_t bytes = s.geometry().block_bytes();
+            if (blocks.ndim() != 2 || static_cast<std::size_t>(blocks.shape(0)) != hashes.size() ||
+                static_cast<std::size_t>(blocks.shape(1)) != bytes) {
+              throw std::invalid_argument(fmt::format("blocks must be a ({}, {}) uint8 array", hashes.size(), bytes));
+            }
+            const auto views = hash_views(hashes);
+            std::vector<llmds::RemoteBlock> batch;
+            const auto* data = reinterpret_cast<const std::byte*>(blocks.data());
+            for (std::size_t i = 0; i < hashes.size(); ++i) batch.push_back({views[i], std::span(data + i * bytes, bytes)});
+            std::vector<bool> stored;
+            {
+              const py::gil_scoped_release release;
+              stored = s.put(batch);
+            }
+            return stored;
+          },
+          py::arg("hashes"), py::arg("blocks"),
+          "Store blocks[i] (a (n, block_bytes) uint8 array) under hashes[i], pipelined; per block, whether it was stored.")
+      .def(
+          "get",
+          [](llmds::RedisBlockStore& s, const std::vector<std::string>& hashes) {
+            const std::size_t bytes = s.geometry().block_bytes();
+            const auto views = hash_views(hashes);
+            py::array_t<std::uint8_t> out({static_cast<py::ssize_t>(hashes.size()), static_cast<py::ssize_t>(bytes)});
+            std::vector<std::byte*> rows;
+            auto* data = reinterpret_cast<std::byte*>(out.mutable_data());
+            for (std::size_t i = 0; i < hashes.size(); ++i) rows.push_back(data + i * bytes);
+            std::vector<bool> read;
+            {
+              const py::gil_scoped_release release;
+              read = s.get(views, rows);
+            }
+            return py::make_tuple(out, read);
+          },
+          py::arg("hashes"),
+          "Read the blocks of hashes, pipelined: (a (n, block_bytes) uint8 array, per block whether it was read intact; "
+          "rows not read are unspecified).")
+      .def(
+          "remove",
+          [](llmds::RedisBlockStore& s, const std::vector<std::string>& hashes) {
+            const auto views = hash_views(hashes);
+            const py::gil_scoped_release release;
+            s.remove(views);
+          },
+          py::arg("hashes"), "Delete the blocks of hashes, if present.")
+      .def("connect", &llmds::RedisBlockStore::connect, py::call_guard<py::gil_scoped_release>(),
+           "Connect now if not connected, ignoring the backoff; whether the store is connected.")
+      .def("stats", [](const llmds::RedisBlockStore& s) { return llmds::python::to_python(s.stats()); },
+           "{'lookups', 'lookup_hits', 'stored_blocks', 'dropped_stores', 'read_blocks', 'missed_reads', "
+           "'corrupt_blocks', 'foreign_blocks', 'connects', 'connection_failures', 'bytes_written', 'bytes_read', "
+           "'connected'}.")
+      .def("__repr__", [](const llmds::RedisBlockStore& s) {
+        const auto& c = s.config();
+        return fmt::format("RedisBlockStore(block_bytes={}, {}, namespace='{}', model='{}', connected={})",
+                           c.geometry.block_bytes(), c.unix_socket.empty() ? fmt::format("{}:{}", c.host, c.port) : c.unix_socket,
+                           c.key_namespace, c.model, s.stats().connected ? "True" : "False");
+      });
+}
+#endif
+
 }  // namespace
 
 void bind_kv_tiered(py::module_& m) {
+#ifdef LLMDS_HAS_REDIS
+  bind_redis_store(m);
+#endif
   py::class_<IntMatch>(m, "PrefixMatch", R"doc(
 The result of KVBlockManager.match: the longest run of leading block hashes that some tier
 holds, each pinned in its tier (it cannot be evicted) until the match is passed to onboard() or

@@ -1,0 +1,373 @@
+#include "llmds/kv/tiered/redis_store.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
+
+namespace {
+
+using namespace std::chrono_literals;
+using Bytes = std::vector<std::byte>;
+
+constexpr const char* kPassword = "llmds-test-password";
+
+// A private redis-server on a free loopback port, with a password and no persistence, that a
+// test can stop, restart and freeze (SIGSTOP) to inject the failures a remote tier must survive.
+class RedisServer {
+ public:
+  explicit RedisServer(std::vector<std::string> extra = {}) : extra_(std::move(extra)) {
+    port_ = free_port();
+    dir_ = std::filesystem::temp_directory_path() / ("llmds-redis-" + std::to_string(::getpid()) + "-" + std::to_string(port_));
+    std::filesystem::create_directories(dir_);
+  }
+  ~RedisServer() {
+    stop();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  static bool available() { return std::system("command -v redis-server > /dev/null 2>&1") == 0; }
+
+  bool start() {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      std::vector<std::string> args = {"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1",
+                                       "--requirepass", kPassword, "--save", "", "--appendonly", "no",
+                                       "--dir", dir_.string(), "--loglevel", "warning", "--logfile", ""};
+      args.insert(args.end(), extra_.begin(), extra_.end());
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execvp("redis-server", argv.data());
+      std::_Exit(127);
+    }
+    // Ready when it answers.
+    for (int i = 0; i < 500; ++i) {
+      if (answers()) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  }
+  void stop() {
+    if (pid_ <= 0) return;
+    if (frozen_) resume();
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  void freeze() {
+    ::kill(pid_, SIGSTOP);
+    frozen_ = true;
+  }
+  void resume() {
+    ::kill(pid_, SIGCONT);
+    frozen_ = false;
+  }
+  [[nodiscard]] int port() const noexcept { return port_; }
+
+  // A raw command as a test's own client (AUTH first).
+  std::string command(const std::vector<std::string>& args) const {
+    redisContext* c = redisConnect("127.0.0.1", port_);
+    if (c == nullptr || c->err) {
+      if (c) redisFree(c);
+      return "<no connection>";
+    }
+    auto* auth = static_cast<redisReply*>(redisCommand(c, "AUTH %s", kPassword));
+    if (auth) freeReplyObject(auth);
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lens;
+    for (const auto& a : args) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    auto* r = static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(args.size()), argv.data(), lens.data()));
+    std::string out = "<error>";
+    if (r != nullptr) {
+      if (r->type == REDIS_REPLY_INTEGER) out = std::to_string(r->integer);
+      if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_ERROR) out = std::string(r->str, r->len);
+      if (r->type == REDIS_REPLY_NIL) out = "<nil>";
+      freeReplyObject(r);
+    }
+    redisFree(c);
+    return out;
+  }
+
+ private:
+  static int free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    ::close(fd);
+    return ntohs(addr.sin_port);
+  }
+  bool answers() const { return command({"PING"}) == "PONG"; }
+
+  std::vector<std::string> extra_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+  bool frozen_ = false;
+  std::filesystem::path dir_;
+};
+
+llmds::RedisStoreConfig config_for(const RedisServer& server, llmds::BlockGeometry geometry = {4, 2, 2, 16, llmds::ScalarType::kFloat16}) {
+  llmds::RedisStoreConfig c;
+  c.port = server.port();
+  c.password = kPassword;
+  c.model = "stories260K";
+  c.geometry = geometry;
+  c.backoff_min = 20ms;
+  c.backoff_max = 80ms;
+  c.command_timeout = 300ms;
+  return c;
+}
+
+struct Blocks {
+  std::vector<Bytes> hashes, bytes;
+  Blocks(std::size_t n, std::size_t block_bytes, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    for (std::size_t i = 0; i < n; ++i) {
+      Bytes h(32), b(block_bytes);
+      for (auto& x : h) x = static_cast<std::byte>(rng());
+      for (auto& x : b) x = static_cast<std::byte>(rng());
+      hashes.push_back(std::move(h));
+      bytes.push_back(std::move(b));
+    }
+  }
+  std::vector<llmds::RemoteBlock> blocks() const {
+    std::vector<llmds::RemoteBlock> out;
+    for (std::size_t i = 0; i < hashes.size(); ++i) out.push_back({hashes[i], bytes[i]});
+    return out;
+  }
+  std::vector<std::span<const std::byte>> keys() const { return {hashes.begin(), hashes.end()}; }
+};
+
+#define LLMDS_NEED_REDIS()                                                                        \
+  if (!RedisServer::available()) GTEST_SKIP() << "redis-server is not installed (Debian: redis-server)"
+
+// Reads every block back: per block, whether it came back intact with the bytes it was put with.
+std::vector<bool> read_back(llmds::RedisBlockStore& store, const Blocks& b) {
+  std::vector<Bytes> out(b.hashes.size(), Bytes(store.geometry().block_bytes()));
+  std::vector<std::byte*> ptrs;
+  for (auto& o : out) ptrs.push_back(o.data());
+  auto got = store.get(b.keys(), ptrs);
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (got[i]) {
+      EXPECT_EQ(out[i], b.bytes[i]) << "block " << i;
+    }
+  }
+  return got;
+}
+
+TEST(RedisBlockStore, BlocksComeBackIntactAndALookupStopsAtTheFirstMiss) {
+  LLMDS_NEED_REDIS();
+  RedisServer server;
+  ASSERT_TRUE(server.start());
+  llmds::RedisBlockStore store(config_for(server));
+  const Blocks b(6, store.geometry().block_bytes(), 1);
+  auto all = b.blocks();
+  const std::vector<llmds::RemoteBlock> first_four(all.begin(), all.begin() + 4);
+  EXPECT_EQ(store.put(first_four), std::vector<bool>(4, true));
+  EXPECT_EQ(store.lookup(b.keys()), 4u);
+  auto gap = b.keys();
+  std::swap(gap[1], gap[5]);  // 0, 5 (absent), 2, 3
+  EXPECT_EQ(store.lookup(gap), 1u);
+  EXPECT_EQ(read_back(store, b), (std::vector<bool>{true, true, true, true, false, false}));
+  EXPECT_EQ(server.command({"EXISTS", store.key_of(b.hashes[0])}), "1");
+  EXPECT_TRUE(store.key_of(b.hashes[0]).starts_with("llmds:stories260K:"));
+  EXPECT_EQ(store.key_of(b.hashes[0]).size(), std::string("llmds:stories260K:").size() + 64);
+  store.remove(b.keys());
+  EXPECT_EQ(store.lookup(b.keys()), 0u);
+  const auto s = store.stats();
+  EXPECT_EQ(s.stored_blocks, 4u);
+  EXPECT_EQ(s.read_blocks, 4u);
+  EXPECT_EQ(s.missed_reads, 2u);
+  EXPECT_EQ(s.corrupt_blocks, 0u);
+  EXPECT_EQ(s.connects, 1u);
+  EXPECT_TRUE(s.connected);
+}
+
+TEST(RedisBlockStore, LargeBlocksGoInOnePipeline) {
+  LLMDS_NEED_REDIS();
+  RedisServer server;
+  ASSERT_TRUE(server.start());
+  llmds::RedisBlockStore store(config_for(server, {16, 16, 2, 1024, llmds::ScalarType::kFloat16}));  // 512 KiB
+  ASSERT_EQ(store.geometry().block_bytes(), 512u * 1024);
+  const Blocks b(16, store.geometry().block_bytes(), 2);
+  EXPECT_EQ(store.put(b.blocks()), std::vector<bool>(16, true));
+  EXPECT_EQ(read_back(store, b), std::vector<bool>(16, true));
+}
+
+TEST(RedisBlockStore, AValueThatFailsItsChecksIsAMissAndIsDeleted) {
+  LLMDS_NEED_REDIS();
+  RedisServer server;
+  ASSERT_TRUE(server.start());
+  llmds::RedisBlockStore store(config_for(server));
+  const Blocks b(4, store.geometry().block_bytes(), 3);
+  ASSERT_EQ(store.put(b.blocks()), std::vector<bool>(4, true));
+  // Block 0: a flipped payload byte. Block 1: block 2's value under block 1's key. Block 2: an
+  // intact value of another scalar type. Block 3: truncated.
+  std::string v0 = store.encode_value(b.hashes[0], b.bytes[0]);
+  v0.back() ^= 1;
+  server.command({"SET", store.key_of(b.hashes[0]), v0});
+  server.command({"SET", store.key_of(b.hashes[1]), store.encode_value(b.hashes[2], b.bytes[2])});
+  auto other = config_for(server, {4, 2, 2, 16, llmds::ScalarType::kBFloat16});
+  llmds::RedisBlockStore other_store(other);
+  server.command({"SET", store.key_of(b.hashes[2]), other_store.encode_value(b.hashes[2], b.bytes[2])});
+  const std::string v3 = store.encode_value(b.hashes[3], b.bytes[3]);
+  server.command({"SET", store.key_of(b.hashes[3]), v3.substr(0, v3.size() - 1)});
+  EXPECT_EQ(read_back(store, b), std::vector<bool>(4, false));
+  EXPECT_EQ(store.stats().corrupt_blocks, 3u);
+  EXPECT_EQ(store.stats().foreign_blocks, 1u);  // intact, of another shape: not this store's to delete
+  EXPECT_EQ(server.command({"EXISTS", store.key_of(b.hashes[0])}), "0");
+  EXPECT_EQ(server.command({"EXISTS", store.key_of(b.hashes[1])}), "0");
+  EXPECT_EQ(server.command({"EXISTS", store.key_of(b.hashes[2])}), "1");
+  EXPECT_EQ(server.command({"EXISTS", store.key_of(b.hashes[3])}), "0");
+}
+
+TEST(RedisBlockStore, AWrongPasswordIsAStoreThatFindsAndKeepsNothing) {
+  LLMDS_NEED_REDIS();
+  RedisServer server;
+  ASSERT_TRUE(server.start());
+  auto c = config_for(server);
+  c.password = "not-the-password";
+  llmds::RedisBlockStore store(c);
+  const Blocks b(3, store.geometry().block_bytes(), 4);
+  EXPECT_EQ(store.put(b.blocks()), std::vector<bool>(3, false));
+  EXPECT_EQ(store.lookup(b.keys()), 0u);
+  const auto s = store.stats();
+  EXPECT_EQ(s.dropped_stores, 3u);
+  EXPECT_GE(s.connection_failures, 1u);
+  EXPECT_FALSE(s.connected);
+}
+
+TEST(RedisBlockStore, AServerThatIsDownThenStartsIsReachedAfterTheBackoff) {
+  LLMDS_NEED_REDIS();
+  RedisServer server;  // not started
+  auto c = config_for(server);
+  c.backoff_min = 300ms;
+  c.backoff_max = 300ms;
+  llmds::RedisBlockStore store(c);
+  const Blocks b(3, store.geometry().block_bytes(), 5);
+  EXPECT_EQ(store.put(b.blocks()), std::vector<bool>(3, false));
+  EXPECT_EQ(store.lookup(b.keys()), 0u);  // within the backoff: not even attempted
+  EXPECT_EQ(store.stats().connection_failures, 1u);
+  ASSERT_TRUE(server.start());
+  std::this_thread::sleep_for(400ms);  // past the backoff
+  EXPECT_EQ(store.put(b.blocks()), std::vector<bool>(3, true));
+  EXPECT_EQ(store.lookup(b.keys()), 3u);
+  EXPECT_EQ(store.stats().connects, 1u);
+}
+
+TEST(RedisBlockStore, ARestartedServerIsReconnectedAndTheStoreKeepsServing) {
+  LLMDS_NEED_REDIS();
+  RedisServer server;
+  ASSERT_TRUE(server.start());
+  llmds::RedisBlockStore store(config_for(server));
+  const Blocks b(3, store.geometry().block_bytes(), 6);
+  ASSERT_EQ(store.put(b.blocks()), std::vector<bool>(3, true));
+  server.stop();
+  EXPECT_EQ(store.lookup(b.keys()), 0u);  // the connection is found dead
+  EXPECT_EQ(read_back(store, b), std::vector<bool>(3, false));
+  ASSERT_TRUE(server.start());  // empty: no persistence
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(store.lookup(b.keys()), 0u);
+  EXPECT_EQ(store.put(b.blocks()), std::vector<bool>(3, true));
+  EXPECT_EQ(read_back(store, b), std::vector<bool>(3, true));
+  const auto s = store.stats();
+  EXPECT_EQ(s.connects, 2u);
+  EXPECT_GE(s.connection_failures, 1u);
+}
+
+TEST(RedisBlockStore, AServerThatStopsAnsweringTimesOutAndIsCountedDown) {
+  LLMDS_NEED_REDIS();
+  RedisServer server;
+  ASSERT_TRUE(server.start());
+  llmds::RedisBlockStore store(config_for(server));
+  const Blocks b(2, store.geometry().block_bytes(), 7);
+  ASSERT_EQ(store.put(b.blocks()), std::vector<bool>(2, true));
+  server.freeze();
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(read_back(store, b), std::vector<bool>(2, false));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);  // the command timeout, not a hang
+  EXPECT_EQ(store.put(b.blocks()), std::vector<bool>(2, false));  // within the backoff
+  server.resume();
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(read_back(store, b), std::vector<bool>(2, true));
+  EXPECT_GE(store.stats().connection_failures, 1u);
+  EXPECT_EQ(store.stats().dropped_stores, 2u);
+}
+
+TEST(RedisBlockStore, RedisEvictsUnderMaxmemoryAndRefusalsAreDroppedStores) {
+  LLMDS_NEED_REDIS();
+  llmds::BlockGeometry big{16, 16, 2, 1024, llmds::ScalarType::kFloat16};  // 512 KiB
+  {
+    RedisServer server({"--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"});
+    ASSERT_TRUE(server.start());
+    llmds::RedisBlockStore store(config_for(server, big));
+    const Blocks b(24, big.block_bytes(), 8);
+    for (const auto& block : b.blocks()) EXPECT_EQ(store.put(std::span(&block, 1)), std::vector<bool>{true});
+    const auto kept = read_back(store, b);
+    const auto n = std::count(kept.begin(), kept.end(), true);
+    // Redis bounded itself: some blocks left (its LRU clock ticks once a second, so which ones
+    // is its sampling's choice), the rest came back whole; every store was accepted.
+    EXPECT_GT(n, 0);
+    EXPECT_LT(n, 24);
+    EXPECT_EQ(store.stats().dropped_stores, 0u);
+    EXPECT_EQ(store.stats().corrupt_blocks, 0u);
+  }
+  {
+    RedisServer server({"--maxmemory", "2mb", "--maxmemory-policy", "noeviction"});
+    ASSERT_TRUE(server.start());
+    llmds::RedisBlockStore store(config_for(server, big));
+    const Blocks b(12, big.block_bytes(), 9);
+    std::size_t refused = 0;
+    for (const auto& block : b.blocks()) refused += store.put(std::span(&block, 1))[0] ? 0 : 1;
+    EXPECT_GT(refused, 0u);
+    EXPECT_EQ(store.stats().dropped_stores, refused);
+    EXPECT_TRUE(store.stats().connected);  // a refusal is not a lost connection
+  }
+}
+
+TEST(RedisBlockStore, BadConfigsAndBlocksAreRefused) {
+  llmds::RedisStoreConfig c;
+  c.geometry = {4, 2, 2, 16, llmds::ScalarType::kFloat16};
+  c.port = 0;
+  EXPECT_THROW(llmds::RedisBlockStore{c}, std::invalid_argument);
+  c.port = 6379;
+  c.geometry.tokens = 0;
+  EXPECT_THROW(llmds::RedisBlockStore{c}, std::invalid_argument);
+  c.geometry.tokens = 4;
+  c.backoff_max = 1ms;
+  EXPECT_THROW(llmds::RedisBlockStore{c}, std::invalid_argument);
+  c.backoff_max = 5000ms;
+  c.key_namespace = "";
+  EXPECT_THROW(llmds::RedisBlockStore{c}, std::invalid_argument);
+  c.key_namespace = "llmds";
+  llmds::RedisBlockStore store(c);
+  const Blocks b(1, 7, 10);  // the wrong size
+  EXPECT_THROW(store.put(b.blocks()), std::invalid_argument);
+}
+
+}  // namespace
