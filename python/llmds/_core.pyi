@@ -906,10 +906,13 @@ def replay_tiered_prefix_cache(
     move_bytes: bool = False,
     disk_directory: str | os.PathLike[str] | None = None,
     offload_queue_blocks: int = 64,
+    remote: RedisBlockStore | None = None,
 ) -> TieredReplayResult:
     """Replay a trace through a KVBlockManager of primary, host and disk tiers; with move_bytes, real
     blocks of block_bytes move between them. offload_queue_blocks: disk writes waiting for the disk
-    worker (0: each written on the replay's thread)."""
+    worker (0: each written on the replay's thread). remote: a RedisBlockStore shared with other
+    replicas (with move_bytes, of block_bytes blocks): computed blocks are put there, and prompt
+    blocks the local tiers miss are read back from it."""
 
 class RoutedReplayResult:
     """What a replay of a trace over several routed replicas measured."""

@@ -28,7 +28,7 @@
 
 #include "arguments.hpp"
 #include "initialised.hpp"
-#include "int_kv_block_manager.hpp"
+#include "kv_tiered_types.hpp"
 #include "kv_event_dicts.hpp"
 #include "stats_dict.hpp"
 
@@ -37,9 +37,6 @@ namespace py = pybind11;
 using IntMatch = IntKVBlockManager::Match;
 
 LLMDS_PY_REQUIRE_INIT(IntMatch)
-#ifdef LLMDS_HAS_REDIS
-LLMDS_PY_REQUIRE_INIT(llmds::RedisBlockStore)
-#endif
 
 namespace {
 

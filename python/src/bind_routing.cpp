@@ -27,7 +27,7 @@
 #endif
 
 #include "initialised.hpp"
-#include "int_kv_block_manager.hpp"
+#include "kv_tiered_types.hpp"
 #include "kv_event_dicts.hpp"
 #include "stats_dict.hpp"
 

@@ -16,6 +16,7 @@
 
 #include "arguments.hpp"
 #include "initialised.hpp"
+#include "kv_tiered_types.hpp"
 #include "stats_dict.hpp"
 
 namespace py = pybind11;
@@ -141,8 +142,16 @@ void bind_traces(py::module_& m) {
         [](const MooncakeTrace& trace, std::int64_t primary_blocks, std::int64_t host_blocks,
            std::int64_t disk_blocks, std::int64_t block_size, std::string_view offload_policy,
            std::int64_t disk_min_uses, std::int64_t block_bytes, bool move_bytes,
-           std::optional<std::filesystem::path> disk_directory, std::int64_t offload_queue_blocks) {
+           std::optional<std::filesystem::path> disk_directory, std::int64_t offload_queue_blocks,
+           const py::object& remote) {
           llmds::TieredReplayConfig c;
+          if (!remote.is_none()) {
+#ifdef LLMDS_HAS_REDIS
+            c.remote = py::cast<llmds::RedisBlockStore*>(remote);
+#else
+            throw py::import_error("remote needs llmds built with hiredis");
+#endif
+          }
           c.primary_blocks = positive(primary_blocks, "primary_blocks");
           c.host_blocks = llmds::python::non_negative(host_blocks, "host_blocks");
           c.disk_blocks = llmds::python::non_negative(disk_blocks, "disk_blocks");
@@ -168,13 +177,15 @@ void bind_traces(py::module_& m) {
         py::arg("trace"), py::arg("primary_blocks"), py::arg("host_blocks") = 0, py::arg("disk_blocks") = 0,
         py::arg("block_size") = 512, py::arg("offload_policy") = "write-back", py::arg("disk_min_uses") = 0,
         py::arg("block_bytes") = 0, py::arg("move_bytes") = false, py::arg("disk_directory") = py::none(),
-        py::arg("offload_queue_blocks") = 64,
+        py::arg("offload_queue_blocks") = 64, py::arg("remote") = py::none(),
         "Replay a trace through a KVBlockManager of primary, host and disk tiers (0: none) under the "
         "protocol of replay_prefix_cache: a prompt block hits if any tier holds it. With move_bytes, every tier "
         "holds real blocks of block_bytes (memory arenas, block files in disk_directory, which must hold no "
         "blocks), and the time includes the copies and the disk I/O. offload_queue_blocks: disk writes waiting "
         "for the disk worker, beyond which the lowest-priority one is dropped (a replay runs faster than any "
-        "disk, so a small queue drops most of them); 0 writes each block on the replay's thread.");
+        "disk, so a small queue drops most of them); 0 writes each block on the replay's thread. remote: a "
+        "RedisBlockStore shared with other replicas (needs move_bytes and block_bytes equal to its block_bytes): "
+        "every block computed is put there, and prompt blocks the local tiers miss are read back from it.");
 
   py::class_<llmds::RoutedReplayResult>(m, "RoutedReplayResult",
                                         "What a replay of a trace over several routed replicas measured.")

@@ -191,12 +191,19 @@ std::size_t serve_request(KVBlockManager<std::int64_t>& manager, const MooncakeR
                           std::vector<BlockId>& table) {
   const std::size_t full = static_cast<std::size_t>(r.input_length) / bs;
   const std::span<const std::int64_t> keys(r.hash_ids.data(), full);
-  auto match = manager.match(keys.first(may_hit_blocks(r, bs)));
-  const std::size_t hits = match.size();
+  const std::size_t may_hit = may_hit_blocks(r, bs);
+  auto match = manager.match(keys.first(may_hit));
   table = manager.onboard(match);
-  const auto fresh = manager.allocate(held_blocks(r, bs) - hits);
+  std::size_t hits = table.size();
   std::optional<std::int64_t> parent;
   if (hits > 0) parent = keys[hits - 1];
+  if (hits < may_hit) {  // the rest of the run from the remote tier, if there is one
+    const auto more = manager.onboard_remote(keys.subspan(hits, may_hit - hits), parent);
+    table.insert(table.end(), more.begin(), more.end());
+    hits += more.size();
+    if (hits > 0) parent = keys[hits - 1];
+  }
+  const auto fresh = manager.allocate(held_blocks(r, bs) - hits);
   manager.register_blocks(std::span(fresh).first(full - hits), keys.subspan(hits), parent);
   table.insert(table.end(), fresh.begin(), fresh.end());
   std::reverse(table.begin(), table.end());
@@ -306,6 +313,11 @@ void TieredReplayConfig::validate() const {
     throw std::invalid_argument(fmt::format("TieredReplayConfig.block_bytes must be below 2^32, got {}", block_bytes));
   }
   check_block_size_fits("TieredReplayConfig", block_size);
+  if (remote != nullptr && (!move_bytes || remote->geometry().block_bytes() != block_bytes)) {
+    throw std::invalid_argument(fmt::format(
+        "TieredReplayConfig: a remote store needs move_bytes and blocks of its size ({} bytes), got block_bytes {}",
+        remote->geometry().block_bytes(), block_bytes));
+  }
 }
 
 TieredReplayResult replay_tiered_prefix_cache(std::span<const MooncakeRequest> requests,
@@ -321,6 +333,7 @@ TieredReplayResult replay_tiered_prefix_cache(std::span<const MooncakeRequest> r
   mc.disk_min_uses = config.disk_min_uses;
   mc.event_log_batches = 0;  // nobody listens: no events are built
   mc.offload_queue_blocks = config.offload_queue_blocks;
+  mc.remote_queue_blocks = 0;  // puts on the replay's thread: the other replicas see them at once
   // With move_bytes, a block is one row of block_bytes in every tier: its shape does not matter
   // to the copies, only its size.
   const BlockGeometry geometry{1, 1, 1, static_cast<std::uint32_t>(std::max<std::size_t>(config.block_bytes, 1)),
@@ -331,6 +344,7 @@ TieredReplayResult replay_tiered_prefix_cache(std::span<const MooncakeRequest> r
   if (config.move_bytes) {
     primary_store = std::make_unique<MemoryStore<ContiguousLayout>>(ContiguousLayout(geometry, config.primary_blocks, 4096));
     stores.primary = primary_store.get();
+    stores.remote = config.remote;
     if (config.host_blocks > 0) {
       host_store = std::make_unique<MemoryStore<ContiguousLayout>>(ContiguousLayout(geometry, config.host_blocks, 4096));
       stores.host = host_store.get();

@@ -1,5 +1,9 @@
 #include "llmds/kv/tiered/redis_store.hpp"
 
+#include "llmds/kv/tiered/kv_block_manager.hpp"
+#include "llmds/kv/tiered/memory_store.hpp"
+#include "llmds/kv/trace_replay.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -348,6 +352,79 @@ TEST(RedisBlockStore, RedisEvictsUnderMaxmemoryAndRefusalsAreDroppedStores) {
     EXPECT_EQ(store.stats().dropped_stores, refused);
     EXPECT_TRUE(store.stats().connected);  // a refusal is not a lost connection
   }
+}
+
+// The remote tier end to end: two block managers, each with its own connection, share blocks
+// through one Redis server.
+TEST(RedisBlockStore, TwoManagersShareBlocksThroughOneServer) {
+  LLMDS_NEED_REDIS();
+  RedisServer server;
+  ASSERT_TRUE(server.start());
+  const llmds::BlockGeometry g{4, 2, 2, 16, llmds::ScalarType::kFloat16};
+  struct Replica {
+    llmds::RedisBlockStore remote;
+    llmds::MemoryStore<llmds::ContiguousLayout> primary;
+    llmds::KVBlockManager<std::int64_t> manager;
+    Replica(const llmds::RedisStoreConfig& c, const llmds::BlockGeometry& g)
+        : remote(c), primary(llmds::ContiguousLayout(g, 8)), manager(config(g), llmds::TierStores{&primary, nullptr, nullptr, &remote}) {}
+    static llmds::KVBlockManagerConfig config(const llmds::BlockGeometry& g) {
+      llmds::KVBlockManagerConfig c;
+      c.primary_blocks = 8;
+      c.block_size = g.tokens;
+      return c;
+    }
+  };
+  Replica a(config_for(server, g), g), b(config_for(server, g), g);
+  const Blocks data(3, g.block_bytes(), 11);
+  const std::vector<std::int64_t> keys{101, 102, 103};
+  const auto blocks = a.manager.allocate(3);
+  for (std::size_t i = 0; i < 3; ++i) a.primary.write_block(static_cast<std::size_t>(blocks[i]), data.bytes[i].data());
+  a.manager.register_blocks(blocks, keys);
+  a.manager.release(std::vector<llmds::BlockId>(blocks.rbegin(), blocks.rend()));
+  a.manager.flush();  // the remote writer has put them
+  EXPECT_EQ(a.manager.counters(llmds::Tier::kRemote).stored_blocks, 3u);
+
+  const auto got = b.manager.onboard_remote(keys);
+  ASSERT_EQ(got.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    Bytes out(g.block_bytes());
+    b.primary.read_block(static_cast<std::size_t>(got[i]), out.data());
+    EXPECT_EQ(out, data.bytes[i]);
+  }
+  server.stop();  // the shared tier goes away: misses, and the managers keep serving
+  EXPECT_TRUE(a.manager.onboard_remote(std::vector<std::int64_t>{104}).empty());
+  const auto more = a.manager.allocate(1);
+  a.manager.register_blocks(more, std::vector<std::int64_t>{104});
+  a.manager.release(more);
+  a.manager.flush();
+  EXPECT_GE(a.manager.counters(llmds::Tier::kRemote).failed_transfers, 1u);
+  b.manager.release(std::vector<llmds::BlockId>(got.rbegin(), got.rend()));
+}
+
+// Replicas of a trace replay find the blocks the others computed.
+TEST(RedisBlockStore, ATraceReplayFindsWhatAnotherReplicaComputed) {
+  LLMDS_NEED_REDIS();
+  RedisServer server;
+  ASSERT_TRUE(server.start());
+  const auto trace = llmds::parse_mooncake_trace(
+      R"({"timestamp": 0, "input_length": 2048, "output_length": 10, "hash_ids": [1, 2, 3, 4]})"
+      "\n"
+      R"({"timestamp": 1, "input_length": 2048, "output_length": 10, "hash_ids": [1, 2, 5, 6]})");
+  const llmds::BlockGeometry g{1, 1, 1, 64, llmds::ScalarType::kOther};
+  llmds::RedisBlockStore first(config_for(server, g)), second(config_for(server, g));
+  llmds::TieredReplayConfig c;
+  c.primary_blocks = 8;
+  c.block_bytes = 64;
+  c.move_bytes = true;
+  c.remote = &first;
+  const auto alone = llmds::replay_tiered_prefix_cache(trace, c);
+  EXPECT_EQ(alone.hit_blocks, 2u);  // 1 and 2, from its own primary
+  c.remote = &second;
+  const auto other = llmds::replay_tiered_prefix_cache(trace, c);  // a fresh replica
+  EXPECT_EQ(other.hit_blocks, 3u + 3u);  // every block but each prompt's last, 1-3 then 1, 2, 5
+  EXPECT_GT(other.tier_hit_rate(llmds::Tier::kRemote), 0.0);
+  c.move_bytes = false;
+  EXPECT_THROW(llmds::replay_tiered_prefix_cache(trace, c), std::invalid_argument);
 }
 
 TEST(RedisBlockStore, BadConfigsAndBlocksAreRefused) {

@@ -126,3 +126,27 @@ def test_bad_arguments_are_refused() -> None:
         store.lookup([b""])
     assert store.put(hashes(1), np.zeros((1, BLOCK), dtype=np.uint8)) == [False]
     assert store.stats()["dropped_stores"] == 1
+
+
+def test_replicas_sharing_the_tier_find_each_others_blocks(data_file, tmp_path) -> None:
+    from llmds.benchmarks.shared_tier import replay_global, replay_replicas
+    from llmds.replay import replay_tiered_prefix_cache
+    from llmds.traces import parse_mooncake_trace
+
+    lines = data_file("traces/mooncake_fast25_conversation_trace.jsonl").read_text().splitlines()[:400]
+    part = tmp_path / "trace.jsonl"
+    part.write_text("\n".join(lines))
+    with local_redis_server() as server:
+        alone = replay_replicas(part, 2, 300, 0, None)
+        shared = replay_replicas(part, 2, 300, 0, server.address)
+        assert shared.lookup_blocks == alone.lookup_blocks
+        assert shared.remote_hit_blocks > 0
+        assert shared.hit_blocks >= alone.hit_blocks + shared.remote_hit_blocks // 2
+        one = replay_global(part, 600, 0)
+        assert one.lookup_blocks == alone.lookup_blocks
+        store = RedisBlockStore(64, server.address.host, server.port, password=server.address.password)
+        trace = parse_mooncake_trace("\n".join(lines[:5]))
+        with pytest.raises(ValueError, match="move_bytes"):
+            replay_tiered_prefix_cache(trace, 300, block_bytes=64, remote=store)
+        with pytest.raises(ValueError, match="64 bytes"):
+            replay_tiered_prefix_cache(trace, 300, block_bytes=32, move_bytes=True, remote=store)

@@ -95,6 +95,11 @@ struct TieredReplayConfig {
   bool move_bytes = false;
   std::filesystem::path disk_directory;
   std::size_t offload_queue_blocks = 64;  // disk writes waiting for the worker; 0: written at once
+  // A store shared with other replicas (the remote tier; kv/tiered/redis_store.hpp), lent for the
+  // replay: with move_bytes, of block_bytes blocks. Every block the replay computes is put there
+  // (on the replay's thread), and the prompt blocks the local tiers miss are looked up and read
+  // back from it (KVBlockManager::onboard_remote).
+  RemoteBlockStore* remote = nullptr;
 
   void validate() const;
 };

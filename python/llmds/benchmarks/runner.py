@@ -377,7 +377,7 @@ def _routing(report: Report, data: Path) -> None:
         print()
 
 
-def _remote(report: Report, quick: bool) -> None:
+def _remote(report: Report, data: Path, quick: bool) -> None:
     from llmds.benchmarks.redis_tier import compare
     from llmds.kv_block_manager import HAS_REDIS
 
@@ -411,6 +411,40 @@ def _remote(report: Report, quick: bool) -> None:
                 limit = rows[2].store_gbps if way == "store" else rows[2].load_gbps
                 print(f"; {a / limit:.2f}x redis-benchmark", end="")
         print("\n")
+        _shared_tier(report, data, quick)
+
+
+def _shared_tier(report: Report, data: Path, quick: bool) -> None:
+    from llmds.benchmarks.redis_tier import redis_for_bench
+    from llmds.benchmarks.shared_tier import replay_global, replay_replicas
+
+    replicas, primary, host = 4, 1_500, 4_000
+    print(f"### Mooncake traces over {replicas} replica processes sharing the Redis tier\n")
+    print(f"Each replica a process replaying its round-robin share of the trace (all at once) through a KVBlockManager of "
+          f"primary {primary:,} + host {host:,} blocks of 64 bytes; with the shared tier, each computed block is put into "
+          "the one Redis server and the prompt blocks the local tiers miss are read back from it. Beside it: the replicas "
+          f"alone, and one global cache of the summed capacity (primary {primary * replicas:,} + host {host * replicas:,}) "
+          "replaying the whole trace in order. Goal: with the shared tier, at least 95% of the global cache's hit rate. "
+          "(llmds.benchmarks.shared_tier)\n")
+    print("| trace | replicas alone | with the shared Redis tier (of it, from Redis) | one global cache | shared / global "
+          "| goal |")
+    print("|---|---:|---:|---:|---:|---|")
+    with redis_for_bench() as address:
+        for relative in MOONCAKE_TRACES:
+            kind = "conversation" if "conversation" in relative else "synthetic"
+            try:
+                path = locate(relative, data)
+            except FileNotFoundError as e:
+                print(f"| {kind} | not run: {e} | | | | |")
+                continue
+            alone = replay_replicas(path, replicas, primary, host, None)
+            shared = replay_replicas(path, replicas, primary, host, address)
+            one = replay_global(path, primary * replicas, host * replicas)
+            ratio = shared.hit_rate / one.hit_rate if one.hit_rate else 0.0
+            print(f"| {kind} | {100 * alone.hit_rate:.2f}% | {100 * shared.hit_rate:.2f}% "
+                  f"({100 * shared.remote_hit_blocks / shared.lookup_blocks:.2f}%) | {100 * one.hit_rate:.2f}% | "
+                  f"{ratio:.3f} | {'met' if ratio >= 0.95 else 'MISSED'} |")
+    print()
 
 
 SECTIONS = ("hnsw", "churn", "bm25", "cmsketch", "kv", "tiers", "routing", "remote", "scheduler", "engine", "gbench")
@@ -449,7 +483,7 @@ def run(out: Path = Path("docs/benchmarks.md"), images: Path | None = None, data
         "kv": lambda: _kv_cache(report, data, quick),
         "tiers": lambda: _tiers(report, data, gbench, quick),
         "routing": lambda: _routing(report, data),
-        "remote": lambda: _remote(report, quick),
+        "remote": lambda: _remote(report, data, quick),
         "scheduler": lambda: _scheduler(report, data, quick),
         "engine": lambda: _engine(report, data, quick),
         "gbench": lambda: _gbench(report, gbench),

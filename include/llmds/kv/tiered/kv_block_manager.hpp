@@ -39,6 +39,16 @@
 //                  tiers hold copies of what is above (inclusive), so an eviction costs no copy,
 //                  at the price of capacity.
 //
+// The remote tier. Below the local tiers, a store that many servers share (TierStores::remote,
+// on Redis) holds blocks any of them computed. Every block registered in primary is put there
+// (write-through, by a background worker: another server can use it at once); a block is never
+// offloaded there on eviction, since it is there already. match() and onboard() cover the local
+// tiers only, pinned and exact; a caller then asks onboard_remote() for the rest of its
+// hashes: one round trip finds how many leading ones the store holds, a second reads them into
+// new primary blocks, registered as if computed. The store is shared and bounds itself (Redis
+// evicts), so nothing about it is pinned or announced in events, and everything about it may
+// fail: a failure ends the run, counted, and the caller computes the rest.
+//
 // Two filters keep blocks out of lower tiers: a block whose retention priority is below
 // offload_min_priority is dropped rather than offloaded (TensorRT-LLM's secondary offload
 // floor), and disk admits a block only once it has been used disk_min_uses times (computed or
@@ -215,13 +225,17 @@ class KVBlockManager {
       }
     }
     if (config.reclaim_free_blocks > 0) reclaimer_ = std::thread([this] { reclaim(); });
+    remote_ = stores.remote;
+    remote_stats_.tier = Tier::kRemote;
+    if (remote_ != nullptr && config.remote_queue_blocks > 0) remote_writer_ = std::thread([this] { write_to_remote(); });
     events_.publish();
   }
 
   KVBlockManager(const KVBlockManager&) = delete;
   KVBlockManager& operator=(const KVBlockManager&) = delete;
 
-  /// Stops the workers after what they are doing now: disk writes still queued are dropped,
+  /// Stops the workers after what they are doing now: disk writes and remote puts still queued
+  /// are dropped,
   /// onboardings not finished are abandoned (finish() must not be called after this).
   ~KVBlockManager() {
     {
@@ -231,20 +245,22 @@ class KVBlockManager {
     work_.notify_all();
     up_work_.notify_all();
     reclaim_work_.notify_all();
+    remote_work_.notify_all();
+    if (remote_writer_.joinable()) remote_writer_.join();
     if (worker_.joinable()) worker_.join();
     if (onboarder_.joinable()) onboarder_.join();
     if (reclaimer_.joinable()) reclaimer_.join();
   }
 
-  /// Waits until every queued disk write is done (written or failed) and the reclaimer has
-  /// nothing left to do. A no-op without them.
+  /// Waits until every queued disk write and remote put is done (or failed) and the reclaimer
+  /// has nothing left to do. A no-op without them.
   void flush() {
     {
       std::unique_lock lock(mu_);
       wake_reclaimer();
       idle_.wait(lock, [&] {
         return (!writes_ || (writes_->empty() && removals_.empty() && busy_ == 0)) && reclaiming_.empty() &&
-               !needs_reclaim();
+               !needs_reclaim() && remote_puts_.empty() && remote_busy_ == 0;
       });
     }
     events_.publish();
@@ -301,6 +317,7 @@ class KVBlockManager {
                                               unsigned{priority}, kMaxRetentionPriority));
     }
     std::vector<BlockId> canonical(blocks.begin(), blocks.end());
+    std::vector<RemotePut> now_puts;  // remote puts this thread makes (remote_queue_blocks = 0)
     {
       const std::lock_guard lock(mu_);
       TierState& primary = *tiers_[0];
@@ -342,6 +359,9 @@ class KVBlockManager {
         record_use(hashes[i]);
       }
       emit_stored_runs(primary, fresh_blocks, hashes, fresh);
+      if (remote_ != nullptr) {
+        for (const std::size_t i : fresh) queue_remote_put(hashes[i], blocks[i], now_puts);
+      }
       for (const std::size_t i : fresh) {
         const BlockMeta& meta = primary.meta[static_cast<std::size_t>(blocks[i])];
         if (config_.offload_policy == OffloadPolicy::kWriteThrough) {
@@ -352,6 +372,7 @@ class KVBlockManager {
         }
       }
     }
+    if (!now_puts.empty()) put_remote(now_puts);
     events_.publish();
     return canonical;
   }
@@ -521,6 +542,19 @@ class KVBlockManager {
     wake_reclaimer();
   }
 
+  /// The longest leading run of `hashes` that the remote store holds, read into new primary
+  /// blocks and registered there as if computed (hashes[0]'s parent is `parent`; token_ids is
+  /// empty or block_size tokens per hash, for the events); each block comes back with one
+  /// reference for the caller, in order. For the hashes a match() and onboard() of the local
+  /// tiers did not cover. Two round trips to the store, neither under the manager's lock. The
+  /// run ends before the first block that does not arrive intact (evicted since the lookup, a
+  /// failed read, a store that is down: counted in the remote tier's stats); empty without a
+  /// remote store. A hash registered in primary meanwhile is shared, not read twice. Throws
+  /// llmds::OutOfPages, changing nothing, if primary has too few free or cached blocks for the
+  /// run, std::invalid_argument for token ids of the wrong length.
+  std::vector<BlockId> onboard_remote(std::span<const Key> hashes, std::optional<Key> parent = std::nullopt,
+                                      std::span<const TokenId> token_ids = {});
+
   /// Takes one more reference to each primary block (a sequence forked from another shares its
   /// blocks). As BlockPool::touch: throws, changing nothing, for a free or out-of-range block.
   void share(std::span<const BlockId> blocks) {
@@ -608,7 +642,8 @@ class KVBlockManager {
     return state_of(tier).pool.registered_keys();
   }
 
-  /// Per tier, fastest first.
+  /// Per tier, fastest first; the remote tier last, if there is one (its capacity, cached and
+  /// in-use counts are the shared store's business: 0 here).
   [[nodiscard]] std::vector<TierStats> stats() const {
     const std::lock_guard lock(mu_);
     std::vector<TierStats> out;
@@ -618,6 +653,7 @@ class KVBlockManager {
       s.copy_out_us = t->copy_out.percentiles();
       out.push_back(s);
     }
+    if (remote_ != nullptr) out.push_back(remote_counters());
     return out;
   }
 
@@ -626,6 +662,7 @@ class KVBlockManager {
   /// std::invalid_argument for a tier this manager does not have.
   [[nodiscard]] TierStats counters(Tier tier) const {
     const std::lock_guard lock(mu_);
+    if (tier == Tier::kRemote && remote_ != nullptr) return remote_counters();
     return counters_of(state_of(tier));
   }
 
@@ -744,6 +781,25 @@ class KVBlockManager {
       s.queued_writes = writes_->size() + writing_;
       s.queue_high_water = writes_->high_water();
     }
+    return s;
+  }
+
+  // A block on its way to the remote store: its hash and a copy of its bytes (logical order).
+  struct RemotePut {
+    Key key;
+    std::vector<std::byte> bytes;
+  };
+  // Copies a primary block for the remote store: into the worker's queue (full: dropped,
+  // counted), or into `now` for the calling thread (remote_queue_blocks = 0). Under the lock.
+  void queue_remote_put(const Key& key, BlockId slot, std::vector<RemotePut>& now);
+  // Puts blocks into the remote store, outside the lock, and counts what came of it.
+  void put_remote(std::vector<RemotePut>& puts);
+  // The remote writer: takes batches from the queue and puts them.
+  void write_to_remote();
+  [[nodiscard]] TierStats remote_counters() const {
+    TierStats s = remote_stats_;
+    s.queued_writes = remote_puts_.size() + remote_busy_;
+    s.queue_high_water = remote_high_water_;
     return s;
   }
 
@@ -1009,6 +1065,14 @@ class KVBlockManager {
   bool reclaim_started_ = false;  // below half its reserve, and not yet back to all of it
   std::condition_variable reclaim_work_;
   std::thread reclaimer_;
+  // The remote tier: its store, counters, and the writer's queue.
+  RemoteBlockStore* remote_ = nullptr;
+  TierStats remote_stats_;
+  std::deque<RemotePut> remote_puts_;
+  std::size_t remote_busy_ = 0;  // puts the writer is making now
+  std::size_t remote_high_water_ = 0;
+  std::condition_variable remote_work_;
+  std::thread remote_writer_;
   std::array<int, kNumTiers> tier_index_{-1, -1, -1, -1};
   std::unique_ptr<CountMinSketch> uses_;  // with disk_min_uses > 1
   std::uint64_t next_match_id_ = 1;

@@ -19,6 +19,7 @@
 #include "llmds/kv/eviction_policy.hpp"
 #include "llmds/kv/tiered/disk_store.hpp"
 #include "llmds/kv/tiered/memory_store.hpp"
+#include "llmds/kv/tiered/remote_store.hpp"
 #include "llmds/kv/tiered/tier.hpp"
 
 namespace llmds {
@@ -50,6 +51,10 @@ struct KVBlockManagerConfig {
   // free and stops when all are. 0: no reclaimer; evictions copy on the calling thread
   // (deterministic).
   std::size_t reclaim_free_blocks = 0;
+  // With a remote store (TierStores::remote, shared by many servers): every block registered in
+  // primary is also put there by a background worker, through a queue of this many blocks (a
+  // full queue drops the put, counted); 0 puts on the calling thread instead (deterministic).
+  std::size_t remote_queue_blocks = 256;
 
   void validate() const {
     constexpr auto kMaxBlocks = static_cast<std::size_t>(std::numeric_limits<BlockId>::max());
@@ -112,6 +117,9 @@ struct TierStores {
   MemoryBlockStore* primary = nullptr;
   MemoryBlockStore* host = nullptr;
   DiskStore* disk = nullptr;
+  /// The remote tier: a store many servers share (kv/tiered/redis_store.hpp). It needs the
+  /// other stores (blocks travel with their bytes), of its geometry.
+  RemoteBlockStore* remote = nullptr;
 };
 
 /// One tier's figures. Counters run over the manager's life.

@@ -471,6 +471,14 @@ void KVBlockManager<Key, Hash, Policy>::reclaim() {
 template <class Key, class Hash, class Policy>
   requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
 void KVBlockManager<Key, Hash, Policy>::check_stores(const TierStores& stores) {
+  if (stores.remote != nullptr) {
+    if (stores.primary == nullptr) {
+      throw std::invalid_argument("KVBlockManager: a remote store needs the other tiers' stores (blocks travel with their bytes)");
+    }
+    if (!(stores.remote->geometry() == stores.primary->geometry())) {
+      throw std::invalid_argument("KVBlockManager: the remote store's block geometry differs from primary's");
+    }
+  }
   const bool any = stores.primary != nullptr || stores.host != nullptr || stores.disk != nullptr;
   if (!any) return;
   for (const auto& t : tiers_) {
@@ -501,6 +509,168 @@ void KVBlockManager<Key, Hash, Policy>::check_stores(const TierStores& stores) {
                                               stores.disk->config().hash_bytes, sizeof(Key)));
     }
   }
+}
+
+// The remote tier. Its store is called outside the lock only; a store that throws fails the
+// call it was making (counted), as a failed copy does.
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+void KVBlockManager<Key, Hash, Policy>::queue_remote_put(const Key& key, BlockId slot, std::vector<RemotePut>& now) {
+  const bool queued = config_.remote_queue_blocks > 0;
+  if (queued && remote_puts_.size() >= config_.remote_queue_blocks) {
+    ++remote_stats_.dropped_offloads;  // the writer is behind: nobody waits for it
+    return;
+  }
+  RemotePut put{key, std::vector<std::byte>(block_bytes_)};
+  try {
+    tiers_[0]->memory->read_block(static_cast<std::size_t>(slot), put.bytes.data());
+  } catch (...) {
+    ++remote_stats_.failed_transfers;
+    return;
+  }
+  if (!queued) {
+    now.push_back(std::move(put));
+    return;
+  }
+  remote_puts_.push_back(std::move(put));
+  remote_high_water_ = std::max(remote_high_water_, remote_puts_.size());
+  remote_work_.notify_one();
+}
+
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+void KVBlockManager<Key, Hash, Policy>::put_remote(std::vector<RemotePut>& puts) {
+  std::vector<RemoteBlock> blocks;
+  blocks.reserve(puts.size());
+  for (const auto& p : puts) blocks.push_back({key_bytes(p.key), p.bytes});
+  std::vector<bool> stored;
+  try {
+    stored = remote_->put(blocks);
+  } catch (...) {
+    stored.clear();
+  }
+  stored.resize(puts.size(), false);
+  const auto n = static_cast<std::uint64_t>(std::ranges::count(stored, true));
+  const std::lock_guard lock(mu_);
+  remote_stats_.stored_blocks += n;
+  remote_stats_.bytes_in += n * block_bytes_;
+  remote_stats_.failed_transfers += puts.size() - n;
+}
+
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+void KVBlockManager<Key, Hash, Policy>::write_to_remote() {
+  std::vector<RemotePut> batch;
+  std::unique_lock lock(mu_);
+  for (;;) {
+    remote_work_.wait(lock, [&] { return stopping_ || !remote_puts_.empty(); });
+    if (stopping_) return;
+    batch.clear();
+    while (!remote_puts_.empty() && batch.size() < config_.offload_batch_blocks) {
+      batch.push_back(std::move(remote_puts_.front()));
+      remote_puts_.pop_front();
+    }
+    remote_busy_ = batch.size();
+    lock.unlock();
+    put_remote(batch);  // takes the lock to count
+    lock.lock();
+    remote_busy_ = 0;
+    idle_.notify_all();
+  }
+}
+
+template <class Key, class Hash, class Policy>
+  requires std::is_trivially_copyable_v<Key> && std::equality_comparable<Key> && EvictionPolicy<Policy>
+std::vector<BlockId> KVBlockManager<Key, Hash, Policy>::onboard_remote(std::span<const Key> hashes,
+                                                                        std::optional<Key> parent,
+                                                                        std::span<const TokenId> token_ids) {
+  if (!token_ids.empty() && token_ids.size() != hashes.size() * config_.block_size) {
+    throw std::invalid_argument(fmt::format("KVBlockManager::onboard_remote: {} token ids for {} blocks of {} tokens",
+                                            token_ids.size(), hashes.size(), config_.block_size));
+  }
+  if (remote_ == nullptr || hashes.empty()) return {};
+  std::vector<std::span<const std::byte>> names;
+  names.reserve(hashes.size());
+  for (const Key& k : hashes) names.push_back(key_bytes(k));
+  std::size_t found = 0;
+  bool failed = false;
+  try {
+    found = std::min(remote_->lookup(names), hashes.size());
+  } catch (...) {
+    failed = true;
+  }
+  std::vector<BlockId> fresh;
+  {
+    std::unique_lock lock(mu_);
+    remote_stats_.lookups += hashes.size();
+    remote_stats_.hit_blocks += found;
+    remote_stats_.hit_tokens += found * config_.block_size;
+    remote_stats_.failed_transfers += failed ? 1 : 0;
+    if (found == 0) return {};
+    if (!allocate_primary(lock, found, fresh)) {
+      throw OutOfPages(fmt::format("KVBlockManager::onboard_remote: {} blocks to read, {} available in primary",
+                                   found, tiers_[0]->pool.available()));
+    }
+  }
+  // The new blocks are ours (in use, unregistered): read into them outside the lock.
+  std::vector<std::byte> staging(found * block_bytes_);
+  std::vector<std::byte*> rows;
+  for (std::size_t i = 0; i < found; ++i) rows.push_back(staging.data() + i * block_bytes_);
+  std::vector<bool> read;
+  try {
+    read = remote_->get(std::span(names).first(found), rows);
+  } catch (...) {
+    read.clear();
+  }
+  read.resize(found, false);
+  std::size_t intact = 0;
+  for (; intact < found && read[intact]; ++intact) {
+    try {
+      tiers_[0]->memory->write_block(static_cast<std::size_t>(fresh[intact]), rows[intact]);
+    } catch (...) {
+      break;
+    }
+  }
+  std::vector<BlockId> out;
+  {
+    const std::lock_guard lock(mu_);
+    TierState& primary = *tiers_[0];
+    std::vector<std::size_t> stored;
+    std::vector<BlockId> stored_blocks;
+    for (std::size_t i = 0; i < intact; ++i) {
+      const BlockId mine[] = {fresh[i]};
+      if (const auto existing = primary.pool.find(hashes[i])) {
+        // Registered meanwhile (computed or read by another request): share it.
+        const BlockId one[] = {*existing};
+        primary.pool.touch(one);
+        primary.pool.release(mine);
+        out.push_back(*existing);
+        continue;
+      }
+      BlockMeta meta;
+      meta.parent = i == 0 ? parent : std::optional<Key>(hashes[i - 1]);
+      if (!token_ids.empty()) {
+        const auto from = token_ids.begin() + static_cast<std::ptrdiff_t>(i * config_.block_size);
+        meta.tokens.assign(from, from + config_.block_size);
+      }
+      register_copy(primary, fresh[i], hashes[i], std::move(meta));
+      ++primary.stats.stored_blocks;
+      ++remote_stats_.onboarded_blocks;
+      remote_stats_.bytes_out += block_bytes_;
+      record_use(hashes[i]);
+      stored.push_back(i);
+      stored_blocks.push_back(fresh[i]);
+      out.push_back(fresh[i]);
+    }
+    if (intact < found) {  // the run ends at a block that did not arrive: the rest go back
+      ++remote_stats_.failed_transfers;
+      primary.pool.release(std::span<const BlockId>(fresh).subspan(intact));
+      wake_reclaimer();
+    }
+    emit_stored_runs(primary, stored_blocks, hashes, stored);
+  }
+  events_.publish();
+  return out;
 }
 
 // The disk store's blocks found at open become the disk tier's contents, oldest first (the
