@@ -1,5 +1,7 @@
 #include "llmds/kv/routing/kv_event_publisher.hpp"
 
+#include "llmds/kv/routing/kv_event_subscriber.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -11,6 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <system_error>
 #include <utility>
 #include <variant>
@@ -446,6 +449,147 @@ TEST(KVEventPublisher, AManagersTiersArriveAsVLLMsMedia) {
   EXPECT_EQ(stored[3], (std::vector<Tier>{Tier::kPrimary}));
   publisher.close();
   publisher.close();  // idempotent
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// KVEventSubscriber: an index fed over ZeroMQ.
+
+namespace {
+
+using WireIndex = llmds::KVIndexer<std::uint64_t>;
+
+TEST(KVEventSubscriber, TwoServersFeedOneIndexAsIfItWereFedDirectly) {
+  using UManager = llmds::KVBlockManager<std::uint64_t>;
+  llmds::KVBlockManagerConfig c;
+  c.primary_blocks = 6;
+  c.host_blocks = 6;
+  c.block_size = 4;
+  UManager a(c), b(c);
+  WireIndex direct, remote;
+  a.events().subscribe([&](const auto& batch) { direct.apply(0, batch); });
+  b.events().subscribe([&](const auto& batch) { direct.apply(1, batch); });
+  llmds::KVEventPublisher<std::uint64_t> pa(a.events(), local_config()), pb(b.events(), local_config());
+  std::mt19937_64 rng(5);
+  const auto serve = [&](UManager& m) {
+    const std::uint64_t conv = rng() % 8;
+    std::vector<std::uint64_t> keys;
+    for (std::uint64_t i = 0, n = 1 + rng() % 4; i < n; ++i) keys.push_back(conv * 100 + i);
+    auto match = m.match(keys);
+    auto blocks = m.onboard(match);
+    const auto fresh = m.allocate(keys.size() - blocks.size());
+    std::optional<std::uint64_t> parent;
+    if (!blocks.empty()) parent = keys[blocks.size() - 1];
+    m.register_blocks(fresh, std::span(keys).subspan(blocks.size()), parent);
+    blocks.insert(blocks.end(), fresh.begin(), fresh.end());
+    m.release(std::vector<llmds::BlockId>(blocks.rbegin(), blocks.rend()));
+  };
+  for (int i = 0; i < 50; ++i) serve(i % 2 ? a : b);  // before the subscriber: replayed
+  pa.flush();
+  pb.flush();
+  llmds::KVEventSubscriber subscriber(remote, {{0, pa.endpoint(), pa.replay_endpoint(), ""},
+                                               {1, pb.endpoint(), pb.replay_endpoint(), ""}});
+  for (int i = 0; i < 400; ++i) {
+    serve(rng() % 2 ? a : b);
+    if (i % 50 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  pa.flush();
+  pb.flush();
+  ASSERT_TRUE(subscriber.wait_for(0, a.events().next_seq(), std::chrono::seconds(20)));
+  ASSERT_TRUE(subscriber.wait_for(1, b.events().next_seq(), std::chrono::seconds(20)));
+  for (std::uint64_t conv = 0; conv < 8; ++conv) {
+    const std::vector<std::uint64_t> query{conv * 100, conv * 100 + 1, conv * 100 + 2, conv * 100 + 3};
+    EXPECT_EQ(remote.score(query), direct.score(query)) << "conversation " << conv;
+  }
+  EXPECT_EQ(remote.num_blocks(), direct.num_blocks());
+  for (const llmds::WorkerId w : {0u, 1u}) {
+    EXPECT_TRUE(remote.worker(w)->in_sync);
+    EXPECT_EQ(remote.worker(w)->next_seq, direct.worker(w)->next_seq);
+  }
+  const auto s = subscriber.stats();
+  EXPECT_EQ(s.unrecovered_gaps, 0u);
+  EXPECT_EQ(s.decode_failures, 0u);
+  EXPECT_GE(s.replayed_batches, 1u);  // what came before it joined
+}
+
+// A server written by hand, to lose a batch on purpose and answer replays as a test wants.
+struct HandServer {
+  zmq::context_t context{1};
+  zmq::socket_t pub{context, zmq::socket_type::pub};
+  zmq::socket_t router{context, zmq::socket_type::router};
+  std::string pub_endpoint, replay_endpoint;
+  HandServer() {
+    pub.bind("tcp://127.0.0.1:*");
+    router.bind("tcp://127.0.0.1:*");
+    pub_endpoint = pub.get(zmq::sockopt::last_endpoint);
+    replay_endpoint = router.get(zmq::sockopt::last_endpoint);
+  }
+  static std::string payload(std::uint64_t key) {
+    Batch b{0, {BlockStored<Key>{{static_cast<Key>(key)}, std::nullopt, {}, 4, Tier::kPrimary}}};
+    return llmds::encode_kv_event_batch(b, 1.0, KVEventWireFormat{});
+  }
+  void send(std::uint64_t seq, const std::string& bytes) {
+    const auto frame = llmds::kv_event_seq_frame(static_cast<std::int64_t>(seq));
+    pub.send(zmq::const_buffer{}, zmq::send_flags::sndmore);
+    pub.send(zmq::buffer(frame), zmq::send_flags::sndmore);
+    pub.send(zmq::buffer(bytes));
+  }
+  // Answers one replay request with the batches `have` (seq -> key) from its start on.
+  void answer_replay(const std::map<std::uint64_t, std::uint64_t>& have) {
+    std::vector<zmq::message_t> request;
+    ASSERT_TRUE(zmq::recv_multipart(router, std::back_inserter(request)));
+    ASSERT_EQ(request.size(), 3u);
+    std::uint64_t from = 0;
+    for (std::size_t i = 0; i < 8; ++i) from = (from << 8) | request[2].data<std::uint8_t>()[i];
+    const auto reply = [&](std::int64_t seq, const std::string& bytes) {
+      const auto frame = llmds::kv_event_seq_frame(seq);
+      router.send(zmq::buffer(request[0].data(), request[0].size()), zmq::send_flags::sndmore);
+      router.send(zmq::const_buffer{}, zmq::send_flags::sndmore);
+      router.send(zmq::buffer(frame), zmq::send_flags::sndmore);
+      router.send(zmq::buffer(bytes));
+    };
+    for (const auto& [seq, key] : have) {
+      if (seq >= from) reply(static_cast<std::int64_t>(seq), payload(key));
+    }
+    reply(-1, "");
+  }
+};
+
+TEST(KVEventSubscriber, ALostBatchIsFetchedByReplayAndWhatNoReplayHasIsCounted) {
+  HandServer server;
+  WireIndex index;
+  llmds::KVEventSubscriber subscriber(index, {{3, server.pub_endpoint, server.replay_endpoint, ""}},
+                                      std::chrono::milliseconds(500));
+  // Until the subscription is up, batches are lost; the first one received asks for a replay.
+  std::thread replies([&] {
+    server.answer_replay({{0, 100}});          // the first batch: what came before it
+    server.answer_replay({{1, 101}, {2, 102}});  // the lost batch 1 (and 2, live already)
+    server.answer_replay({});                  // batch 4 is gone for good
+  });
+  while (!subscriber.wait_for(3, 1, std::chrono::milliseconds(20))) server.send(0, HandServer::payload(100));
+  server.send(2, HandServer::payload(102));  // 1 is lost on the way
+  ASSERT_TRUE(subscriber.wait_for(3, 3, std::chrono::seconds(10)));
+  EXPECT_TRUE(index.worker(3)->in_sync);
+  EXPECT_EQ(index.score(std::vector<std::uint64_t>{101}).size(), 1u);  // from the replay
+  server.send(3, "not MessagePack");           // a payload that is no batch
+  server.send(5, HandServer::payload(105));    // 3 unreadable, 4 gone: the replay has neither
+  ASSERT_TRUE(subscriber.wait_for(3, 6, std::chrono::seconds(10)));
+  replies.join();
+  EXPECT_FALSE(index.worker(3)->in_sync);
+  const auto s = subscriber.stats();
+  EXPECT_EQ(s.replay_requests, 3u);
+  EXPECT_EQ(s.unrecovered_gaps, 1u);
+  EXPECT_EQ(s.decode_failures, 1u);
+  EXPECT_EQ(s.replayed_batches, 1u);  // batch 1 (the first replay's batch 0 was the live one in hand)
+}
+
+TEST(KVEventSubscriber, BadSourcesAreRefused) {
+  WireIndex index;
+  EXPECT_THROW(llmds::KVEventSubscriber(index, {}), std::invalid_argument);
+  EXPECT_THROW(llmds::KVEventSubscriber(index, {{1, "tcp://127.0.0.1:1", "", ""}, {1, "tcp://127.0.0.1:2", "", ""}}),
+               std::invalid_argument);
+  EXPECT_THROW(llmds::KVEventSubscriber(index, {{1, "nonsense://x", "", ""}}), std::invalid_argument);
 }
 
 }  // namespace
