@@ -1,5 +1,6 @@
 #include "llmds/kv/tiered/redis_store.hpp"
 
+#include "llmds/kv/kv_cache.hpp"
 #include "llmds/kv/tiered/kv_block_manager.hpp"
 #include "llmds/kv/tiered/memory_store.hpp"
 #include "llmds/kv/trace_replay.hpp"
@@ -425,6 +426,50 @@ TEST(RedisBlockStore, ATraceReplayFindsWhatAnotherReplicaComputed) {
   EXPECT_GT(other.tier_hit_rate(llmds::Tier::kRemote), 0.0);
   c.move_bytes = false;
   EXPECT_THROW(llmds::replay_tiered_prefix_cache(trace, c), std::invalid_argument);
+}
+
+// Two KV caches (two engines' arenas) sharing one Redis server: a prompt one computed comes
+// back in the other with its entries.
+TEST(RedisBlockStore, TwoKVCachesShareAPromptsPagesWithTheirEntries) {
+  LLMDS_NEED_REDIS();
+  RedisServer server;
+  ASSERT_TRUE(server.start());
+  llmds::KVCacheConfig c;
+  c.page_size = 4;
+  c.max_pages = 8;
+  c.entry_width = 3;
+  const auto geometry = llmds::KVCache<float>::page_geometry(c);
+  llmds::RedisBlockStore store_a(config_for(server, geometry)), store_b(config_for(server, geometry));
+  c.tiers.remote = &store_a;
+  llmds::KVCache<float> a(c);
+  c.tiers.remote = &store_b;
+  llmds::KVCache<float> b(c);
+  std::vector<llmds::TokenId> tokens(14);
+  std::vector<float> kv(14 * 3);
+  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<llmds::TokenId>(100 + i);
+  for (std::size_t i = 0; i < kv.size(); ++i) kv[i] = 0.25f * static_cast<float>(i);
+  a.attach(1, kv, tokens);  // its 3 full pages registered, and written through to Redis
+  a.tiers()->flush();
+  EXPECT_EQ(a.tiers()->counters(llmds::Tier::kRemote).stored_blocks, 3u);
+
+  llmds::PrefixSource source;
+  const std::size_t have = b.attach_cached_prefix(7, tokens, {}, &source);
+  EXPECT_EQ(have, 12u);
+  EXPECT_EQ(source.remote_pages, 3u);
+  const auto got = b.get(7);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_TRUE(std::equal(got->begin(), got->end(), kv.begin()));
+  b.append(7, std::span(kv).subspan(have * 3));
+  EXPECT_EQ(b.get(7), kv);
+  b.detach(7);
+  // Without the server: nothing from it, and the cache serves on.
+  server.stop();
+  llmds::PrefixSource none;
+  c.tiers.remote = &store_b;
+  EXPECT_EQ(a.attach_cached_prefix(9, std::vector<llmds::TokenId>{1, 2, 3, 4, 5}, {}, &none), 0u);
+  EXPECT_EQ(none.remote_pages, 0u);
+  a.detach(9);
+  a.detach(1);
 }
 
 TEST(RedisBlockStore, BadConfigsAndBlocksAreRefused) {

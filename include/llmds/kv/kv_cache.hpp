@@ -92,8 +92,13 @@ struct KVCacheTiers {
   // used cached pages to host ahead of need, so that the caller's thread seldom copies a page
   // down itself (KVBlockManagerConfig::reclaim_free_blocks). 0: no reclaimer.
   std::size_t reclaim_pages = 0;
+  // A store shared with other servers (the remote tier, e.g. a RedisBlockStore), lent: its block
+  // geometry must be KVCache<Scalar>::page_geometry(config). Pages registered here are written
+  // through to it, and an attach_cached_prefix reads back from it the pages of the prefix that
+  // no local tier holds.
+  RemoteBlockStore* remote = nullptr;
 
-  [[nodiscard]] bool enabled() const noexcept { return host_pages > 0 || disk_pages > 0; }
+  [[nodiscard]] bool enabled() const noexcept { return host_pages > 0 || disk_pages > 0 || remote != nullptr; }
   void validate() const {
     if (disk_pages > 0 && disk_directory.empty()) {
       throw std::invalid_argument("KVCacheTiers.disk_directory is needed for a disk tier");
@@ -109,6 +114,7 @@ struct PrefixSource {
   std::size_t primary_pages = 0;  // shared in the arena
   std::size_t host_pages = 0;     // copied back from host memory
   std::size_t disk_pages = 0;     // read back from disk
+  std::size_t remote_pages = 0;   // read from the remote tier (another server computed them)
 };
 
 struct KVCacheConfig {
@@ -321,7 +327,7 @@ class KVCache {
     auto [it, inserted] = sequences_.try_emplace(seq);  // before any change: it may throw
     if (tiered_) {
       try {
-        s.table = take_tiered_prefix(hashes, source, std::span(fetched_from).first(fetched.size()));
+        s.table = take_tiered_prefix(hashes, prefix_tokens, source, std::span(fetched_from).first(fetched.size()));
       } catch (...) {
         sequences_.erase(it);
         give_back_fetched();
@@ -524,6 +530,11 @@ class KVCache {
   [[nodiscard]] const BlockPool<BlockHash, BlockHashHasher>& pool() const { return blocks(); }
 
   /// The tiers below the arena, or nullptr without them: their contents, statistics and events.
+  /// The block shape of a cache's pages in its tiers' stores: page_size tokens of entry_width
+  /// scalars (a remote store shared by such caches must have it). Throws std::invalid_argument
+  /// for pages too large for tiers.
+  [[nodiscard]] static BlockGeometry page_geometry(const KVCacheConfig& config) { return Tiered::page_geometry(config); }
+
   [[nodiscard]] KVBlockManager<BlockHash, BlockHashHasher, LruEviction>* tiers() noexcept {
     return tiered_ ? &tiered_->manager : nullptr;
   }
@@ -677,7 +688,7 @@ class KVCache {
                    ? std::make_unique<MemoryStore<ContiguousLayout>>(ContiguousLayout(geometry, c.tiers.host_pages, 4096))
                    : nullptr),
           disk(c.tiers.disk_pages > 0 ? std::make_unique<DiskStore>(disk_config(c, geometry)) : nullptr),
-          manager(manager_config(c), TierStores{&primary, host.get(), disk.get()}) {}
+          manager(manager_config(c), TierStores{&primary, host.get(), disk.get(), c.tiers.remote}) {}
 
     static BlockGeometry page_geometry(const KVCacheConfig& c) {
       // A page is page_size rows of entry_width scalars, written token by token: as one layer
@@ -737,8 +748,8 @@ class KVCache {
   // The longest run of leading hashes in any tier, in the arena, with a reference each. If the
   // arena has no room for the pages found below it, only the leading arena hits are taken.
   // fetched_from: where the leading pages were found by the prefetch that brought them in.
-  std::vector<BlockId> take_tiered_prefix(std::span<const BlockHash> hashes, PrefixSource* source,
-                                          std::span<const Tier> fetched_from = {}) {
+  std::vector<BlockId> take_tiered_prefix(std::span<const BlockHash> hashes, std::span<const TokenId> tokens,
+                                          PrefixSource* source, std::span<const Tier> fetched_from = {}) {
     TierManager& m = tiered_->manager;
     auto match = m.match(hashes);
     std::vector<Tier> tiers(match.tiers().begin(), match.tiers().end());
@@ -760,6 +771,24 @@ class KVCache {
         if (tiers[i] == Tier::kHost) ++source->host_pages;
         if (tiers[i] == Tier::kDisk) ++source->disk_pages;
       }
+    }
+    // The rest of the run from the remote tier, if it has it (and the arena has room for it).
+    const std::size_t have = pages.size();
+    if (config_.tiers.remote != nullptr && have < hashes.size() && tiers.size() == have) {
+      std::optional<BlockHash> parent;
+      if (have > 0) parent = hashes[have - 1];
+      const std::size_t page = config_.page_size;
+      const auto rest_tokens = tokens.size() >= hashes.size() * page
+                                   ? tokens.subspan(have * page, (hashes.size() - have) * page)
+                                   : std::span<const TokenId>{};
+      std::vector<BlockId> more;
+      try {
+        more = m.onboard_remote(hashes.subspan(have), parent, rest_tokens);
+      } catch (const OutOfPages&) {
+        // No room for them: the caller computes them.
+      }
+      pages.insert(pages.end(), more.begin(), more.end());
+      if (source != nullptr) source->remote_pages += more.size();
     }
     return pages;
   }
@@ -796,7 +825,7 @@ class KVCache {
     TierManager& m = tiered_->manager;
     auto [it, inserted] = sequences_.try_emplace(seq);  // before any change: it may throw
     try {
-      s.table = take_tiered_prefix(hashes, nullptr);
+      s.table = take_tiered_prefix(hashes, prefix_tokens, nullptr);
       const std::size_t hits = s.table.size();
       const std::size_t needed = pages_for(n) - hits;
       std::vector<BlockId> fresh;
